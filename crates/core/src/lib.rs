@@ -14,6 +14,7 @@
 //! - [`TensorSource`] / [`TensorSink`]: the streaming reader and writer traits
 //!   every format implements, and [`WriteCursor`], the bookkeeping writers
 //!   share.
+//! - [`atomic::AtomicFile`]: temp file + rename, used by every writer.
 //!
 //! A model, to weightkit, is an ordered set of named tensors plus metadata;
 //! everything here serves moving such a set between formats one tensor at a
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod convert;
 pub mod dtype;
 mod error;

@@ -167,6 +167,19 @@ impl Metadata {
         Metadata::default()
     }
 
+    /// Metadata from entries in order; `Err(key)` names the first duplicated
+    /// key. O(n log n), unlike repeated [`Metadata::insert`].
+    pub fn from_entries(entries: Vec<(String, Value)>) -> Result<Self, String> {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
+        for w in order.windows(2) {
+            if entries[w[0]].0 == entries[w[1]].0 {
+                return Err(entries[w[0]].0.clone());
+            }
+        }
+        Ok(Metadata { entries })
+    }
+
     /// Sets `key`, replacing an existing value in place (keeping its
     /// position) or appending. Returns the old value.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Option<Value> {
