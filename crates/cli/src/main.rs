@@ -1,1 +1,75 @@
-fn main() {}
+//! `weightkit`: the command-line tool.
+//!
+//! One binary with subcommands. Each subcommand lives in its own module
+//! under [`commands`] with a clap `Args` struct and a `run` function; this
+//! file only parses the command line, dispatches, and turns an error into
+//! one `error: ...` line on stderr and exit code 1 (clap's own usage errors
+//! keep clap's exit code 2).
+//!
+//! Inputs are opened through [`source`], which detects the format by magic
+//! bytes and hands back a format-independent [`source::Model`].
+
+mod commands;
+mod error;
+mod source;
+mod units;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// Inspect, convert, quantize and merge neural-network weights.
+#[derive(Debug, Parser)]
+#[command(
+    name = "weightkit",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true,
+    after_help = "Run `weightkit <COMMAND> --help` for a command's options."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a checkpoint's format, size, dtypes, metadata and every tensor
+    #[command(long_about = commands::inspect::LONG_ABOUT)]
+    Inspect(commands::inspect::Args),
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Inspect(args) => commands::inspect::run(&args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`weightkit inspect big | head`): not an error.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = error::report(&e);
+            // Nothing sensible is left to do if stderr itself fails.
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

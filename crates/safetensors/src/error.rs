@@ -209,11 +209,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// A directory holds no safetensors checkpoint.
-    #[error("{path}: no model.safetensors, model.safetensors.index.json or *.safetensors file")]
+    /// A directory holds no unambiguous safetensors checkpoint.
+    #[error(
+        "no model.safetensors or *.safetensors.index.json, and {candidates} *.safetensors files (need exactly one)"
+    )]
     NoCheckpoint {
         /// The directory.
         path: PathBuf,
+        /// How many `*.safetensors` files it holds.
+        candidates: usize,
     },
     /// Invalid writer arguments (shard size 0, bad prefix ...).
     #[error("invalid argument: {0}")]

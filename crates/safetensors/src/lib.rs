@@ -80,9 +80,10 @@ pub fn open_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
         }
         return Err(Error::NoCheckpoint {
             path: path.to_path_buf(),
+            candidates: found.len(),
         });
     }
-    if path.to_string_lossy().ends_with(".index.json") {
+    if path.to_string_lossy().ends_with(".safetensors.index.json") {
         return Ok(Checkpoint::Sharded(ShardedSafetensors::open(path)?));
     }
     Ok(Checkpoint::Single(SafetensorsFile::open(path)?))

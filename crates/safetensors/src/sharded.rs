@@ -135,8 +135,11 @@ impl ShardedSafetensors {
             .collect();
 
         for (tensor, shard) in &raw.weight_map {
-            let s = shard_pos[shard.as_str()];
-            if shards[s].header().position(tensor).is_none() {
+            let present = shard_pos
+                .get(shard.as_str())
+                .and_then(|&s| shards.get(s))
+                .is_some_and(|f| f.header().position(tensor).is_some());
+            if !present {
                 return Err(invalid(
                     &index_path,
                     format!("tensor `{tensor}` is mapped to {shard} but is not in that file"),
@@ -146,16 +149,16 @@ impl ShardedSafetensors {
         let mut infos = Vec::new();
         let mut locations = Vec::new();
         let mut by_name = HashMap::new();
-        for (s, shard) in shards.iter().enumerate() {
+        for (s, (shard, shard_name)) in shards.iter().zip(&shard_names).enumerate() {
             for (i, info) in shard.tensors().iter().enumerate() {
                 match raw.weight_map.get(&info.name) {
-                    Some(mapped) if mapped == shard_names[s] => {}
+                    Some(mapped) if mapped == shard_name => {}
                     Some(mapped) => {
                         return Err(invalid(
                             &index_path,
                             format!(
-                                "tensor `{}` is in {} but the weight map says {mapped}",
-                                info.name, shard_names[s]
+                                "tensor `{}` is in {shard_name} but the weight map says {mapped}",
+                                info.name
                             ),
                         ));
                     }
@@ -163,8 +166,8 @@ impl ShardedSafetensors {
                         return Err(invalid(
                             &index_path,
                             format!(
-                                "tensor `{}` in {} is not in the weight map",
-                                info.name, shard_names[s]
+                                "tensor `{}` in {shard_name} is not in the weight map",
+                                info.name
                             ),
                         ));
                     }
@@ -229,11 +232,11 @@ impl ShardedSafetensors {
 
     /// A zero-copy view of the tensor at position `i`.
     pub fn tensor_at(&self, i: usize) -> Result<TensorView<'_>> {
-        let &(s, j) = self
-            .locations
+        self.locations
             .get(i)
-            .ok_or_else(|| Error::TensorNotFound(format!("#{i}")))?;
-        self.shards[s].tensor_at(j)
+            .and_then(|&(s, j)| Some((self.shards.get(s)?, j)))
+            .ok_or_else(|| Error::TensorNotFound(format!("#{i}")))
+            .and_then(|(shard, j)| shard.tensor_at(j))
     }
 }
 
@@ -275,7 +278,7 @@ pub fn plan_shards(byte_lens: &[usize], max_shard_size: u64) -> (Vec<usize>, usi
             shards.push(vec![i]);
             continue;
         }
-        if current_size + len > max_shard_size {
+        if current_size.saturating_add(len) > max_shard_size {
             shards.push(std::mem::take(&mut current));
             current_size = 0;
         }
@@ -287,7 +290,9 @@ pub fn plan_shards(byte_lens: &[usize], max_shard_size: u64) -> (Vec<usize>, usi
     }
     for (s, members) in shards.iter().enumerate() {
         for &i in members {
-            shard_of[i] = s;
+            if let Some(slot) = shard_of.get_mut(i) {
+                *slot = s;
+            }
         }
     }
     let n = shards.len();

@@ -1,0 +1,122 @@
+//! The CLI's error type and the one-line error report.
+//!
+//! Library errors keep their own `Display` and `source()` chain; the CLI adds
+//! the context the libraries cannot know (which path, which format it was
+//! read as) and prints the whole chain on one line.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// A boxed library error.
+pub(crate) type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// Everything a command can fail with.
+#[derive(Debug)]
+pub(crate) enum CliError {
+    /// The input path could not be read at all (missing, permissions ...).
+    Read { path: PathBuf, source: io::Error },
+    /// The input is in a format this build does not read.
+    Unsupported {
+        path: PathBuf,
+        /// What was detected, for example `GGUF`.
+        format: &'static str,
+        /// Why: the magic bytes or the file that gave it away.
+        evidence: String,
+    },
+    /// The format's reader rejected the input.
+    Open {
+        path: PathBuf,
+        format: &'static str,
+        source: BoxError,
+    },
+    /// A tensor whose sizes cannot be summed (overflow).
+    Tensor { name: String, source: BoxError },
+    /// A total that overflows `u64`.
+    Overflow(&'static str),
+    /// Writing the output failed (including a closed pipe).
+    Output(io::Error),
+}
+
+impl CliError {
+    /// Whether this is stdout's reader having gone away, which is not an error.
+    pub(crate) fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Read { path, .. } => write!(f, "cannot read {}", path.display()),
+            CliError::Unsupported {
+                path,
+                format,
+                evidence,
+            } => write!(
+                f,
+                "{}: unsupported format: {format} ({evidence}); this build reads safetensors \
+                 (a .safetensors file, a *.safetensors.index.json or a model directory)",
+                path.display()
+            ),
+            CliError::Open { path, format, .. } => {
+                write!(f, "cannot open {} as {format}", path.display())
+            }
+            CliError::Tensor { name, .. } => write!(f, "tensor `{name}`"),
+            CliError::Overflow(what) => write!(f, "{what} overflows a 64-bit count"),
+            CliError::Output(_) => f.write_str("cannot write the output"),
+        }
+    }
+}
+
+impl Error for CliError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CliError::Read { source, .. } | CliError::Output(source) => Some(source),
+            CliError::Open { source, .. } | CliError::Tensor { source, .. } => Some(&**source),
+            CliError::Unsupported { .. } | CliError::Overflow(_) => None,
+        }
+    }
+}
+
+impl From<io::Error> for CliError {
+    /// I/O errors that reach a command's `?` unannotated are output errors:
+    /// every input read names its path explicitly.
+    fn from(e: io::Error) -> Self {
+        CliError::Output(e)
+    }
+}
+
+/// `error: <message>: <source>: <source's source> ...` on one line.
+pub(crate) fn report(e: &dyn Error) -> String {
+    let mut line = format!("error: {e}");
+    let mut next = e.source();
+    while let Some(s) = next {
+        let msg = s.to_string();
+        // A wrapper that repeats its source's message adds nothing.
+        if !line.ends_with(&msg) {
+            line.push_str(": ");
+            line.push_str(&msg);
+        }
+        next = s.source();
+    }
+    // One line, whatever the messages contain.
+    line.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_walks_the_chain() {
+        let e = CliError::Read {
+            path: "x.safetensors".into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "gone\nreally"),
+        };
+        assert_eq!(report(&e), "error: cannot read x.safetensors: gone really");
+        assert!(CliError::Output(io::ErrorKind::BrokenPipe.into()).is_broken_pipe());
+        assert!(!CliError::Overflow("x").is_broken_pipe());
+    }
+}
