@@ -524,15 +524,20 @@ impl DType {
     pub fn bytes_for_elems(self, n_elems: usize) -> Result<usize, CoreError> {
         match self.packing() {
             Packing::Element { bytes } => n_elems.checked_mul(bytes).ok_or(CoreError::Overflow),
-            Packing::Bits { bits } => {
-                let total = n_elems.checked_mul(bits).ok_or(CoreError::Overflow)?;
-                if total % 8 != 0 {
+            Packing::Bits { .. } => {
+                // Whole bytes exactly when whole groups of `block_elems`
+                // (2 for F4, 4 for F6); dividing first keeps `n_elems * bits`
+                // from overflowing when the byte count itself fits.
+                let (group, group_bytes) = (self.block_elems(), self.block_bytes());
+                if !n_elems.is_multiple_of(group) {
                     return Err(CoreError::NotWholeBytes {
                         dtype: self,
                         elems: n_elems,
                     });
                 }
-                Ok(total / 8)
+                (n_elems / group)
+                    .checked_mul(group_bytes)
+                    .ok_or(CoreError::Overflow)
             }
             Packing::Block { elems, bytes } => {
                 if !n_elems.is_multiple_of(elems) {

@@ -43,20 +43,14 @@ impl Shape {
     /// Number of elements, checked: `Err(Overflow)` if the product does not
     /// fit in `usize`.
     pub fn elem_count(&self) -> Result<usize, CoreError> {
-        self.0
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or(CoreError::Overflow)
+        checked_product(&self.0)
     }
 
     /// Number of rows (all dimensions but the innermost), checked.
     pub fn row_count(&self) -> Result<usize, CoreError> {
         match self.0.split_last() {
             None => Ok(1),
-            Some((_, outer)) => outer
-                .iter()
-                .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-                .ok_or(CoreError::Overflow),
+            Some((_, outer)) => checked_product(outer),
         }
     }
 
@@ -89,6 +83,17 @@ impl Shape {
             _ => dtype.bytes_for_elems(elems),
         }
     }
+}
+
+/// The product of `dims`, checked. Any zero dimension makes the product 0,
+/// even when a partial product of the other dimensions would overflow.
+fn checked_product(dims: &[usize]) -> Result<usize, CoreError> {
+    if dims.contains(&0) {
+        return Ok(0);
+    }
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or(CoreError::Overflow)
 }
 
 impl fmt::Debug for Shape {
