@@ -33,7 +33,7 @@ pub mod tensor;
 
 pub use dtype::{DType, Packing};
 pub use error::CoreError;
-pub use metadata::{Metadata, Value, ValueType};
+pub use metadata::{Array, Metadata, Value, ValueType};
 pub use shape::Shape;
 pub use stream::{Piece, TensorSink, TensorSource, WriteCursor};
 pub use tensor::{CowTensor, SharedBytes, Storage, Tensor, TensorInfo, TensorView};

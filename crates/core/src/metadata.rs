@@ -60,14 +60,119 @@ pub enum Value {
     Bool(bool),
     /// UTF-8 string
     String(String),
-    /// A homogeneous array: its element type (kept even when empty) and items.
-    Array(ValueType, Vec<Value>),
+    /// A homogeneous array, stored compactly by element type.
+    Array(Array),
     /// u64
     U64(u64),
     /// i64
     I64(i64),
     /// f64
     F64(f64),
+    /// A string whose bytes are not valid UTF-8 (GGUF allows any bytes),
+    /// kept byte for byte so that a rewrite reproduces it.
+    RawString(Vec<u8>),
+}
+
+/// A homogeneous metadata array. Each element type has its own compact
+/// vector, so a 150k-entry f32 score table costs 4 bytes an entry.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Array {
+    /// u8 elements
+    U8(Vec<u8>),
+    /// i8 elements
+    I8(Vec<i8>),
+    /// u16 elements
+    U16(Vec<u16>),
+    /// i16 elements
+    I16(Vec<i16>),
+    /// u32 elements
+    U32(Vec<u32>),
+    /// i32 elements
+    I32(Vec<i32>),
+    /// f32 elements
+    F32(Vec<f32>),
+    /// bool elements
+    Bool(Vec<bool>),
+    /// string elements (a non-UTF-8 one is a `RawString` value in `Mixed`)
+    String(Vec<String>),
+    /// u64 elements
+    U64(Vec<u64>),
+    /// i64 elements
+    I64(Vec<i64>),
+    /// f64 elements
+    F64(Vec<f64>),
+    /// Arrays of arrays (GGUF writers can emit them; llama.cpp rejects them).
+    Array(Vec<Array>),
+    /// Strings some of which are not valid UTF-8: each element is a
+    /// `Value::String` or `Value::RawString`.
+    Strings(Vec<Value>),
+}
+
+impl Array {
+    /// The element type.
+    pub fn elem_type(&self) -> ValueType {
+        match self {
+            Array::U8(_) => ValueType::U8,
+            Array::I8(_) => ValueType::I8,
+            Array::U16(_) => ValueType::U16,
+            Array::I16(_) => ValueType::I16,
+            Array::U32(_) => ValueType::U32,
+            Array::I32(_) => ValueType::I32,
+            Array::F32(_) => ValueType::F32,
+            Array::Bool(_) => ValueType::Bool,
+            Array::String(_) | Array::Strings(_) => ValueType::String,
+            Array::U64(_) => ValueType::U64,
+            Array::I64(_) => ValueType::I64,
+            Array::F64(_) => ValueType::F64,
+            Array::Array(_) => ValueType::Array,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Array(v) => v.len(),
+            Array::Strings(v) => v.len(),
+        }
+    }
+
+    /// Whether the array is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a scalar value (cloned).
+    pub fn get(&self, i: usize) -> Option<Value> {
+        Some(match self {
+            Array::U8(v) => Value::U8(*v.get(i)?),
+            Array::I8(v) => Value::I8(*v.get(i)?),
+            Array::U16(v) => Value::U16(*v.get(i)?),
+            Array::I16(v) => Value::I16(*v.get(i)?),
+            Array::U32(v) => Value::U32(*v.get(i)?),
+            Array::I32(v) => Value::I32(*v.get(i)?),
+            Array::F32(v) => Value::F32(*v.get(i)?),
+            Array::Bool(v) => Value::Bool(*v.get(i)?),
+            Array::String(v) => Value::String(v.get(i)?.clone()),
+            Array::U64(v) => Value::U64(*v.get(i)?),
+            Array::I64(v) => Value::I64(*v.get(i)?),
+            Array::F64(v) => Value::F64(*v.get(i)?),
+            Array::Array(v) => Value::Array(v.get(i)?.clone()),
+            Array::Strings(v) => v.get(i)?.clone(),
+        })
+    }
 }
 
 impl Value {
@@ -83,7 +188,8 @@ impl Value {
             Value::F32(_) => ValueType::F32,
             Value::Bool(_) => ValueType::Bool,
             Value::String(_) => ValueType::String,
-            Value::Array(..) => ValueType::Array,
+            Value::Array(_) => ValueType::Array,
+            Value::RawString(_) => ValueType::String,
             Value::U64(_) => ValueType::U64,
             Value::I64(_) => ValueType::I64,
             Value::F64(_) => ValueType::F64,
@@ -129,17 +235,52 @@ impl fmt::Display for Value {
             Value::U64(v) => write!(f, "{v}"),
             Value::I64(v) => write!(f, "{v}"),
             Value::F64(v) => write!(f, "{v}"),
-            Value::Array(_, items) => {
+            Value::RawString(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            Value::Array(a) => {
                 f.write_str("[")?;
-                for (i, v) in items.iter().enumerate() {
+                for i in 0..a.len() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{v}")?;
+                    if let Some(v) = a.get(i) {
+                        write!(f, "{v}")?;
+                    }
                 }
                 f.write_str("]")
             }
         }
+    }
+}
+
+macro_rules! value_from {
+    ($($t:ty => $v:ident),* $(,)?) => {
+        $(
+            impl From<$t> for Value {
+                fn from(x: $t) -> Self {
+                    Value::$v(x)
+                }
+            }
+            impl From<Vec<$t>> for Value {
+                fn from(x: Vec<$t>) -> Self {
+                    Value::Array(Array::$v(x))
+                }
+            }
+        )*
+    };
+}
+
+value_from!(u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32,
+    f32 => F32, bool => Bool, u64 => U64, i64 => I64, f64 => F64);
+
+impl From<Vec<String>> for Value {
+    fn from(x: Vec<String>) -> Self {
+        Value::Array(Array::String(x))
+    }
+}
+
+impl From<Array> for Value {
+    fn from(x: Array) -> Self {
+        Value::Array(x)
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use weightkit_core::{Metadata, Value};
 
 use crate::error::CliError;
@@ -433,13 +433,15 @@ fn human_value(v: &Value) -> String {
     let s = match v {
         Value::String(s) if s.is_empty() => "\"\"".to_owned(),
         Value::String(s) => escape(s),
-        Value::Array(_, items) if items.len() > MAX_ITEMS => {
+        Value::Array(items) if items.len() > MAX_ITEMS => {
             let mut s = String::from("[");
-            for (i, item) in items.iter().take(MAX_ITEMS).enumerate() {
+            for i in 0..MAX_ITEMS {
                 if i > 0 {
                     s.push_str(", ");
                 }
-                let _ = write!(s, "{item}");
+                if let Some(item) = items.get(i) {
+                    let _ = write!(s, "{item}");
+                }
             }
             let _ = write!(s, ", ... ({} items)]", thousands(to_u64(items.len())));
             escape(&s)
@@ -506,7 +508,16 @@ impl Serialize for JsonValue<'_> {
             Value::F64(v) => s.serialize_f64(*v),
             Value::Bool(v) => s.serialize_bool(*v),
             Value::String(v) => s.serialize_str(v),
-            Value::Array(_, items) => s.collect_seq(items.iter().map(JsonValue)),
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in 0..items.len() {
+                    if let Some(v) = items.get(i) {
+                        seq.serialize_element(&JsonValue(&v))?;
+                    }
+                }
+                seq.end()
+            }
+            Value::RawString(b) => s.serialize_str(&String::from_utf8_lossy(b)),
             // `Value` is non-exhaustive: a future variant prints as text.
             other => s.collect_str(other),
         }
@@ -526,10 +537,7 @@ mod tests {
             "a\\nb\\u{1b}[31m"
         );
         assert_eq!(human_value(&Value::U64(247_424)), "247424");
-        let long = Value::Array(
-            weightkit_core::ValueType::U32,
-            (0..10).map(Value::U32).collect(),
-        );
+        let long = Value::Array(weightkit_core::Array::U32((0..10).collect()));
         assert_eq!(
             human_value(&long),
             "[0, 1, 2, 3, 4, 5, 6, 7, ... (10 items)]"
@@ -547,10 +555,7 @@ mod tests {
             ("n", Value::U64(7)),
             ("neg", Value::I32(-1)),
             ("f", Value::F64(0.5)),
-            (
-                "a",
-                Value::Array(weightkit_core::ValueType::Bool, vec![Value::Bool(true)]),
-            ),
+            ("a", Value::Array(weightkit_core::Array::Bool(vec![true]))),
         ]
         .into_iter()
         .collect();
