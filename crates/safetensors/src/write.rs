@@ -144,11 +144,6 @@ pub fn header_bytes(tensors: &[TensorInfo], metadata: &Metadata) -> Result<Vec<u
         let s = v
             .as_str()
             .ok_or_else(|| Error::NonStringMetadata { key: k.to_owned() })?;
-        if k == "__metadata__" {
-            return Err(Error::InvalidArgument(
-                "`__metadata__` cannot be a metadata key".into(),
-            ));
-        }
         meta.push((k, s));
     }
     let mut offsets = Vec::with_capacity(tensors.len());
