@@ -30,6 +30,15 @@ pub(crate) enum CliError {
         path: PathBuf,
         format: &'static str,
         source: BoxError,
+        /// What the user can do about it, printed after the whole chain.
+        hint: Option<&'static str>,
+    },
+    /// A directory holding several candidates, none of them preferred.
+    Ambiguous {
+        path: PathBuf,
+        /// What there are several of (`.gguf files`).
+        what: &'static str,
+        candidates: Vec<PathBuf>,
     },
     /// A tensor whose sizes cannot be summed (overflow).
     Tensor { name: String, source: BoxError },
@@ -44,6 +53,14 @@ impl CliError {
     pub(crate) fn is_broken_pipe(&self) -> bool {
         matches!(self, CliError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
+
+    /// Advice for the end of the error line.
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            CliError::Open { hint, .. } => *hint,
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for CliError {
@@ -57,9 +74,25 @@ impl fmt::Display for CliError {
             } => write!(
                 f,
                 "{}: unsupported format: {format} ({evidence}); this build reads safetensors \
-                 (a .safetensors file, a *.safetensors.index.json or a model directory)",
+                 (a .safetensors file, a *.safetensors.index.json or a model directory) and \
+                 GGUF files",
                 path.display()
             ),
+            CliError::Ambiguous {
+                path,
+                what,
+                candidates,
+            } => {
+                write!(f, "{} holds {} {what} (", path.display(), candidates.len())?;
+                for (i, c) in candidates.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    let name = c.file_name().unwrap_or(c.as_os_str());
+                    write!(f, "{}", name.to_string_lossy())?;
+                }
+                f.write_str("); give the path of the one to read")
+            }
             CliError::Open { path, format, .. } => {
                 write!(f, "cannot open {} as {format}", path.display())
             }
@@ -75,7 +108,9 @@ impl Error for CliError {
         match self {
             CliError::Read { source, .. } | CliError::Output(source) => Some(source),
             CliError::Open { source, .. } | CliError::Tensor { source, .. } => Some(&**source),
-            CliError::Unsupported { .. } | CliError::Overflow(_) => None,
+            CliError::Unsupported { .. } | CliError::Ambiguous { .. } | CliError::Overflow(_) => {
+                None
+            }
         }
     }
 }
@@ -86,6 +121,16 @@ impl From<io::Error> for CliError {
     fn from(e: io::Error) -> Self {
         CliError::Output(e)
     }
+}
+
+/// [`report`] plus the error's hint: `error: ...; pass --flag to ...`.
+pub(crate) fn report_cli(e: &CliError) -> String {
+    let mut line = report(e);
+    if let Some(hint) = e.hint() {
+        line.push_str("; ");
+        line.push_str(hint);
+    }
+    line
 }
 
 /// `error: <message>: <source>: <source's source> ...` on one line.
@@ -118,5 +163,24 @@ mod tests {
         assert_eq!(report(&e), "error: cannot read x.safetensors: gone really");
         assert!(CliError::Output(io::ErrorKind::BrokenPipe.into()).is_broken_pipe());
         assert!(!CliError::Overflow("x").is_broken_pipe());
+        let e = CliError::Open {
+            path: "m.gguf".into(),
+            format: "GGUF",
+            source: "bad\nthing".into(),
+            hint: Some("try --this"),
+        };
+        assert_eq!(
+            report_cli(&e),
+            "error: cannot open m.gguf as GGUF: bad thing; try --this"
+        );
+        let e = CliError::Ambiguous {
+            path: "dir".into(),
+            what: ".gguf files",
+            candidates: vec!["dir/a.gguf".into(), "dir/b.gguf".into()],
+        };
+        assert_eq!(
+            report_cli(&e),
+            "error: dir holds 2 .gguf files (a.gguf, b.gguf); give the path of the one to read"
+        );
     }
 }

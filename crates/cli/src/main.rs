@@ -55,7 +55,7 @@ fn main() -> ExitCode {
         // The reader went away (`weightkit inspect big | head`): not an error.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            let line = error::report(&e);
+            let line = error::report_cli(&e);
             // Nothing sensible is left to do if stderr itself fails.
             let _ = writeln!(std::io::stderr().lock(), "{line}");
             ExitCode::FAILURE

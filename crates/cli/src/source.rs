@@ -5,6 +5,10 @@
 //! reader; detection already recognises the formats later builds will read,
 //! so that until then they are named in a clear "unsupported format" error
 //! instead of failing as a malformed safetensors file.
+//!
+//! GGUF is recognised by its `GGUF` magic whatever the file is called. A
+//! directory stays a safetensors checkpoint unless it holds no safetensors
+//! at all and exactly one `.gguf` file, which is then opened instead.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -12,6 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use weightkit_core::{Metadata, TensorInfo, TensorSource};
+use weightkit_gguf::{GgufFile, ReadOptions};
 use weightkit_safetensors::{Checkpoint, INDEX_FILE};
 
 use crate::error::CliError;
@@ -34,6 +39,18 @@ pub(crate) trait Model {
     fn declared_total_size(&self) -> Option<u64> {
         None
     }
+    /// The GGUF file behind the model, for GGUF-only details (version,
+    /// alignment, ggml types and `ne` order).
+    fn gguf(&self) -> Option<&GgufFile> {
+        None
+    }
+}
+
+/// How to open inputs: the format-specific switches commands expose.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OpenOptions {
+    /// Accept GGUF metadata arrays of arrays (llama.cpp rejects them).
+    pub(crate) allow_nested_arrays: bool,
 }
 
 /// One file of a multi-file checkpoint.
@@ -94,6 +111,28 @@ impl Model for Checkpoint {
     }
 }
 
+impl Model for GgufFile {
+    fn format_id(&self) -> &'static str {
+        "gguf"
+    }
+
+    fn format_label(&self) -> String {
+        format!("GGUF v{}", self.version())
+    }
+
+    fn tensor_infos(&self) -> &[TensorInfo] {
+        self.tensors()
+    }
+
+    fn metadata(&self) -> &Metadata {
+        GgufFile::metadata(self)
+    }
+
+    fn gguf(&self) -> Option<&GgufFile> {
+        Some(self)
+    }
+}
+
 /// `usize` to `u64` (lossless on every supported target).
 pub(crate) fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -136,10 +175,12 @@ struct Detected {
     /// The evidence, for messages: the magic bytes, and for a directory the
     /// file that had them.
     evidence: String,
+    /// A directory's one file to open instead of the directory itself.
+    file: Option<PathBuf>,
 }
 
 /// Opens `path` (a file or a model directory) in whatever format it is.
-pub(crate) fn open(path: &Path) -> Result<Box<dyn Model>, CliError> {
+pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Box<dyn Model>, CliError> {
     let detected = detect(path)?;
     match detected.kind {
         Kind::Safetensors => match weightkit_safetensors::open_checkpoint(path) {
@@ -148,18 +189,36 @@ pub(crate) fn open(path: &Path) -> Result<Box<dyn Model>, CliError> {
                 path: path.to_path_buf(),
                 format: "safetensors",
                 source: Box::new(e),
+                hint: None,
             }),
         },
-        Kind::Gguf
-        | Kind::LegacyGgml
-        | Kind::TorchZip
-        | Kind::Pickle
-        | Kind::Numpy
-        | Kind::Json => Err(CliError::Unsupported {
-            path: path.to_path_buf(),
-            format: detected.kind.name(),
-            evidence: detected.evidence,
-        }),
+        Kind::Gguf => {
+            let file = detected.file.as_deref().unwrap_or(path);
+            let read_opts = ReadOptions {
+                allow_nested_arrays: opts.allow_nested_arrays,
+                ..ReadOptions::default()
+            };
+            match GgufFile::open_with(file, &read_opts) {
+                Ok(g) => Ok(Box::new(g)),
+                Err(e) => {
+                    let hint = matches!(e, weightkit_gguf::Error::NestedArray { .. })
+                        .then_some("pass --allow-nested-arrays to read it anyway");
+                    Err(CliError::Open {
+                        path: file.to_path_buf(),
+                        format: "GGUF",
+                        source: Box::new(e),
+                        hint,
+                    })
+                }
+            }
+        }
+        Kind::LegacyGgml | Kind::TorchZip | Kind::Pickle | Kind::Numpy | Kind::Json => {
+            Err(CliError::Unsupported {
+                path: path.to_path_buf(),
+                format: detected.kind.name(),
+                evidence: detected.evidence,
+            })
+        }
     }
 }
 
@@ -187,6 +246,7 @@ fn sniff(head: &[u8], path: &Path) -> Detected {
     let found = |kind, n: usize| Detected {
         kind,
         evidence: format!("magic {}", show_magic(head.get(..n).unwrap_or(head))),
+        file: None,
     };
     // A safetensors file starts with an 8-byte header length then `{`; the
     // length's low byte may be anything, 0x80 included, so this check comes
@@ -215,23 +275,34 @@ fn sniff(head: &[u8], path: &Path) -> Detected {
         Detected {
             kind: Kind::Json,
             evidence: "starts with `{` but is not a `*.safetensors.index.json`".to_owned(),
+            file: None,
         }
     } else {
+        Detected::safetensors()
+    }
+}
+
+impl Detected {
+    fn safetensors() -> Detected {
         Detected {
             kind: Kind::Safetensors,
             evidence: String::new(),
+            file: None,
         }
     }
 }
 
 /// A model directory is safetensors if it holds any safetensors file or
-/// index; otherwise the first weight file of another format decides.
+/// index. Otherwise one `.gguf` file with the GGUF magic is opened in its
+/// place (several are an error: which one is meant?), and failing that the
+/// first weight file of another format decides.
 fn detect_dir(dir: &Path) -> Result<Detected, CliError> {
     let read_err = |source| CliError::Read {
         path: dir.to_path_buf(),
         source,
     };
     let mut others = Vec::new();
+    let mut ggufs = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -239,18 +310,25 @@ fn detect_dir(dir: &Path) -> Result<Detected, CliError> {
             || name.ends_with(".safetensors")
             || name.ends_with(".safetensors.index.json")
         {
-            return Ok(Detected {
-                kind: Kind::Safetensors,
-                evidence: String::new(),
-            });
+            return Ok(Detected::safetensors());
         }
-        let weights = [".gguf", ".bin", ".pt", ".pth", ".ckpt", ".npy"];
-        if weights.iter().any(|ext| name.ends_with(ext)) {
+        let weights = [".bin", ".pt", ".pth", ".ckpt", ".npy"];
+        if name.ends_with(".gguf") {
+            ggufs.push(entry.path());
+        } else if weights.iter().any(|ext| name.ends_with(ext)) {
             others.push(entry.path());
         }
     }
+    ggufs.sort();
+    if ggufs.len() > 1 {
+        return Err(CliError::Ambiguous {
+            path: dir.to_path_buf(),
+            what: ".gguf files",
+            candidates: ggufs,
+        });
+    }
     others.sort();
-    for file in others {
+    for file in ggufs.into_iter().chain(others) {
         // Unreadable candidates are skipped: the reader's "no checkpoint"
         // error describes the directory better than one file's I/O error.
         let Ok(head) = read_head(&file) else { continue };
@@ -263,13 +341,11 @@ fn detect_dir(dir: &Path) -> Result<Detected, CliError> {
             return Ok(Detected {
                 kind: d.kind,
                 evidence: format!("{name} has {}", d.evidence),
+                file: Some(file),
             });
         }
     }
-    Ok(Detected {
-        kind: Kind::Safetensors,
-        evidence: String::new(),
-    })
+    Ok(Detected::safetensors())
 }
 
 /// Bytes as `` `GGUF` `` or `` `PK\x03\x04` ``.

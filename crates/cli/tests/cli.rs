@@ -14,6 +14,7 @@ const F32_FILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../testdata/tiny-llama/safetensors-f32/model.safetensors"
 );
+const GGUF_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/gguf");
 
 fn weightkit(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -207,7 +208,7 @@ fn truncated_file() {
 fn unsupported_formats() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 3] = [
-        ("model.gguf", b"GGUF\x03\0\0\0\0\0\0\0\0\0\0\0", "GGUF"),
+        ("model.bin", b"tjgg\x03\0\0\0\0\0\0\0", "legacy GGML"),
         ("model.pt", b"PK\x03\x04\x14\0\0\0\0\0", "zip"),
         ("pytorch_model.bin", b"\x80\x02\x8a\x0alZ\xfc", "pickle"),
     ];
@@ -217,13 +218,17 @@ fn unsupported_formats() {
         let err = inspect_error(&path);
         assert!(err.contains("unsupported format"), "{err}");
         assert!(err.contains(what), "{err}");
+        assert!(err.contains("GGUF"), "{err}");
     }
-    // A model directory holding only a GGUF file says so too.
-    let gguf_dir = dir.path().join("gguf-model");
-    std::fs::create_dir(&gguf_dir).unwrap();
-    std::fs::write(gguf_dir.join("model.gguf"), b"GGUF\x03\0\0\0").unwrap();
-    let err = inspect_error(&gguf_dir);
-    assert!(err.contains("unsupported format: GGUF"), "{err}");
+    // A model directory holding only a pickle says so too.
+    let pickle_dir = dir.path().join("pickle-model");
+    std::fs::create_dir(&pickle_dir).unwrap();
+    std::fs::write(pickle_dir.join("pytorch_model.bin"), b"\x80\x02\x8a\x0alZ").unwrap();
+    let err = inspect_error(&pickle_dir);
+    assert!(
+        err.contains("unsupported format: legacy PyTorch pickle"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -260,4 +265,511 @@ fn broken_pipe_exits_quietly() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "stderr: {err}");
     assert!(err.is_empty(), "{err}");
+}
+
+// ---------------------------------------------------------------- GGUF
+
+/// `testdata/gguf/<name>`.
+fn gguf_fixture(name: &str) -> String {
+    format!("{GGUF_DIR}/{name}")
+}
+
+/// The gguf-py dump written beside a fixture.
+fn gguf_dump(name: &str) -> Value {
+    let text = std::fs::read(gguf_fixture(name)).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+/// Our short GGUF type name for a gguf-py type name (`UINT32` -> `u32`).
+fn short_type(gguf_py: &str) -> &'static str {
+    match gguf_py {
+        "UINT8" => "u8",
+        "INT8" => "i8",
+        "UINT16" => "u16",
+        "INT16" => "i16",
+        "UINT32" => "u32",
+        "INT32" => "i32",
+        "FLOAT32" => "f32",
+        "BOOL" => "bool",
+        "STRING" => "str",
+        "ARRAY" => "arr",
+        "UINT64" => "u64",
+        "INT64" => "i64",
+        "FLOAT64" => "f64",
+        other => panic!("unknown gguf-py type {other}"),
+    }
+}
+
+/// Checks one of our JSON metadata values against gguf-py's dump of it:
+/// integers and strings exactly, floats by their bit pattern.
+fn check_value(key: &str, ours: &Value, ty: &str, dumped: &Value) {
+    match ty {
+        "FLOAT32" => {
+            let bits = u32::from_str_radix(&dumped["bits"].as_str().unwrap()[2..], 16).unwrap();
+            // Written in shortest f32 form: parse, narrow, compare bits.
+            let x = ours.as_f64().unwrap_or_else(|| panic!("{key}: {ours}"));
+            #[allow(clippy::cast_possible_truncation)]
+            let x = x as f32;
+            assert_eq!(x.to_bits(), bits, "{key}: {ours} vs {dumped}");
+        }
+        "FLOAT64" => {
+            let bits = u64::from_str_radix(&dumped["bits"].as_str().unwrap()[2..], 16).unwrap();
+            let x = ours.as_f64().unwrap_or_else(|| panic!("{key}: {ours}"));
+            assert_eq!(x.to_bits(), bits, "{key}: {ours} vs {dumped}");
+        }
+        _ => assert_eq!(ours, dumped, "{key}"),
+    }
+}
+
+/// Checks `--json` metadata (values, `metadata_types`, file order) against
+/// a gguf-py dump's `kv_order` and `kv`.
+fn check_metadata(ours: &Value, json_text: &str, dump: &Value) {
+    let order: Vec<&str> = dump["kv_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let meta = ours["metadata"].as_object().unwrap();
+    assert_eq!(meta.len(), order.len());
+    let types = ours["metadata_types"].as_object().unwrap();
+    for key in &order {
+        let kv = &dump["kv"][key];
+        let ty = kv["type"].as_str().unwrap();
+        let value = &meta[*key];
+        if ty == "ARRAY" {
+            let elem = kv["array_type"].as_str().unwrap();
+            let items = kv["value"].as_array().unwrap();
+            let ours_items = value.as_array().unwrap_or_else(|| panic!("{key}: {value}"));
+            assert_eq!(ours_items.len(), items.len(), "{key}");
+            assert_eq!(
+                types[*key],
+                format!("arr[{},{}]", short_type(elem), items.len()),
+                "{key}"
+            );
+            if elem == "ARRAY" {
+                // Nested arrays: compared whole (the fixture's are ints and strings).
+                assert_eq!(value, &kv["value"], "{key}");
+            } else {
+                for (o, d) in ours_items.iter().zip(items) {
+                    check_value(key, o, elem, d);
+                }
+            }
+        } else {
+            assert_eq!(types[*key], short_type(ty), "{key}");
+            check_value(key, value, ty, &kv["value"]);
+        }
+    }
+    // The object is in file order in the text (serde_json's map sorts).
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|k| {
+            json_text
+                .find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("{k} not in the output"))
+        })
+        .collect();
+    assert!(positions.is_sorted(), "metadata out of file order");
+}
+
+/// Checks `--json` tensors against a gguf-py dump's `tensors`.
+fn check_tensors(ours: &Value, dump: &Value) {
+    let expected = dump["tensors"].as_array().unwrap();
+    let tensors = ours["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), expected.len());
+    assert_eq!(u64_of(ours, "tensor_count"), expected.len() as u64);
+    for (t, e) in tensors.iter().zip(expected) {
+        let name = e["name"].as_str().unwrap();
+        assert_eq!(t["name"], e["name"]);
+        assert_eq!(t["shape"], e["shape_numpy"], "{name}");
+        assert_eq!(t["ne"], e["shape_gguf"], "{name}");
+        assert_eq!(t["ggml_type"], e["type"], "{name}");
+        assert_eq!(t["dtype"], e["type"], "{name}");
+        assert_eq!(t["ggml_type_id"], e["type_id"], "{name}");
+        assert_eq!(t["bytes"], e["n_bytes"], "{name}");
+        assert_eq!(t["offset"], e["offset"], "{name}");
+    }
+    let total: u64 = expected.iter().map(|e| u64_of(e, "n_bytes")).sum();
+    assert_eq!(u64_of(ours, "total_bytes"), total);
+    assert_eq!(ours["alignment"], dump["alignment"]);
+    assert_eq!(ours["data_offset"], dump["data_section_offset"]);
+}
+
+/// `inspect --json` of a fixture: the parsed object and its text.
+fn inspect_json_text(path: &str, extra: &[&str]) -> (Value, String) {
+    let mut args = vec!["inspect", path, "--json"];
+    args.extend_from_slice(extra);
+    let o = weightkit(&args);
+    assert!(o.status.success(), "inspect failed: {}", stderr(&o));
+    let text = stdout(&o);
+    (serde_json::from_str(&text).unwrap(), text)
+}
+
+#[test]
+fn gguf_all_metadata_types_json() {
+    let dump = gguf_dump("metadata-all-types.json");
+    let (r, text) = inspect_json_text(&gguf_fixture("metadata-all-types.gguf"), &[]);
+    assert_eq!(r["format"], "gguf");
+    assert_eq!(r["version"], dump["gguf_version"]);
+    assert_eq!(r["version"], 3);
+    assert_eq!(u64_of(&r, "tensor_count"), 9);
+    assert_eq!(r["tensor_count"], dump["n_tensors"]);
+    assert_eq!(u64_of(&r, "alignment"), 64);
+    assert_eq!(u64_of(&r, "data_offset"), 1728);
+    assert_eq!(
+        r["metadata"]["test.uint64"].as_u64(),
+        Some(9_223_372_036_854_775_813)
+    );
+    assert_eq!(
+        r["metadata"]["test.string_utf8"],
+        dump["kv"]["test.string_utf8"]["value"]
+    );
+    assert_eq!(r["metadata"]["test.string_utf8"], "héllo wörld — 日本語 🦙");
+    assert_eq!(r["metadata_types"]["test.array.string"], "arr[str,5]");
+    check_metadata(&r, &text, &dump);
+    check_tensors(&r, &dump);
+    let params: u64 = r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+        })
+        .sum();
+    assert_eq!(u64_of(&r, "parameter_count"), params);
+    // No general.file_type in this file.
+    assert!(r.get("file_type").is_none());
+}
+
+#[test]
+fn gguf_all_metadata_types_human() {
+    let dump = gguf_dump("metadata-all-types.json");
+    let o = weightkit(&["inspect", &gguf_fixture("metadata-all-types.gguf")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "GGUF v3",
+        "architecture     fixture",
+        "data offset      1728 (0x6c0)",
+        "metadata (31):",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    // One line per key, in file order, with its type as llama.cpp prints it.
+    let lines: Vec<&str> = out.lines().collect();
+    let mut last = 0;
+    for key in dump["kv_order"].as_array().unwrap() {
+        let key = key.as_str().unwrap();
+        let kv = &dump["kv"][key];
+        let ty = match kv["type"].as_str().unwrap() {
+            "ARRAY" => format!(
+                "arr[{},{}]",
+                short_type(kv["array_type"].as_str().unwrap()),
+                kv["value"].as_array().unwrap().len()
+            ),
+            t => short_type(t).to_owned(),
+        };
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no line for {key} in\n{out}"));
+        assert!(at > last, "{key} out of order");
+        last = at;
+        let fields: Vec<&str> = lines[at].split_whitespace().collect();
+        assert_eq!(fields[1], ty, "{}", lines[at]);
+        assert_eq!(fields[2], "=", "{}", lines[at]);
+    }
+    for needle in [
+        "= 9223372036854775813",
+        "= héllo wörld — 日本語 🦙",
+        "= [0.5, -1.25, 0.1, 1e30]",
+        r#"= ["a", "ü", "", "🦙 llama", "tab\tnewline\n"]"#,
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}
+
+#[test]
+fn gguf_quantized_human() {
+    let o = weightkit(&["inspect", &gguf_fixture("quantized.gguf")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let dump = gguf_dump("quantized.json");
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("NAME"))
+        .collect();
+    let header = table[0];
+    for col in ["TYPE", "SHAPE", "BYTES", "NE"] {
+        assert!(header.contains(col), "{header}");
+    }
+    // Every tensor: its row has the type, row-major shape, bytes and ne.
+    for e in dump["tensors"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let row = table
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{out}"));
+        let dims = |v: &Value| {
+            let d: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            d.join(", ")
+        };
+        let ty = e["type"].as_str().unwrap();
+        assert_eq!(row.split_whitespace().nth(1), Some(ty), "{row}");
+        assert!(
+            row.contains(&format!("[{}]", dims(&e["shape_numpy"]))),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!("ne=[{}]", dims(&e["shape_gguf"]))),
+            "{row}"
+        );
+        let bytes = u64_of(e, "n_bytes");
+        assert!(
+            row.split_whitespace()
+                .any(|c| c.replace(',', "") == bytes.to_string()),
+            "{row}"
+        );
+    }
+    // The cases the brief names, spelled out.
+    let row = table
+        .iter()
+        .find(|l| l.trim_start().starts_with("q.Q8_0.3d "))
+        .unwrap();
+    assert!(
+        row.contains("[2, 5, 64]") && row.contains("ne=[64, 5, 2]"),
+        "{row}"
+    );
+    for ty in ["Q4_0", "Q8_0", "MXFP4"] {
+        assert!(
+            table
+                .iter()
+                .any(|l| l.split_whitespace().nth(1) == Some(ty)),
+            "no {ty} row in\n{out}"
+        );
+    }
+    // The dtype breakdown has bits per weight.
+    assert!(out.contains("8.50 bpw"), "{out}");
+    assert!(out.contains("4.25 bpw"), "{out}");
+    assert!(out.contains("quantization version  2"), "{out}");
+    assert!(
+        !out.lines().any(|l| l.ends_with(' ')),
+        "trailing spaces:\n{out}"
+    );
+}
+
+#[test]
+fn gguf_quantized_json() {
+    let dump = gguf_dump("quantized.json");
+    let (r, _) = inspect_json_text(&gguf_fixture("quantized.gguf"), &[]);
+    check_tensors(&r, &dump);
+    let dtypes = r["dtypes"].as_object().unwrap();
+    assert_eq!(u64_of(&dtypes["Q8_0"], "count"), 2);
+    assert_eq!(dtypes["Q8_0"]["bits_per_weight"], 8.5);
+    assert_eq!(dtypes["Q4_0"]["bits_per_weight"], 4.5);
+    let bpw = r["bits_per_weight"].as_f64().unwrap();
+    #[allow(clippy::cast_precision_loss)]
+    let expected = (u64_of(&r, "total_bytes") * 8) as f64 / u64_of(&r, "parameter_count") as f64;
+    assert!((bpw - expected).abs() < 1e-12, "{bpw} vs {expected}");
+    assert_eq!(r["metadata"]["general.quantization_version"], 2);
+    assert_eq!(r["metadata_types"]["general.quantization_version"], "u32");
+}
+
+#[test]
+fn gguf_nested_arrays_need_the_flag() {
+    let path = gguf_fixture("metadata-nested-array.gguf");
+    let err = inspect_error(Path::new(&path));
+    assert!(err.contains("nested array"), "{err}");
+    assert!(err.contains("test.nested.int32"), "{err}");
+    assert!(err.contains("--allow-nested-arrays"), "{err}");
+
+    let dump = gguf_dump("metadata-nested-array.json");
+    let (r, text) = inspect_json_text(&path, &["--allow-nested-arrays"]);
+    check_metadata(&r, &text, &dump);
+    assert_eq!(u64_of(&r, "tensor_count"), 0);
+    assert!(r.get("bits_per_weight").is_none());
+
+    let o = weightkit(&["inspect", &path, "--allow-nested-arrays"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("arr[arr,2]  = [[1, 2, 3], [4, 5]]"), "{out}");
+    assert!(out.contains("tensors: none"), "{out}");
+}
+
+#[test]
+fn gguf_truncated() {
+    let bytes = std::fs::read(gguf_fixture("quantized.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Cut in the data (tensors named), in the tensor infos, in the magic.
+    for (len, needle) in [
+        (bytes.len() / 2, "data ends at file offset"),
+        (bytes.len() - 1, "truncated"),
+        (400, "truncated"),
+        (20, "cannot fit"),
+        (4, "truncated"),
+    ] {
+        let path = dir.path().join(format!("cut-{len}.bin"));
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        let err = inspect_error(&path);
+        assert!(err.contains("as GGUF"), "{len}: {err}");
+        assert!(err.contains(needle), "{len}: {err}");
+    }
+    let path = dir.path().join("half.gguf");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = inspect_error(&path);
+    let names: Vec<String> = gguf_dump("quantized.json")["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("`{}`", t["name"].as_str().unwrap()))
+        .collect();
+    assert!(names.iter().any(|n| err.contains(n)), "{err}");
+}
+
+#[test]
+fn gguf_detected_by_magic_and_in_directories() {
+    let bytes = std::fs::read(gguf_fixture("quantized.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Any name: the magic decides.
+    let odd = dir.path().join("weights.bin");
+    std::fs::write(&odd, &bytes).unwrap();
+    let r = inspect_json(odd.to_str().unwrap());
+    assert_eq!(r["format"], "gguf");
+
+    // A directory with one .gguf (and no safetensors) is that file.
+    let one = dir.path().join("one");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::write(one.join("model-Q8_0.gguf"), &bytes).unwrap();
+    std::fs::write(one.join("README.md"), b"# a model").unwrap();
+    let r = inspect_json(one.to_str().unwrap());
+    assert_eq!(r["format"], "gguf");
+    assert!(
+        r["path"].as_str().unwrap().ends_with("model-Q8_0.gguf"),
+        "{}",
+        r["path"]
+    );
+    assert_eq!(u64_of(&r, "tensor_count"), 12);
+
+    // Two: which one? An error naming both.
+    std::fs::write(one.join("model-F16.gguf"), &bytes).unwrap();
+    let err = inspect_error(&one);
+    assert!(err.contains("2 .gguf files"), "{err}");
+    assert!(err.contains("model-F16.gguf, model-Q8_0.gguf"), "{err}");
+
+    // Any safetensors file: still a safetensors directory.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    std::fs::copy(F32_FILE, mixed.join("model.safetensors")).unwrap();
+    std::fs::write(mixed.join("model.gguf"), &bytes).unwrap();
+    let r = inspect_json(mixed.to_str().unwrap());
+    assert_eq!(r["format"], "safetensors");
+    assert!(r.get("version").is_none());
+    assert!(r.get("metadata_types").is_none());
+    assert!(r["tensors"][0].get("ne").is_none());
+}
+
+/// A llama.cpp-like file: 32,000-entry tokenizer arrays, a long chat
+/// template with control characters, `general.file_type`, a NaN score.
+fn llama_like_gguf(path: &Path) {
+    use weightkit_core::{Array, DType, Metadata, TensorInfo, Value};
+    let n_vocab = 32_000usize;
+    let tokens: Vec<String> = (0..n_vocab).map(|i| format!("tok{i}\n")).collect();
+    let mut scores: Vec<f32> = (0..n_vocab).map(|i| -(i as f32)).collect();
+    scores[1] = f32::NAN;
+    scores[2] = f32::INFINITY;
+    let template = format!("{{% for m in messages %}}\x1b[31m{}", "x".repeat(5000));
+    let mut m = Metadata::new();
+    m.insert("general.architecture", "llama");
+    m.insert("general.name", "Tiny\x1b]0;pwned\x07 Llama");
+    m.insert("general.file_type", Value::U32(15));
+    m.insert("general.quantization_version", Value::U32(2));
+    m.insert("llama.context_length", Value::U32(4096));
+    m.insert("tokenizer.ggml.model", "llama");
+    m.insert("tokenizer.ggml.tokens", Value::Array(Array::String(tokens)));
+    m.insert("tokenizer.ggml.scores", Value::Array(Array::F32(scores)));
+    m.insert(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1; n_vocab])),
+    );
+    m.insert("tokenizer.chat_template", template);
+    let q = TensorInfo::new("blk.0.attn_q.weight", DType::Q4_K, vec![4, 256]);
+    let f = TensorInfo::new("output_norm.weight", DType::F32, vec![256]);
+    let q_bytes = vec![0u8; q.byte_len().unwrap()];
+    let f_bytes = vec![0u8; f.byte_len().unwrap()];
+    let file = weightkit_gguf::serialize(
+        &m,
+        &[(q, &q_bytes[..]), (f, &f_bytes[..])],
+        &weightkit_gguf::WriterOptions::default(),
+    )
+    .unwrap();
+    std::fs::write(path, file).unwrap();
+}
+
+#[test]
+fn gguf_tokenizer_arrays_do_not_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny-llama-Q4_K_M.gguf");
+    llama_like_gguf(&path);
+    let p = path.to_str().unwrap();
+
+    let o = weightkit(&["inspect", p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.lines().count() < 50, "{out}");
+    assert!(out.lines().all(|l| l.chars().count() < 300), "{out}");
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    for needle in [
+        "file type             15 (Q4_K_M)",
+        "architecture          llama",
+        "name                  Tiny\\u{1b}]0;pwned\\u{7} Llama",
+        "arr[str,32000]  = [\"tok0\\n\", \"tok1\\n\"",
+        "(32,000 items)]",
+        "arr[f32,32000]  = [-0.0, NaN, inf, -3.0",
+        "\\u{1b}[31mxxx",
+        "(5,028 chars)",
+        "blk.0.attn_q.weight",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let row = out
+        .lines()
+        .find(|l| l.contains("blk.0.attn_q.weight"))
+        .unwrap();
+    assert!(row.contains("Q4_K") && row.contains("[4, 256]") && row.contains("ne=[256, 4]"));
+    // 144 bytes per 256 weights: 4.5 bits.
+    assert!(out.contains("4.50 bpw"), "{out}");
+
+    // JSON has everything, non-finite floats as null.
+    let r = inspect_json(p);
+    let tokens = r["metadata"]["tokenizer.ggml.tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 32_000);
+    assert_eq!(tokens[31_999], "tok31999\n");
+    let scores = r["metadata"]["tokenizer.ggml.scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 32_000);
+    assert_eq!(scores[0], 0.0);
+    assert!(scores[1].is_null() && scores[2].is_null());
+    assert_eq!(scores[3], -3.0);
+    assert_eq!(r["file_type"]["id"], 15);
+    assert_eq!(r["file_type"]["name"], "Q4_K_M");
+    assert_eq!(
+        r["metadata_types"]["tokenizer.ggml.token_type"],
+        "arr[i32,32000]"
+    );
+    assert_eq!(
+        r["metadata"]["tokenizer.chat_template"]
+            .as_str()
+            .unwrap()
+            .len(),
+        5028
+    );
 }

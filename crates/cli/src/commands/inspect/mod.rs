@@ -4,6 +4,12 @@
 //! Everything shown comes from headers and indexes (plus the model
 //! directory's `config.json`), so inspecting a 100 GB checkpoint costs a few
 //! reads, not a pass over the data.
+//!
+//! One report serves every format; GGUF adds a few header lines, typed
+//! metadata and two tensor columns ([`gguf`]).
+
+mod gguf;
+mod value;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,11 +17,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
-use weightkit_core::{Metadata, Value};
+use weightkit_core::Metadata;
+use weightkit_gguf::GgufTensorInfo;
 
+use self::gguf::{GgufSummary, JsonFileType, ne_string};
+use self::value::{JsonMetadata, JsonMetadataTypes, escape, human_value, type_name};
 use crate::error::CliError;
-use crate::source::{self, Model, Shard, to_u64};
+use crate::source::{self, Model, OpenOptions, Shard, to_u64};
 use crate::units::{bytes_with_unit, thousands};
 
 /// The long `--help` text.
@@ -29,8 +37,28 @@ checkpoints of any size. For a model directory, `model_type`, `architectures` \
 and `dtype` are shown from its config.json; for a sharded checkpoint, each \
 shard and the index's declared `total_size`.
 
+GGUF files are recognised by their `GGUF` magic, whatever their name; a \
+directory with no safetensors files and exactly one .gguf file is read as \
+that file. For GGUF the report adds the version, `general.architecture`, \
+`general.name`, alignment, data offset, bits per weight (data bytes * 8 / \
+parameters, overall and per ggml type), `general.file_type` with its \
+llama.cpp name (15 = Q4_K_M) and `general.quantization_version`. Metadata is \
+listed with GGUF types as llama.cpp prints them (`u32`, `arr[str,32000]`), \
+long arrays and strings shortened. Tensor shapes are row-major, outermost \
+first (`[2, 5, 64]`), as everywhere in weightkit; the `ne=[64, 5, 2]` column \
+is GGUF's own order, innermost first.
+
 The parameter count is the sum of all tensors' element counts (for an \
-untied checkpoint this equals transformers' `model.num_parameters()`).";
+untied checkpoint this equals transformers' `model.num_parameters()`).
+
+--json prints everything, every metadata array in full. For GGUF it adds \
+`version`, `alignment`, `data_offset`, `bits_per_weight`, `file_type` \
+({\"id\", \"name\"}), `metadata_types` (each key's GGUF type), and per tensor \
+`ggml_type`, `ggml_type_id`, `ne` and `offset` (relative to the data \
+section). Integers are exact (u64 included); f32 values are written in their \
+shortest f32 form (0.1, not 0.10000000149011612); NaN and infinities are \
+written as null; strings that are not valid UTF-8 have their bad bytes \
+replaced by U+FFFD.";
 
 /// Arguments of `weightkit inspect`.
 #[derive(Debug, clap::Args)]
@@ -38,20 +66,31 @@ untied checkpoint this equals transformers' `model.num_parameters()`).";
 Examples:
   weightkit inspect model.safetensors
   weightkit inspect path/to/model-dir
-  weightkit inspect model.safetensors.index.json --json | jq .parameter_count")]
+  weightkit inspect model.safetensors.index.json --json | jq .parameter_count
+  weightkit inspect model-Q4_K_M.gguf
+  weightkit inspect model.gguf --json | jq '.metadata[\"llama.context_length\"]'")]
 pub(crate) struct Args {
-    /// A .safetensors file, a *.safetensors.index.json, or a model directory
+    /// A .safetensors file, a *.safetensors.index.json, a GGUF file, or a
+    /// model directory
     #[arg(value_name = "PATH")]
     path: PathBuf,
 
     /// Print one JSON object (pretty-printed) instead of the human report
     #[arg(long)]
     json: bool,
+
+    /// Accept GGUF metadata arrays of arrays (gguf-py can write them;
+    /// llama.cpp rejects such files, and so does inspect by default)
+    #[arg(long)]
+    allow_nested_arrays: bool,
 }
 
 /// Runs `weightkit inspect`.
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
-    let model = source::open(&args.path)?;
+    let opts = OpenOptions {
+        allow_nested_arrays: args.allow_nested_arrays,
+    };
+    let model = source::open(&args.path, &opts)?;
     let config = ModelConfig::find(&args.path);
     let report = Report::new(&args.path, &*model, config)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
@@ -65,11 +104,15 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Tensor count and bytes of one dtype.
+/// Tensor count, element count and bytes of one dtype.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 struct DTypeStats {
     count: usize,
+    parameters: u64,
     bytes: u64,
+    /// Set for GGUF, where it tells quantization types apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bits_per_weight: Option<f64>,
 }
 
 /// One row of the tensor table.
@@ -79,6 +122,17 @@ struct TensorRow<'a> {
     dtype: &'static str,
     shape: &'a [usize],
     bytes: u64,
+    /// GGUF only, from here on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ggml_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ggml_type_id: Option<u32>,
+    /// Dimensions innermost first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ne: Option<&'a [u64]>,
+    /// Relative to the data section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 /// What `config.json` says about the model, where the directory has one.
@@ -171,6 +225,7 @@ struct Report<'a> {
     dtypes: BTreeMap<&'static str, DTypeStats>,
     metadata: &'a Metadata,
     tensors: Vec<TensorRow<'a>>,
+    gguf: Option<GgufSummary<'a>>,
 }
 
 impl<'a> Report<'a> {
@@ -180,6 +235,7 @@ impl<'a> Report<'a> {
         config: Option<ModelConfig>,
     ) -> Result<Self, CliError> {
         let infos = model.tensor_infos();
+        let gguf = model.gguf();
         let mut parameter_count = 0u64;
         let mut total_bytes = 0u64;
         let mut dtypes: BTreeMap<&'static str, DTypeStats> = BTreeMap::new();
@@ -199,17 +255,28 @@ impl<'a> Report<'a> {
                 .ok_or(CliError::Overflow("the total data size"))?;
             let stats = dtypes.entry(info.dtype.name()).or_default();
             stats.count += 1;
-            stats.bytes = stats
-                .bytes
-                .checked_add(bytes)
-                .ok_or(CliError::Overflow("a dtype's data size"))?;
+            // Bounded by the total, checked above.
+            stats.parameters += elems;
+            stats.bytes += bytes;
+            let ggml: Option<&GgufTensorInfo> = gguf.and_then(|g| g.ggml_info(tensors.len()));
             tensors.push(TensorRow {
                 name: &info.name,
                 dtype: info.dtype.name(),
                 shape: info.shape.dims(),
                 bytes,
+                ggml_type: ggml.map(|_| info.dtype.ggml_name().unwrap_or(info.dtype.name())),
+                ggml_type_id: ggml.map(|g| g.type_id),
+                ne: ggml.map(|g| g.ne.as_slice()),
+                offset: ggml.map(|g| g.offset),
             });
         }
+        if gguf.is_some() {
+            for stats in dtypes.values_mut() {
+                stats.bits_per_weight = bits_per_weight(stats.bytes, stats.parameters);
+            }
+        }
+        // A directory read as its one GGUF file reports that file.
+        let path = gguf.map_or(path, |g| g.path());
         Ok(Report {
             path: path.display().to_string(),
             format_id: model.format_id(),
@@ -222,14 +289,25 @@ impl<'a> Report<'a> {
             dtypes,
             metadata: model.metadata(),
             tensors,
+            gguf: gguf.map(GgufSummary::new),
         })
+    }
+
+    /// Overall bits per weight, for GGUF.
+    fn bits_per_weight(&self) -> Option<f64> {
+        self.gguf.as_ref()?;
+        bits_per_weight(self.total_bytes, self.parameter_count)
     }
 
     fn json(&self) -> JsonReport<'_> {
         let sharded = !self.shards.is_empty();
+        let g = self.gguf.as_ref();
         JsonReport {
             path: &self.path,
             format: self.format_id,
+            version: g.map(|g| g.version),
+            alignment: g.map(|g| g.alignment),
+            data_offset: g.map(|g| g.data_offset),
             shards: sharded.then(|| {
                 self.shards
                     .iter()
@@ -241,8 +319,11 @@ impl<'a> Report<'a> {
             tensor_count: self.tensors.len(),
             parameter_count: self.parameter_count,
             total_bytes: self.total_bytes,
+            bits_per_weight: self.bits_per_weight(),
+            file_type: g.and_then(GgufSummary::json_file_type),
             dtypes: &self.dtypes,
             metadata: JsonMetadata(self.metadata),
+            metadata_types: g.map(|_| JsonMetadataTypes(self.metadata)),
             tensors: &self.tensors,
         }
     }
@@ -253,6 +334,9 @@ impl<'a> Report<'a> {
             ("path", vec![escape(&self.path)]),
             ("format", vec![self.format_label.clone()]),
         ];
+        if let Some(g) = &self.gguf {
+            header.extend(g.head_lines().into_iter().map(|(k, v)| (k, vec![v])));
+        }
         if let Some(c) = &self.config {
             if let Some(t) = &c.model_type {
                 header.push(("model type", vec![escape(t)]));
@@ -267,6 +351,13 @@ impl<'a> Report<'a> {
         header.push(("tensors", vec![thousands(to_u64(self.tensors.len()))]));
         header.push(("parameters", vec![thousands(self.parameter_count)]));
         header.push(("data size", vec![bytes_with_unit(self.total_bytes)]));
+        if let Some(g) = &self.gguf {
+            let bpw = self
+                .bits_per_weight()
+                .map_or_else(|| "n/a (no parameters)".to_owned(), |b| format!("{b:.2}"));
+            header.push(("bits per weight", vec![bpw]));
+            header.extend(g.tail_lines().into_iter().map(|(k, v)| (k, vec![v])));
+        }
         if !self.shards.is_empty() {
             let line = match self.declared_total_size {
                 Some(d) if d == self.total_bytes => {
@@ -299,42 +390,47 @@ impl<'a> Report<'a> {
             writeln!(out, "metadata: none")?;
         } else {
             writeln!(out, "metadata ({}):", self.metadata.len())?;
-            let keys: Vec<String> = self.metadata.iter().map(|(k, _)| escape(k)).collect();
-            let width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
-            for (key, (_, value)) in keys.iter().zip(self.metadata.iter()) {
-                writeln!(out, "  {key:<width$} = {}", human_value(value))?;
-            }
+            let rows: Vec<Vec<String>> = self
+                .metadata
+                .iter()
+                .map(|(k, v)| {
+                    let mut row = vec![escape(k)];
+                    // GGUF values are typed: show the type as llama.cpp does.
+                    if self.gguf.is_some() {
+                        row.push(type_name(v));
+                    }
+                    row.push(format!("= {}", human_value(v)));
+                    row
+                })
+                .collect();
+            write_table(out, &rows, &[])?;
         }
 
         writeln!(out)?;
+        if self.tensors.is_empty() {
+            return writeln!(out, "tensors: none");
+        }
         writeln!(out, "tensors ({}):", thousands(to_u64(self.tensors.len())))?;
-        let rows: Vec<[String; 4]> = self
-            .tensors
-            .iter()
-            .map(|t| {
-                [
-                    escape(t.name),
-                    t.dtype.to_owned(),
-                    shape_string(t.shape),
-                    thousands(t.bytes),
-                ]
-            })
-            .collect();
-        let head = ["NAME", "DTYPE", "SHAPE", "BYTES"].map(str::to_owned);
-        let mut widths = [0usize; 4];
-        for row in rows.iter().chain([&head]) {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
+        let gguf = self.gguf.is_some();
+        let head: &[&str] = if gguf {
+            &["NAME", "TYPE", "SHAPE", "BYTES", "GGUF NE"]
+        } else {
+            &["NAME", "DTYPE", "SHAPE", "BYTES"]
+        };
+        let mut rows: Vec<Vec<String>> = vec![head.iter().map(|h| (*h).to_owned()).collect()];
+        rows.extend(self.tensors.iter().map(|t| {
+            let mut row = vec![
+                escape(t.name),
+                t.ggml_type.unwrap_or(t.dtype).to_owned(),
+                shape_string(t.shape),
+                thousands(t.bytes),
+            ];
+            if gguf {
+                row.push(t.ne.map(ne_string).unwrap_or_default());
             }
-        }
-        let [w0, w1, w2, w3] = widths;
-        for [name, dtype, shape, bytes] in [&head].into_iter().chain(&rows) {
-            writeln!(
-                out,
-                "  {name:<w0$}  {dtype:<w1$}  {shape:<w2$}  {bytes:>w3$}"
-            )?;
-        }
-        Ok(())
+            row
+        }));
+        write_table(out, &rows, &[3])
     }
 
     /// `BF16  21 tensors  247,424 bytes (241.6 KiB)`, largest first.
@@ -345,14 +441,18 @@ impl<'a> Report<'a> {
         let mut stats: Vec<(&str, DTypeStats)> =
             self.dtypes.iter().map(|(k, v)| (*k, *v)).collect();
         stats.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0)));
-        let cells: Vec<[String; 3]> = stats
+        let cells: Vec<Vec<String>> = stats
             .iter()
             .map(|(name, s)| {
-                [
+                let mut row = vec![
                     (*name).to_owned(),
                     plural(s.count, "tensor"),
                     bytes_with_unit(s.bytes),
-                ]
+                ];
+                if let Some(b) = s.bits_per_weight {
+                    row.push(format!("{b:.2} bpw"));
+                }
+                row
             })
             .collect();
         aligned(&cells)
@@ -360,12 +460,12 @@ impl<'a> Report<'a> {
 
     /// `model-00001-of-00004.safetensors  6 tensors  79,872 bytes (78.0 KiB)`.
     fn shard_lines(&self) -> Vec<String> {
-        let cells: Vec<[String; 3]> = self
+        let cells: Vec<Vec<String>> = self
             .shards
             .iter()
             .map(|s| {
                 let name = s.path.file_name().unwrap_or(s.path.as_os_str());
-                [
+                vec![
                     escape(&name.to_string_lossy()),
                     plural(s.tensor_count, "tensor"),
                     bytes_with_unit(s.data_bytes),
@@ -376,19 +476,67 @@ impl<'a> Report<'a> {
     }
 }
 
-/// Three left-aligned columns.
-fn aligned(cells: &[[String; 3]]) -> Vec<String> {
-    let mut widths = [0usize; 3];
-    for row in cells {
+/// Left-aligned columns, the last one unpadded.
+fn aligned(rows: &[Vec<String>]) -> Vec<String> {
+    let widths = column_widths(rows);
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<w$}  ");
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+/// Each column's width in characters.
+fn column_widths(rows: &[Vec<String>]) -> Vec<usize> {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        if widths.len() < row.len() {
+            widths.resize(row.len(), 0);
+        }
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let [w0, w1, _] = widths;
-    cells
-        .iter()
-        .map(|[a, b, c]| format!("{a:<w0$}  {b:<w1$}  {c}"))
-        .collect()
+    widths
+}
+
+/// Rows indented by two spaces, columns aligned, those in `right`
+/// right-aligned; no trailing spaces.
+fn write_table(out: &mut impl Write, rows: &[Vec<String>], right: &[usize]) -> io::Result<()> {
+    let widths = column_widths(rows);
+    for row in rows {
+        let mut line = String::from(" ");
+        for (i, (cell, &w)) in row.iter().zip(&widths).enumerate() {
+            line.push(' ');
+            if right.contains(&i) {
+                let _ = write!(line, "{cell:>w$}");
+            } else if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}");
+            }
+            if i + 1 < row.len() {
+                line.push(' ');
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// `bytes * 8 / parameters`; `None` without parameters.
+// Precision loss is irrelevant at two decimals.
+#[allow(clippy::cast_precision_loss)]
+fn bits_per_weight(bytes: u64, parameters: u64) -> Option<f64> {
+    (parameters > 0).then(|| bytes as f64 * 8.0 / parameters as f64)
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -409,59 +557,17 @@ fn shape_string(dims: &[usize]) -> String {
     s
 }
 
-/// Control characters (a hostile file's terminal escapes, newlines that
-/// would break the layout) shown escaped.
-fn escape(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// A metadata value for humans: strings unquoted, long values cut short.
-fn human_value(v: &Value) -> String {
-    const MAX_CHARS: usize = 160;
-    const MAX_ITEMS: usize = 8;
-    let s = match v {
-        Value::String(s) if s.is_empty() => "\"\"".to_owned(),
-        Value::String(s) => escape(s),
-        Value::Array(items) if items.len() > MAX_ITEMS => {
-            let mut s = String::from("[");
-            for i in 0..MAX_ITEMS {
-                if i > 0 {
-                    s.push_str(", ");
-                }
-                if let Some(item) = items.get(i) {
-                    let _ = write!(s, "{item}");
-                }
-            }
-            let _ = write!(s, ", ... ({} items)]", thousands(to_u64(items.len())));
-            escape(&s)
-        }
-        other => escape(&other.to_string()),
-    };
-    let total = s.chars().count();
-    if total <= MAX_CHARS {
-        return s;
-    }
-    let mut cut: String = s.chars().take(MAX_CHARS).collect();
-    let _ = write!(cut, "... ({} chars)", thousands(to_u64(total)));
-    cut
-}
-
 /// The `--json` object. Field order is output order.
 #[derive(Serialize)]
 struct JsonReport<'r> {
     path: &'r str,
     format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alignment: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_offset: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shards: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -471,57 +577,15 @@ struct JsonReport<'r> {
     tensor_count: usize,
     parameter_count: u64,
     total_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bits_per_weight: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_type: Option<JsonFileType>,
     dtypes: &'r BTreeMap<&'static str, DTypeStats>,
     metadata: JsonMetadata<'r>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata_types: Option<JsonMetadataTypes<'r>>,
     tensors: &'r [TensorRow<'r>],
-}
-
-/// Metadata as a JSON object in the file's order: strings as strings,
-/// numbers as numbers, arrays as arrays.
-struct JsonMetadata<'a>(&'a Metadata);
-
-impl Serialize for JsonMetadata<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0.iter() {
-            map.serialize_entry(k, &JsonValue(v))?;
-        }
-        map.end()
-    }
-}
-
-struct JsonValue<'a>(&'a Value);
-
-impl Serialize for JsonValue<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::U8(v) => s.serialize_u8(*v),
-            Value::I8(v) => s.serialize_i8(*v),
-            Value::U16(v) => s.serialize_u16(*v),
-            Value::I16(v) => s.serialize_i16(*v),
-            Value::U32(v) => s.serialize_u32(*v),
-            Value::I32(v) => s.serialize_i32(*v),
-            Value::U64(v) => s.serialize_u64(*v),
-            Value::I64(v) => s.serialize_i64(*v),
-            // serde_json writes non-finite floats as null.
-            Value::F32(v) => s.serialize_f32(*v),
-            Value::F64(v) => s.serialize_f64(*v),
-            Value::Bool(v) => s.serialize_bool(*v),
-            Value::String(v) => s.serialize_str(v),
-            Value::Array(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for i in 0..items.len() {
-                    if let Some(v) = items.get(i) {
-                        seq.serialize_element(&JsonValue(&v))?;
-                    }
-                }
-                seq.end()
-            }
-            Value::RawString(b) => s.serialize_str(&String::from_utf8_lossy(b)),
-            // `Value` is non-exhaustive: a future variant prints as text.
-            other => s.collect_str(other),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -529,37 +593,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn human_values() {
-        assert_eq!(human_value(&Value::from("pt")), "pt");
-        assert_eq!(human_value(&Value::from("")), "\"\"");
-        assert_eq!(
-            human_value(&Value::from("a\nb\x1b[31m")),
-            "a\\nb\\u{1b}[31m"
-        );
-        assert_eq!(human_value(&Value::U64(247_424)), "247424");
-        let long = Value::Array(weightkit_core::Array::U32((0..10).collect()));
-        assert_eq!(
-            human_value(&long),
-            "[0, 1, 2, 3, 4, 5, 6, 7, ... (10 items)]"
-        );
-        let big = human_value(&Value::String("x".repeat(1000)));
-        assert!(big.ends_with("... (1,000 chars)"), "{big}");
+    fn formatting() {
         assert_eq!(shape_string(&[]), "[]");
         assert_eq!(shape_string(&[256, 64]), "[256, 64]");
-    }
-
-    #[test]
-    fn json_values() {
-        let m: Metadata = [
-            ("s", Value::from("x")),
-            ("n", Value::U64(7)),
-            ("neg", Value::I32(-1)),
-            ("f", Value::F64(0.5)),
-            ("a", Value::Array(weightkit_core::Array::Bool(vec![true]))),
-        ]
-        .into_iter()
-        .collect();
-        let text = serde_json::to_string(&JsonMetadata(&m)).unwrap();
-        assert_eq!(text, r#"{"s":"x","n":7,"neg":-1,"f":0.5,"a":[true]}"#);
+        assert_eq!(bits_per_weight(1632, 1536), Some(8.5));
+        assert_eq!(bits_per_weight(0, 0), None);
+        let rows = vec![
+            vec!["a".to_owned(), "bb".to_owned(), "c".to_owned()],
+            vec!["aaa".to_owned(), "b".to_owned(), "12".to_owned()],
+        ];
+        assert_eq!(aligned(&rows), ["a    bb  c", "aaa  b   12"]);
+        let mut out = Vec::new();
+        write_table(&mut out, &rows, &[2]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  a    bb   c\n  aaa  b   12\n"
+        );
     }
 }
