@@ -10,6 +10,7 @@
 use criterion::{criterion_group, criterion_main};
 
 mod convert;
+mod gguf;
 mod safetensors;
 
 // The disk-heavy write group runs last: the dirty pages it leaves behind
@@ -18,6 +19,7 @@ criterion_group!(
     benches,
     convert::convert,
     safetensors::read,
+    gguf::read,
     safetensors::write
 );
 criterion_main!(benches);

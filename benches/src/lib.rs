@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use weightkit_core::{DType, Metadata, TensorInfo, TensorSink};
 use weightkit_safetensors::{SafetensorsFile, SafetensorsWriter};
 
+pub mod gguf;
+
 /// Environment variable naming the directory for generated benchmark files;
 /// defaults to `weightkit-bench` under [`std::env::temp_dir`].
 pub const BENCH_DIR_ENV: &str = "WEIGHTKIT_BENCH_DIR";

@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
-"""Writes the seed files for the `safetensors_parse` fuzz target into
-`safetensors_parse/` beside this script (kept out of the seed directory so
-the fuzzer does not read it as an input). Run from anywhere:
+"""Writes the seed files for the fuzz targets into `safetensors_parse/` and
+`gguf_parse/` beside this script (kept out of the seed directories so the
+fuzzer does not read it as an input). Run from anywhere:
 `python3 fuzz/seeds/make_seeds.py`.
 
-The header layout is what weightkit's `header_bytes` (and the `safetensors`
-crate) writes: compact JSON, padded with spaces to a multiple of 8, behind an
-8-byte little-endian length.
+The safetensors header layout is what weightkit's `header_bytes` (and the
+`safetensors` crate) writes: compact JSON, padded with spaces to a multiple
+of 8, behind an 8-byte little-endian length.
+
+The GGUF seeds are the repository's `testdata/gguf/*.gguf` fixtures, copied,
+plus a few tiny hand-made files (`gguf()` below lays them out as gguf-py
+does: header, tensor infos, zero padding to the alignment, then each
+tensor's data padded to the alignment).
 """
+import glob
 import json
 import os
+import shutil
 import struct
 
-HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "safetensors_parse")
+SEEDS_DIR = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(SEEDS_DIR, "safetensors_parse")
+GGUF_HERE = os.path.join(SEEDS_DIR, "gguf_parse")
+TESTDATA_GGUF = os.path.join(SEEDS_DIR, "..", "..", "testdata", "gguf")
 
 
 def safetensors(tensors, metadata=None):
@@ -52,7 +62,84 @@ SEEDS = {
     "no_tensors.safetensors": safetensors([]),
 }
 
+
+# GGUF value type ids.
+U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
+SCALAR_FMT = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i",
+              F32: "<f", BOOL: "<B", U64: "<Q", I64: "<q", F64: "<d"}
+# ggml type ids.
+GGML_F32, GGML_F16, GGML_Q8_0 = 0, 1, 8
+
+
+def gguf_str(b):
+    b = b.encode() if isinstance(b, str) else b
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_value(vtype, value):
+    """The encoding of a value (without its type id)."""
+    if vtype == STRING:
+        return gguf_str(value)
+    if vtype == ARRAY:
+        elem, items = value
+        out = struct.pack("<iQ", elem, len(items))
+        return out + b"".join(gguf_value(elem, x) for x in items)
+    return struct.pack(SCALAR_FMT[vtype], value)
+
+
+def gguf(kv, tensors, version=3, alignment=32):
+    """kv: list of (key, type id, value); tensors: list of (name, ggml type
+    id, ne (innermost first), data bytes), in storage order."""
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kv))
+    for key, vtype, value in kv:
+        out += gguf_str(key) + struct.pack("<i", vtype) + gguf_value(vtype, value)
+    offset, data = 0, b""
+    for name, ggml_type, ne, raw in tensors:
+        out += gguf_str(name) + struct.pack("<I", len(ne))
+        out += b"".join(struct.pack("<q", d) for d in ne)
+        out += struct.pack("<iQ", ggml_type, offset)
+        pad = b"\0" * (-len(raw) % alignment)
+        data += raw + pad
+        offset += len(raw) + len(pad)
+    if tensors:
+        out += b"\0" * (-len(out) % alignment)
+    return out + data
+
+
+GGUF_SEEDS = {
+    # Magic, version, no tensors, no key-value pairs: the smallest valid file.
+    "empty.gguf": gguf([], []),
+    # Version 2, a custom alignment, scalars of several types (a bool byte
+    # of 1), an F32 matrix and a zero-element tensor.
+    "v2_align8.gguf": gguf(
+        [("general.architecture", STRING, "llama"),
+         ("general.alignment", U32, 8),
+         ("llama.block_count", U32, 1),
+         ("test.flag", BOOL, 1),
+         ("test.eps", F32, 1e-5),
+         ("test.big", I64, -(1 << 40))],
+        [("w", GGML_F32, [2, 3], struct.pack("<6f", 1, 2, 3, 4, 5, -6)),
+         ("empty", GGML_F16, [0, 4], b"")],
+        version=2, alignment=8),
+    # A tokenizer-like pair of arrays (one token not UTF-8), a Q8_0 block
+    # with an f16 scale of 1.0, and an F16 vector.
+    "vocab_q8_0.gguf": gguf(
+        [("general.architecture", STRING, "llama"),
+         ("tokenizer.ggml.tokens", ARRAY, (STRING, ["<s>", "\u2581a", b"\xff"])),
+         ("tokenizer.ggml.scores", ARRAY, (F32, [0.0, -1.0, float("nan")])),
+         ("general.name", STRING, b"not \xc3 utf-8")],
+        [("blk.0.attn_q.weight", GGML_Q8_0, [32, 1],
+          struct.pack("<H", 0x3C00) + bytes(range(32))),
+         ("output_norm.weight", GGML_F16, [3], struct.pack("<3H", 0x3C00, 0x8000, 0x7E00))]),
+}
+
 if __name__ == "__main__":
     for name, blob in SEEDS.items():
         with open(os.path.join(HERE, name), "wb") as f:
             f.write(blob)
+    os.makedirs(GGUF_HERE, exist_ok=True)
+    for name, blob in GGUF_SEEDS.items():
+        with open(os.path.join(GGUF_HERE, name), "wb") as f:
+            f.write(blob)
+    for path in sorted(glob.glob(os.path.join(TESTDATA_GGUF, "*.gguf"))):
+        shutil.copyfile(path, os.path.join(GGUF_HERE, os.path.basename(path)))

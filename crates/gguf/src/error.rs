@@ -105,6 +105,15 @@ pub enum Error {
         /// Where.
         offset: usize,
     },
+    /// A key or tensor name that is not UTF-8. (Values may be any bytes and
+    /// are kept as `Value::RawString`; names are identifiers and must be text.)
+    #[error("{what} at offset {offset} is not valid UTF-8")]
+    NotUtf8 {
+        /// Which field.
+        what: &'static str,
+        /// Where its length field is.
+        offset: usize,
+    },
     /// A key that appears twice.
     #[error("duplicate key `{key}` at offset {offset}")]
     DuplicateKey {

@@ -373,7 +373,12 @@ impl Header {
             if key_bytes.is_empty() {
                 return Err(Error::EmptyKey { index, offset: at });
             }
-            let key = String::from_utf8_lossy(key_bytes).into_owned();
+            let key = std::str::from_utf8(key_bytes)
+                .map_err(|_| Error::NotUtf8 {
+                    what: "key",
+                    offset: at,
+                })?
+                .to_owned();
             if !keys.insert(key.clone()) {
                 return Err(Error::DuplicateKey { key, offset: at });
             }
@@ -417,7 +422,19 @@ impl Header {
         for _ in 0..n_tensors {
             let at = cur.pos;
             let name_bytes = cur.string_bytes(opts, "tensor name")?;
-            let name = String::from_utf8_lossy(name_bytes).into_owned();
+            if name_bytes.len() >= MAX_NAME {
+                return Err(Error::NameTooLong {
+                    len: name_bytes.len(),
+                    name: String::from_utf8_lossy(name_bytes).into_owned(),
+                    offset: at,
+                });
+            }
+            let name = std::str::from_utf8(name_bytes)
+                .map_err(|_| Error::NotUtf8 {
+                    what: "tensor name",
+                    offset: at,
+                })?
+                .to_owned();
             if name_bytes.len() >= MAX_NAME {
                 return Err(Error::NameTooLong {
                     len: name_bytes.len(),

@@ -125,9 +125,8 @@ fn padding(len: u64, align: usize) -> usize {
     ((a - len % a) % a) as usize
 }
 
-/// The complete GGUF header for `metadata` and `tensors`, padded to the
-/// alignment (`general.alignment` if present, else 32), and the alignment.
-pub fn header_bytes(
+/// The GGUF header without the final padding, and the alignment.
+fn header_unpadded(
     metadata: &Metadata,
     tensors: &[TensorInfo],
     byte_lens: &[usize],
@@ -195,9 +194,34 @@ pub fn header_bytes(
             .checked_add(len + padding(len, alignment) as u64)
             .ok_or_else(|| Error::Unwritable("total data size overflows".into()))?;
     }
+    Ok((out, alignment))
+}
+
+/// The complete GGUF header for `metadata` and `tensors`, padded to the
+/// alignment (`general.alignment` if present, else 32), and the alignment.
+///
+/// The padding is materialised: with a huge `general.alignment` this is a
+/// huge buffer ([`GgufWriter`] streams the padding instead).
+pub fn header_bytes(
+    metadata: &Metadata,
+    tensors: &[TensorInfo],
+    byte_lens: &[usize],
+    opts: &WriterOptions,
+) -> Result<(Vec<u8>, usize)> {
+    let (mut out, alignment) = header_unpadded(metadata, tensors, byte_lens, opts)?;
     let pad = padding(out.len() as u64, alignment);
     out.resize(out.len() + pad, 0);
     Ok((out, alignment))
+}
+
+fn write_zeros(out: &mut impl Write, path: &Path, mut n: usize) -> Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len());
+        out.write_all(&ZEROS[..k]).map_err(Error::io(path))?;
+        n -= k;
+    }
+    Ok(())
 }
 
 /// A streaming GGUF v3 writer.
@@ -245,10 +269,12 @@ impl GgufWriter {
         let path = path.as_ref().to_path_buf();
         let cursor = WriteCursor::new(tensors)?;
         let (header, alignment) =
-            header_bytes(metadata, cursor.infos(), cursor.byte_lens(), &opts)?;
+            header_unpadded(metadata, cursor.infos(), cursor.byte_lens(), &opts)?;
         let file = AtomicFile::create(&path).map_err(Error::io(&path))?;
         let mut out = BufWriter::with_capacity(opts.buffer_size.max(1), file);
         out.write_all(&header).map_err(Error::io(&path))?;
+        // Padding streams: an alignment of 2^31 costs no memory.
+        write_zeros(&mut out, &path, padding(header.len() as u64, alignment))?;
         Ok(GgufWriter {
             out,
             cursor,
@@ -275,18 +301,11 @@ fn on_piece(
     alignment: usize,
     p: Piece<'_>,
 ) -> Result<()> {
-    const ZEROS: [u8; 256] = [0; 256];
     match p {
         Piece::Data { bytes, .. } => out.write_all(bytes).map_err(Error::io(path)),
         Piece::End { tensor } => {
             let len = lens.get(tensor).copied().unwrap_or(0) as u64;
-            let mut pad = padding(len, alignment);
-            while pad > 0 {
-                let n = pad.min(ZEROS.len());
-                out.write_all(&ZEROS[..n]).map_err(Error::io(path))?;
-                pad -= n;
-            }
-            Ok(())
+            write_zeros(out, path, padding(len, alignment))
         }
     }
 }

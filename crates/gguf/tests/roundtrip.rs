@@ -207,3 +207,74 @@ fn writer_refuses_what_llama_cpp_rejects() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn fuzz_regressions() {
+    // Inputs the fuzz target once failed on (fuzz/regressions/gguf_parse/).
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/gguf_parse");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        n += 1;
+        let Ok(file) = GgufFile::from_vec(bytes, &path, &ReadOptions::default()) else {
+            continue;
+        };
+        // What parses must stream back out without a huge allocation, and
+        // re-parse to the same metadata. (A file with a 2 GiB alignment is
+        // valid and would be rewritten with 2 GiB of padding, as llama.cpp's
+        // and gguf-py's writers also pad; the writer streams that padding,
+        // but the test does not spend the disk on it.)
+        if file.header().alignment() > 1 << 20 {
+            continue;
+        }
+        let dir = temp_dir("fuzzreg");
+        let out = dir.join("x.gguf");
+        let (r, peak) = crate::alloc_counter::peak_alloc(|| {
+            let mut w = GgufWriter::create(&out, file.metadata(), file.tensors().to_vec()).unwrap();
+            for t in file.tensors() {
+                w.write_tensor(&t.name, file.tensor(&t.name).unwrap().data())
+                    .unwrap();
+            }
+            w.finish()
+        });
+        r.unwrap();
+        assert!(
+            peak < 8 << 20,
+            "{}: writing allocated {peak} bytes",
+            path.display()
+        );
+        let again = GgufFile::open(&out).unwrap();
+        assert_eq!(again.tensors(), file.tensors());
+        assert_eq!(again.metadata().len(), file.metadata().len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    assert!(n >= 2);
+}
+
+#[test]
+fn names_must_be_utf8() {
+    let mut b = b"GGUF".to_vec();
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&2u64.to_le_bytes());
+    b.extend_from_slice(&[0xff, 0xfe]);
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.resize(64, 0);
+    let err = GgufFile::from_vec(b, "mem", &ReadOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            weightkit_gguf::Error::NotUtf8 {
+                what: "tensor name",
+                offset: 24
+            }
+        ),
+        "{err:?}"
+    );
+}
