@@ -20,9 +20,28 @@ commands:
             cargo fmt --all -- --check
             cargo clippy --workspace --all-targets -- -D warnings
             cargo test --workspace    (unit, integration and doc tests)
-  fmt     format the whole workspace (cargo fmt --all)
-  help    print this message
+  fmt       format the whole workspace (cargo fmt --all)
+  fixtures  regenerate the test data made by scripts in this repository
+            (pickle VM corpus, zip archives, fuzz seeds; python3, no torch),
+            then show what changed (`git status --short`)
+  interop   cross-check against real PyTorch (slow, not in CI): install a
+            pinned torch into target/interop-venv with pip, write a
+            checkpoint with weightkit's TorchWriter and load it with
+            torch.load(weights_only=True), comparing every tensor
+  help      print this message
 ";
+
+/// The torch version `cargo xtask interop` installs (the fixtures' version).
+const TORCH_VERSION: &str = "2.15.0";
+/// The safetensors version `cargo xtask interop` installs.
+const SAFETENSORS_VERSION: &str = "0.8.0";
+
+/// Scripts that regenerate committed test data, run from the workspace root.
+const FIXTURE_SCRIPTS: &[&str] = &[
+    "testdata/pickle/vm/make_pickles.py",
+    "testdata/pickle/zip/make_zips.py",
+    "fuzz/seeds/make_seeds.py",
+];
 
 /// The checks `cargo xtask ci` runs, in order: the arguments to `cargo`.
 ///
@@ -60,7 +79,9 @@ fn main() -> ExitCode {
         }
         Some("ci") if args.len() == 1 => ci(),
         Some("fmt") if args.len() == 1 => run_cargo(&["fmt", "--all"]),
-        Some(cmd @ ("ci" | "fmt")) => Err(Failure::Usage(format!(
+        Some("fixtures") if args.len() == 1 => fixtures(),
+        Some("interop") if args.len() == 1 => interop(),
+        Some(cmd @ ("ci" | "fmt" | "fixtures" | "interop")) => Err(Failure::Usage(format!(
             "`{cmd}` takes no arguments, got `{}`",
             args[1..].join(" ")
         ))),
@@ -94,6 +115,69 @@ fn ci() -> Result<(), Failure> {
         CI_STEPS.len(),
         start.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Regenerates script-made test data and shows what changed.
+fn fixtures() -> Result<(), Failure> {
+    for script in FIXTURE_SCRIPTS {
+        run("python3", &[script])?;
+    }
+    run(
+        "git",
+        &["status", "--short", "--", "testdata", "fuzz/seeds"],
+    )
+}
+
+/// Writes a checkpoint with weightkit and loads it with real torch.
+fn interop() -> Result<(), Failure> {
+    let root = workspace_root();
+    let venv = root.join("target/interop-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run("python3", &["-m", "venv", &venv.to_string_lossy()])?;
+    }
+    let py = python.to_string_lossy().into_owned();
+    run(
+        &py,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            &format!("torch=={TORCH_VERSION}"),
+            &format!("safetensors=={SAFETENSORS_VERSION}"),
+            "numpy",
+        ],
+    )?;
+    let out = root.join("target/interop");
+    std::fs::create_dir_all(&out).map_err(|e| Failure::Step(format!("{}: {e}", out.display())))?;
+    let out_s = out.to_string_lossy().into_owned();
+    run_cargo(&[
+        "run",
+        "--quiet",
+        "-p",
+        "weightkit-pickle",
+        "--example",
+        "interop_write",
+        "--",
+        &out_s,
+    ])?;
+    run(&py, &["xtask/interop/check_torch.py", &out_s])
+}
+
+/// Runs `PROGRAM ARGS` in the workspace root, echoing the command first.
+fn run(program: &str, args: &[&str]) -> Result<(), Failure> {
+    let shown = format!("{program} {}", args.join(" "));
+    eprintln!("xtask: running `{shown}`");
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| Failure::Step(format!("could not start `{shown}`: {e}")))?;
+    if !status.success() {
+        return Err(Failure::Step(format!("`{shown}` failed ({status})")));
+    }
     Ok(())
 }
 

@@ -218,3 +218,60 @@ fn every_truncation_of_every_fixture_is_an_error() {
         }
     }
 }
+
+/// A zip checkpoint around `pkl` with one 4-byte storage `data/0`.
+fn zip_with(pkl: &[u8]) -> Vec<u8> {
+    let mut w = weightkit_pickle::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.write_entry("archive/data.pkl", pkl).unwrap();
+    w.write_entry("archive/data/0", &[0, 0, 128, 63]).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+fn replace(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let i = hay
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern present");
+    [&hay[..i], to, &hay[i + from.len()..]].concat()
+}
+
+#[test]
+fn hostile_checkpoint_structures_are_typed_errors() {
+    let infos = vec![TensorInfo::new("w", DType::F32, [1])];
+    let pkl = weightkit_pickle::data_pkl(&infos).unwrap();
+    let open = |bytes: Vec<u8>| TorchFile::from_vec(bytes, "crafted", &LoadOptions::default());
+    // The honest file loads: 1.0f32.
+    let ok = open(zip_with(&pkl)).unwrap();
+    assert_eq!(ok.tensor("w").unwrap().view().to_f32_vec().unwrap(), [1.0]);
+    // A persistent id pointing outside the archive.
+    let key = b"X\x01\x00\x00\x000";
+    let evil = replace(&pkl, key, b"X\x0d\x00\x00\x00../etc/passwd");
+    assert!(
+        matches!(open(zip_with(&evil)), Err(Error::Structure(m)) if m.contains("not a plain name"))
+    );
+    // A storage that does not exist.
+    let missing = replace(&pkl, key, b"X\x01\x00\x00\x007");
+    assert!(matches!(
+        open(zip_with(&missing)),
+        Err(Error::MissingStorage { .. })
+    ));
+    // A view larger than its storage: size (1,) -> (9,).
+    let big = replace(&pkl, b"K\x01\x85", b"K\x09\x85");
+    assert!(
+        matches!(open(zip_with(&big)), Err(Error::ViewOutOfBounds { .. })),
+        "{:?}",
+        open(zip_with(&big))
+    );
+    // A storage class that is not a storage.
+    let global = replace(&pkl, b"ctorch\nFloatStorage\n", b"cos\nsystem\n");
+    let err = open(zip_with(&global)).unwrap_err();
+    assert!(err.to_string().contains("invalid pickle"), "{err}");
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("os.system"), "{source}");
+    // Numel in the persistent id larger than the storage's bytes.
+    let numel = replace(&pkl, b"K\x01t", b"K\x09t");
+    assert!(matches!(
+        open(zip_with(&numel)),
+        Err(Error::StorageSize { .. }) | Err(Error::ViewOutOfBounds { .. })
+    ));
+}
