@@ -13,6 +13,31 @@
 //!   with transformers' shard assignment and index.
 //! - [`open_checkpoint`] picks single-file or sharded for a path.
 //!
+//! ```no_run
+//! use weightkit_core::{DType, TensorInfo, TensorSink};
+//! use weightkit_safetensors::{SafetensorsFile, ShardedWriter};
+//!
+//! // Zero-copy, validated read (the file is memory-mapped).
+//! let src = SafetensorsFile::open("model.safetensors")?;
+//! let q = src.tensor("model.layers.0.self_attn.q_proj.weight")?;
+//! println!("{} {} {} bytes", q.dtype(), q.shape(), q.data().len());
+//!
+//! // Stream a bf16 copy into transformers-style shards, in bounded memory,
+//! // atomically (temporary files renamed into place by `finish`).
+//! let infos = src
+//!     .tensors()
+//!     .iter()
+//!     .map(|t| TensorInfo::new(t.name.clone(), DType::BF16, t.shape.clone()))
+//!     .collect();
+//! let mut out = ShardedWriter::create("out/", "model", infos, src.metadata(), 5 << 30)?;
+//! for t in src.tensors() {
+//!     let bf16 = src.tensor_shared(&t.name)?.to_dtype(DType::BF16)?;
+//!     out.write_tensor(&t.name, bf16.data())?;
+//! }
+//! out.finish()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Validation is at least as strict as the `safetensors` crate, and every
 //! malformation is its own [`Error`] variant naming the tensor and offsets.
 //! Parsing never panics and allocates in proportion to the header only after
