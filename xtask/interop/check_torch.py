@@ -21,5 +21,7 @@ for name, t in expected.items():
     assert o.dtype == t.dtype, (name, o.dtype, t.dtype)
     assert tuple(o.shape) == tuple(t.shape), (name, o.shape, t.shape)
     assert o.is_contiguous(), name
-    assert torch.equal(o.view(torch.uint8) if o.numel() else o, t.view(torch.uint8) if t.numel() else t), name
+    # Bit-level equality (NaN-safe): compare the raw bytes.
+    raw = lambda x: x.reshape(-1).view(torch.uint8) if x.numel() else x.reshape(-1)
+    assert torch.equal(raw(o), raw(t)), name
 print(f"torch {torch.__version__}: torch.load(weights_only=True) read {len(ours)} tensors, all equal")

@@ -27,7 +27,9 @@ commands:
   interop   cross-check against real PyTorch (slow, not in CI): install a
             pinned torch into target/interop-venv with pip, write a
             checkpoint with weightkit's TorchWriter and load it with
-            torch.load(weights_only=True), comparing every tensor
+            torch.load(weights_only=True), comparing every tensor; also
+            writes the torch-made fixtures (testdata/pickle/torch/ holds a
+            committed copy) to target/interop/torch-fixtures
   help      print this message
 ";
 
@@ -163,7 +165,15 @@ fn interop() -> Result<(), Failure> {
         "--",
         &out_s,
     ])?;
-    run(&py, &["xtask/interop/check_torch.py", &out_s])
+    run(&py, &["xtask/interop/check_torch.py", &out_s])?;
+    // The torch-written fixtures under testdata/pickle/torch/ come from here.
+    run(
+        &py,
+        &[
+            "xtask/interop/make_torch_fixtures.py",
+            "target/interop/torch-fixtures",
+        ],
+    )
 }
 
 /// Runs `PROGRAM ARGS` in the workspace root, echoing the command first.

@@ -275,3 +275,40 @@ fn hostile_checkpoint_structures_are_typed_errors() {
         Err(Error::StorageSize { .. }) | Err(Error::ViewOutOfBounds { .. })
     ));
 }
+
+#[test]
+fn torch_2_15_files_read_back() {
+    // Written by real torch 2.15 (xtask/interop/make_torch_fixtures.py):
+    // _rebuild_tensor_v3 dtypes, parameters, nested dicts, a module state_dict.
+    for name in ["v3_dtypes", "parameters", "nested", "linear_state_dict"] {
+        let ck = TorchFile::open(testdata(&format!("pickle/torch/{name}.pt")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = SafetensorsFile::open(testdata(&format!(
+            "pickle/torch/{name}.expected.safetensors"
+        )))
+        .unwrap();
+        assert_eq!(ck.tensors().len(), expected.tensors().len(), "{name}");
+        for info in expected.tensors() {
+            let got = ck
+                .tensor(&info.name)
+                .unwrap_or_else(|e| panic!("{name} {}: {e}", info.name));
+            let want = expected.tensor(&info.name).unwrap();
+            assert_eq!(got.view().dtype(), want.dtype(), "{name} {}", info.name);
+            assert_eq!(got.view().shape(), want.shape(), "{name} {}", info.name);
+            assert_eq!(got.view().data(), want.data(), "{name} {}", info.name);
+        }
+    }
+    // The nested file: Auto picked `state_dict`; a path picks the optimizer's tensor.
+    let p = testdata("pickle/torch/nested.pt");
+    let opt = TorchFile::open_with(
+        &p,
+        &LoadOptions {
+            state_dict: StateDictKey::Path("optimizer".into()),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(opt.tensors().len(), 1);
+    assert_eq!(opt.tensors()[0].name, "step");
+    assert_eq!(opt.skipped(), ["lr"]);
+}
