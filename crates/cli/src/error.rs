@@ -40,6 +40,16 @@ pub(crate) enum CliError {
         what: &'static str,
         candidates: Vec<PathBuf>,
     },
+    /// A format-specific option given for an input of another format.
+    NotApplicable {
+        path: PathBuf,
+        /// The option (`--state-dict`).
+        flag: &'static str,
+        /// What it applies to (`PyTorch checkpoints`).
+        applies_to: &'static str,
+        /// What the input is.
+        format: &'static str,
+    },
     /// A tensor whose sizes cannot be summed (overflow).
     Tensor { name: String, source: BoxError },
     /// A total that overflows `u64`.
@@ -74,8 +84,9 @@ impl fmt::Display for CliError {
             } => write!(
                 f,
                 "{}: unsupported format: {format} ({evidence}); this build reads safetensors \
-                 (a .safetensors file, a *.safetensors.index.json or a model directory) and \
-                 GGUF files",
+                 (a .safetensors file, a *.safetensors.index.json or a model directory), \
+                 GGUF files and PyTorch checkpoints (.bin, .pt, .pth, a \
+                 pytorch_model.bin.index.json)",
                 path.display()
             ),
             CliError::Ambiguous {
@@ -96,6 +107,16 @@ impl fmt::Display for CliError {
             CliError::Open { path, format, .. } => {
                 write!(f, "cannot open {} as {format}", path.display())
             }
+            CliError::NotApplicable {
+                path,
+                flag,
+                applies_to,
+                format,
+            } => write!(
+                f,
+                "{flag} applies to {applies_to}, but {} is {format}",
+                path.display()
+            ),
             CliError::Tensor { name, .. } => write!(f, "tensor `{name}`"),
             CliError::Overflow(what) => write!(f, "{what} overflows a 64-bit count"),
             CliError::Output(_) => f.write_str("cannot write the output"),
@@ -108,9 +129,10 @@ impl Error for CliError {
         match self {
             CliError::Read { source, .. } | CliError::Output(source) => Some(source),
             CliError::Open { source, .. } | CliError::Tensor { source, .. } => Some(&**source),
-            CliError::Unsupported { .. } | CliError::Ambiguous { .. } | CliError::Overflow(_) => {
-                None
-            }
+            CliError::Unsupported { .. }
+            | CliError::Ambiguous { .. }
+            | CliError::NotApplicable { .. }
+            | CliError::Overflow(_) => None,
         }
     }
 }

@@ -6,9 +6,20 @@
 //! so that until then they are named in a clear "unsupported format" error
 //! instead of failing as a malformed safetensors file.
 //!
-//! GGUF is recognised by its `GGUF` magic whatever the file is called. A
-//! directory stays a safetensors checkpoint unless it holds no safetensors
-//! at all and exactly one `.gguf` file, which is then opened instead.
+//! GGUF is recognised by its `GGUF` magic whatever the file is called, and
+//! PyTorch checkpoints by theirs: a zip archive (`PK\x03\x04`; the reader
+//! then requires a `<prefix>/data.pkl` entry) or a pickle (`\x80\x02`; the
+//! reader then requires the legacy `torch.save` magic number), so `.bin`,
+//! `.pt`, `.pth` and `.ckpt` need no particular name. A
+//! `*.bin.index.json` is a sharded PyTorch checkpoint ([`torch`]).
+//!
+//! A directory is, in this order of preference: a safetensors checkpoint if
+//! it holds any safetensors file or index; a sharded PyTorch checkpoint if it
+//! holds `pytorch_model.bin.index.json` (or exactly one `*.bin.index.json`);
+//! its `pytorch_model.bin`; its one `.gguf` file; its one other PyTorch
+//! checkpoint. Several candidates of one kind and none preferred are an
+//! error naming them (a training directory's `optimizer.pt` and
+//! `scheduler.pt` are not the model).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -17,9 +28,14 @@ use std::path::{Path, PathBuf};
 
 use weightkit_core::{Metadata, TensorInfo, TensorSource};
 use weightkit_gguf::{GgufFile, ReadOptions};
+use weightkit_pickle::{LoadOptions, StateDictKey};
 use weightkit_safetensors::{Checkpoint, INDEX_FILE};
 
 use crate::error::CliError;
+
+mod torch;
+
+pub(crate) use self::torch::{TorchCheckpoint, TorchTensor, is_view};
 
 /// What every command needs from an opened input, whatever its format.
 pub(crate) trait Model {
@@ -44,13 +60,26 @@ pub(crate) trait Model {
     fn gguf(&self) -> Option<&GgufFile> {
         None
     }
+    /// The PyTorch checkpoint behind the model, for storage details
+    /// (storage keys, offsets, strides, skipped entries).
+    fn torch(&self) -> Option<&TorchCheckpoint> {
+        None
+    }
+    /// The one file read, where the input named a directory and the model
+    /// is a single file in it (GGUF, `pytorch_model.bin`).
+    fn file_path(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// How to open inputs: the format-specific switches commands expose.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct OpenOptions {
     /// Accept GGUF metadata arrays of arrays (llama.cpp rejects them).
     pub(crate) allow_nested_arrays: bool,
+    /// Which object of a PyTorch checkpoint is the state dict; anything
+    /// but `Auto` is an error for other formats.
+    pub(crate) state_dict: StateDictKey,
 }
 
 /// One file of a multi-file checkpoint.
@@ -131,6 +160,10 @@ impl Model for GgufFile {
     fn gguf(&self) -> Option<&GgufFile> {
         Some(self)
     }
+
+    fn file_path(&self) -> Option<&Path> {
+        Some(self.path())
+    }
 }
 
 /// `usize` to `u64` (lossless on every supported target).
@@ -149,6 +182,8 @@ enum Kind {
     LegacyGgml,
     TorchZip,
     Pickle,
+    /// A `*.bin.index.json`: PyTorch shards.
+    TorchIndex,
     Numpy,
     /// A JSON file other than a shard index (`config.json` ...).
     Json,
@@ -162,6 +197,7 @@ impl Kind {
             Kind::LegacyGgml => "legacy GGML (pre-GGUF llama.cpp)",
             Kind::TorchZip => "PyTorch zip checkpoint",
             Kind::Pickle => "legacy PyTorch pickle",
+            Kind::TorchIndex => "sharded PyTorch index",
             Kind::Numpy => "NumPy .npy",
             Kind::Json => "JSON",
         }
@@ -182,6 +218,22 @@ struct Detected {
 /// Opens `path` (a file or a model directory) in whatever format it is.
 pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Box<dyn Model>, CliError> {
     let detected = detect(path)?;
+    let is_torch = matches!(
+        detected.kind,
+        Kind::TorchZip | Kind::Pickle | Kind::TorchIndex
+    );
+    if opts.state_dict != StateDictKey::Auto && !is_torch {
+        return Err(CliError::NotApplicable {
+            path: path.to_path_buf(),
+            flag: "--state-dict",
+            applies_to: "PyTorch checkpoints",
+            format: detected.kind.name(),
+        });
+    }
+    let torch_opts = LoadOptions {
+        state_dict: opts.state_dict.clone(),
+        ..LoadOptions::default()
+    };
     match detected.kind {
         Kind::Safetensors => match weightkit_safetensors::open_checkpoint(path) {
             Ok(c) => Ok(Box::new(c)),
@@ -212,13 +264,19 @@ pub(crate) fn open(path: &Path, opts: &OpenOptions) -> Result<Box<dyn Model>, Cl
                 }
             }
         }
-        Kind::LegacyGgml | Kind::TorchZip | Kind::Pickle | Kind::Numpy | Kind::Json => {
-            Err(CliError::Unsupported {
-                path: path.to_path_buf(),
-                format: detected.kind.name(),
-                evidence: detected.evidence,
-            })
+        Kind::TorchZip | Kind::Pickle => {
+            let file = detected.file.as_deref().unwrap_or(path);
+            Ok(Box::new(TorchCheckpoint::open_file(file, &torch_opts)?))
         }
+        Kind::TorchIndex => {
+            let index = detected.file.as_deref().unwrap_or(path);
+            Ok(Box::new(TorchCheckpoint::open_index(index, &torch_opts)?))
+        }
+        Kind::LegacyGgml | Kind::Numpy | Kind::Json => Err(CliError::Unsupported {
+            path: path.to_path_buf(),
+            format: detected.kind.name(),
+            evidence: detected.evidence,
+        }),
     }
 }
 
@@ -269,6 +327,15 @@ fn sniff(head: &[u8], path: &Path) -> Detected {
         && head.get(1).is_some_and(|p| (2..=5).contains(p))
     {
         found(Kind::Pickle, 2)
+    } else if path
+        .file_name()
+        .is_some_and(|n| torch::is_index_name(&n.to_string_lossy()))
+    {
+        Detected {
+            kind: Kind::TorchIndex,
+            evidence: "a PyTorch shard index".to_owned(),
+            file: None,
+        }
     } else if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
         && !path.to_string_lossy().ends_with(".index.json")
     {
@@ -277,9 +344,23 @@ fn sniff(head: &[u8], path: &Path) -> Detected {
             evidence: "starts with `{` but is not a `*.safetensors.index.json`".to_owned(),
             file: None,
         }
+    } else if !safetensors_like && has_torch_extension(path) {
+        // A pickle of protocol 0 or 1, or no checkpoint at all: the PyTorch
+        // reader's error says which better than a safetensors header error.
+        Detected {
+            kind: Kind::Pickle,
+            evidence: "a PyTorch file name and no safetensors header".to_owned(),
+            file: None,
+        }
     } else {
         Detected::safetensors()
     }
+}
+
+/// `.pt`, `.pth`, `.bin` or `.ckpt`.
+fn has_torch_extension(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| ["pt", "pth", "bin", "ckpt"].iter().any(|t| e == *t))
 }
 
 impl Detected {
@@ -292,10 +373,7 @@ impl Detected {
     }
 }
 
-/// A model directory is safetensors if it holds any safetensors file or
-/// index. Otherwise one `.gguf` file with the GGUF magic is opened in its
-/// place (several are an error: which one is meant?), and failing that the
-/// first weight file of another format decides.
+/// Picks what a model directory holds; see the module docs for the order.
 fn detect_dir(dir: &Path) -> Result<Detected, CliError> {
     let read_err = |source| CliError::Read {
         path: dir.to_path_buf(),
@@ -303,6 +381,7 @@ fn detect_dir(dir: &Path) -> Result<Detected, CliError> {
     };
     let mut others = Vec::new();
     let mut ggufs = Vec::new();
+    let mut torch_indexes = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -313,12 +392,76 @@ fn detect_dir(dir: &Path) -> Result<Detected, CliError> {
             return Ok(Detected::safetensors());
         }
         let weights = [".bin", ".pt", ".pth", ".ckpt", ".npy"];
-        if name.ends_with(".gguf") {
+        if torch::is_index_name(&name) {
+            torch_indexes.push(entry.path());
+        } else if name.ends_with(".gguf") {
             ggufs.push(entry.path());
         } else if weights.iter().any(|ext| name.ends_with(ext)) {
             others.push(entry.path());
         }
     }
+    let file_name = |p: &Path| {
+        p.file_name()
+            .unwrap_or(p.as_os_str())
+            .to_string_lossy()
+            .into_owned()
+    };
+    let found = |kind: Kind, file: PathBuf, evidence: &str| Detected {
+        kind,
+        evidence: format!("{} has {evidence}", file_name(&file)),
+        file: Some(file),
+    };
+
+    torch_indexes.sort();
+    if let Some(i) = torch_indexes
+        .iter()
+        .position(|p| file_name(p) == torch::INDEX_FILE)
+    {
+        let index = torch_indexes.swap_remove(i);
+        return Ok(found(Kind::TorchIndex, index, "a PyTorch shard index"));
+    }
+    match torch_indexes.len() {
+        0 => {}
+        1 => {
+            let index = torch_indexes.swap_remove(0);
+            return Ok(found(Kind::TorchIndex, index, "a PyTorch shard index"));
+        }
+        _ => {
+            return Err(CliError::Ambiguous {
+                path: dir.to_path_buf(),
+                what: "PyTorch shard indexes",
+                candidates: torch_indexes,
+            });
+        }
+    }
+
+    // Sniff the other weight files. Unreadable candidates are skipped: the
+    // reader's "no checkpoint" error describes the directory better than
+    // one file's I/O error.
+    others.sort();
+    let mut torch_files = Vec::new();
+    let mut foreign = None;
+    for file in others {
+        let Ok(head) = read_head(&file) else { continue };
+        let d = sniff(&head, &file);
+        match d.kind {
+            Kind::Safetensors => {}
+            Kind::TorchZip | Kind::Pickle => torch_files.push((file, d)),
+            _ => {
+                if foreign.is_none() {
+                    foreign = Some((file, d));
+                }
+            }
+        }
+    }
+    if let Some(i) = torch_files
+        .iter()
+        .position(|(f, _)| file_name(f) == "pytorch_model.bin")
+    {
+        let (file, d) = torch_files.swap_remove(i);
+        return Ok(found(d.kind, file, &d.evidence));
+    }
+
     ggufs.sort();
     if ggufs.len() > 1 {
         return Err(CliError::Ambiguous {
@@ -327,23 +470,30 @@ fn detect_dir(dir: &Path) -> Result<Detected, CliError> {
             candidates: ggufs,
         });
     }
-    others.sort();
-    for file in ggufs.into_iter().chain(others) {
-        // Unreadable candidates are skipped: the reader's "no checkpoint"
-        // error describes the directory better than one file's I/O error.
+    for file in ggufs {
         let Ok(head) = read_head(&file) else { continue };
         let d = sniff(&head, &file);
         if d.kind != Kind::Safetensors {
-            let name = file
-                .file_name()
-                .unwrap_or(file.as_os_str())
-                .to_string_lossy();
-            return Ok(Detected {
-                kind: d.kind,
-                evidence: format!("{name} has {}", d.evidence),
-                file: Some(file),
+            return Ok(found(d.kind, file, &d.evidence));
+        }
+    }
+
+    match torch_files.len() {
+        0 => {}
+        1 => {
+            let (file, d) = torch_files.swap_remove(0);
+            return Ok(found(d.kind, file, &d.evidence));
+        }
+        _ => {
+            return Err(CliError::Ambiguous {
+                path: dir.to_path_buf(),
+                what: "PyTorch checkpoints",
+                candidates: torch_files.into_iter().map(|(f, _)| f).collect(),
             });
         }
+    }
+    if let Some((file, d)) = foreign {
+        return Ok(found(d.kind, file, &d.evidence));
     }
     Ok(Detected::safetensors())
 }
@@ -388,6 +538,16 @@ mod tests {
             Kind::Safetensors
         );
         assert_eq!(kind(b"abc", "short"), Kind::Safetensors);
+        // Protocol-0 pickles have no magic; a PyTorch name decides.
+        assert_eq!(kind(b"cos\nsystem\n(S'ls'", "evil.pt"), Kind::Pickle);
+        assert_eq!(
+            kind(b"\x80\x02\0\0\0\0\0\0{\"a\"", "m.bin"),
+            Kind::Safetensors
+        );
+        assert_eq!(
+            kind(b"{}", "pytorch_model.bin.index.json"),
+            Kind::TorchIndex
+        );
         assert_eq!(kind(b"", "empty"), Kind::Safetensors);
         assert_eq!(
             sniff(b"PK\x03\x04\x14\0", Path::new("m.pt")).evidence,

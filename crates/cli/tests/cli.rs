@@ -207,8 +207,15 @@ fn truncated_file() {
 #[test]
 fn unsupported_formats() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[u8], &str); 3] = [
-        ("model.bin", b"tjgg\x03\0\0\0\0\0\0\0", "legacy GGML"),
+    let path = dir.path().join("model.bin");
+    std::fs::write(&path, b"tjgg\x03\0\0\0\0\0\0\0").unwrap();
+    let err = inspect_error(&path);
+    assert!(err.contains("unsupported format"), "{err}");
+    assert!(err.contains("legacy GGML"), "{err}");
+    assert!(err.contains("GGUF") && err.contains("PyTorch"), "{err}");
+
+    // Zip and pickle magics are PyTorch's now: broken ones are reader errors.
+    let cases: [(&str, &[u8], &str); 2] = [
         ("model.pt", b"PK\x03\x04\x14\0\0\0\0\0", "zip"),
         ("pytorch_model.bin", b"\x80\x02\x8a\x0alZ\xfc", "pickle"),
     ];
@@ -216,19 +223,15 @@ fn unsupported_formats() {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         let err = inspect_error(&path);
-        assert!(err.contains("unsupported format"), "{err}");
+        assert!(err.contains("as PyTorch"), "{err}");
         assert!(err.contains(what), "{err}");
-        assert!(err.contains("GGUF"), "{err}");
     }
-    // A model directory holding only a pickle says so too.
+    // A model directory holding only a (broken) pickle reads it.
     let pickle_dir = dir.path().join("pickle-model");
     std::fs::create_dir(&pickle_dir).unwrap();
     std::fs::write(pickle_dir.join("pytorch_model.bin"), b"\x80\x02\x8a\x0alZ").unwrap();
     let err = inspect_error(&pickle_dir);
-    assert!(
-        err.contains("unsupported format: legacy PyTorch pickle"),
-        "{err}"
-    );
+    assert!(err.contains("pytorch_model.bin as PyTorch"), "{err}");
 }
 
 #[test]
@@ -772,4 +775,575 @@ fn gguf_tokenizer_arrays_do_not_flood() {
             .len(),
         5028
     );
+}
+
+// ------------------------------------------------------------- PyTorch
+
+const TORCH_F16_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/tiny-llama/pytorch-bin-f16"
+);
+const TORCH_F16: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/tiny-llama/pytorch-bin-f16/pytorch_model.bin"
+);
+const TORCH_LEGACY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/tiny-llama/legacy/pytorch_model.bin"
+);
+const VIEWS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/pickle/views.pt"
+);
+const VIEWS_LEGACY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/pickle/views.legacy.pt"
+);
+const MALICIOUS_PICKLES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/pickle/vm/malicious"
+);
+
+/// `(name, shape)` of every tensor in a `--json` report, sorted by name.
+fn names_and_shapes(r: &Value) -> Vec<(String, Value)> {
+    let mut v: Vec<(String, Value)> = r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap().to_owned(), t["shape"].clone()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The tensor called `name` in a `--json` report.
+fn tensor_json<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+}
+
+/// The f16 fixture's tensors and their bytes.
+fn f16_tensors() -> Vec<(weightkit_core::TensorInfo, Vec<u8>)> {
+    let f = weightkit_pickle::TorchFile::open(TORCH_F16).unwrap();
+    f.tensors()
+        .iter()
+        .enumerate()
+        .map(|(i, info)| (info.clone(), f.tensor_at(i).unwrap().view().data().to_vec()))
+        .collect()
+}
+
+/// Writes `tensors` with `TorchWriter` (prefix `archive`).
+fn write_torch(path: &Path, tensors: &[(weightkit_core::TensorInfo, Vec<u8>)]) {
+    use weightkit_core::TensorSink;
+    let infos = tensors.iter().map(|(i, _)| i.clone()).collect();
+    let mut w = weightkit_pickle::TorchWriter::create(path, infos).unwrap();
+    for (info, data) in tensors {
+        w.write_tensor(&info.name, data).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// A zip checkpoint: `archive/data.pkl` is `pkl`, storage `i` is
+/// `archive/data/<i>`.
+fn torch_zip(pkl: &[u8], storages: &[&[u8]]) -> Vec<u8> {
+    let mut z = weightkit_pickle::zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.write_entry("archive/data.pkl", pkl).unwrap();
+    z.write_entry("archive/byteorder", b"little").unwrap();
+    for (i, s) in storages.iter().enumerate() {
+        z.write_entry(&format!("archive/data/{i}"), s).unwrap();
+    }
+    z.write_entry("archive/version", b"3\n").unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+/// A pickle `BINUNICODE` string.
+fn pickle_str(s: &str) -> Vec<u8> {
+    let mut out = vec![b'X'];
+    out.extend_from_slice(&u32::try_from(s.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+#[test]
+fn torch_zip_f16_json() {
+    let r = inspect_json(TORCH_F16);
+    assert_eq!(r["format"], "pytorch");
+    assert_eq!(r["container"], "zip");
+    assert_eq!(r["prefix"], "pytorch_model");
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    assert_eq!(u64_of(&r, "parameter_count"), 123_712);
+    assert_eq!(u64_of(&r, "total_bytes"), 247_424);
+    assert_eq!(u64_of(&r, "storage_count"), 21);
+    assert_eq!(u64_of(&r, "storage_bytes"), 247_424);
+    assert_eq!(r["skipped"], serde_json::json!([]));
+    let dtypes = r["dtypes"].as_object().unwrap();
+    assert_eq!(dtypes.keys().collect::<Vec<_>>(), ["F16"]);
+    assert_eq!(u64_of(&dtypes["F16"], "count"), 21);
+    let tensors = r["tensors"].as_array().unwrap();
+    assert!(tensors.iter().all(|t| t["dtype"] == "F16"));
+    assert!(tensors.iter().all(|t| t["contiguous"] == true));
+    assert!(tensors.iter().all(|t| t["storage_offset"] == 0));
+    assert!(tensors.iter().all(|t| t.get("shard").is_none()));
+    let q = tensor_json(&r, "model.layers.0.self_attn.q_proj.weight");
+    assert_eq!(q["shape"], serde_json::json!([64, 64]));
+    assert_eq!(q["stride"], serde_json::json!([64, 1]));
+    assert_eq!(q["bytes"], 8192);
+    // The same model as the safetensors fixture, tensor for tensor.
+    assert_eq!(
+        names_and_shapes(&r),
+        names_and_shapes(&inspect_json(F32_FILE))
+    );
+    // config.json beside the file.
+    assert_eq!(r["config"]["dtype"], "float16");
+}
+
+#[test]
+fn torch_legacy_json() {
+    let r = inspect_json(TORCH_LEGACY);
+    assert_eq!(r["format"], "pytorch");
+    assert_eq!(r["container"], "legacy");
+    assert!(r.get("prefix").is_none());
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    assert_eq!(u64_of(&r, "parameter_count"), 123_712);
+    assert_eq!(u64_of(&r, "total_bytes"), 494_848);
+    let dtypes = r["dtypes"].as_object().unwrap();
+    assert_eq!(dtypes.keys().collect::<Vec<_>>(), ["F32"]);
+    assert_eq!(
+        names_and_shapes(&r),
+        names_and_shapes(&inspect_json(F32_FILE))
+    );
+
+    let o = weightkit(&["inspect", TORCH_LEGACY]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("PyTorch (legacy)"), "{out}");
+    assert!(out.contains("494,848 bytes (483.2 KiB)"), "{out}");
+}
+
+#[test]
+fn torch_directory() {
+    let o = weightkit(&["inspect", TORCH_F16_DIR]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "PyTorch (zip, prefix 'pytorch_model')",
+        "pytorch-bin-f16/pytorch_model.bin",
+        "model type       llama",
+        "LlamaForCausalLM",
+        "config dtype     float16",
+        "123,712",
+        "247,424 bytes (241.6 KiB)",
+        "storages         21 holding 247,424 bytes",
+        "views            none",
+        "skipped          none",
+        "STORAGE",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    assert!(
+        !out.lines().any(|l| l.ends_with(' ')),
+        "trailing spaces:\n{out}"
+    );
+    let r = inspect_json(TORCH_F16_DIR);
+    assert_eq!(r["format"], "pytorch");
+    assert!(r["path"].as_str().unwrap().ends_with("pytorch_model.bin"));
+    assert_eq!(r["config"]["model_type"], "llama");
+
+    let legacy_dir = Path::new(TORCH_LEGACY).parent().unwrap();
+    let r = inspect_json(legacy_dir.to_str().unwrap());
+    assert_eq!(r["container"], "legacy");
+    assert_eq!(u64_of(&r, "parameter_count"), 123_712);
+}
+
+#[test]
+fn torch_views() {
+    let r = inspect_json(VIEWS);
+    assert_eq!(r["format"], "pytorch");
+    assert_eq!(r["prefix"], "views");
+    assert_eq!(u64_of(&r, "tensor_count"), 20);
+    assert_eq!(u64_of(&r, "storage_count"), 12);
+    let t = tensor_json(&r, "transposed");
+    assert_eq!(t["shape"], serde_json::json!([6, 4]));
+    assert_eq!(t["stride"], serde_json::json!([1, 6]));
+    assert_eq!(t["contiguous"], false);
+    assert_eq!(t["storage"], tensor_json(&r, "base")["storage"]);
+    let base = tensor_json(&r, "base");
+    assert_eq!(base["contiguous"], true);
+    assert_eq!(base["storage_offset"], 0);
+    let row = tensor_json(&r, "row_slice");
+    assert_eq!(row["contiguous"], true);
+    assert_eq!(row["storage_offset"], 6);
+    let f16_view = tensor_json(&r, "f16_view");
+    assert_eq!(f16_view["storage_offset"], 11);
+    assert_eq!(f16_view["contiguous"], false);
+    assert_eq!(
+        tensor_json(&r, "expanded")["stride"],
+        serde_json::json!([0, 1])
+    );
+    assert_eq!(tensor_json(&r, "scalar")["shape"], serde_json::json!([]));
+    assert_eq!(tensor_json(&r, "empty")["bytes"], 0);
+    // The legacy copy describes the same tensors the same way.
+    let legacy = inspect_json(VIEWS_LEGACY);
+    assert_eq!(legacy["container"], "legacy");
+    assert_eq!(legacy["storage_count"], 12);
+    for (a, b) in r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(legacy["tensors"].as_array().unwrap())
+    {
+        for key in [
+            "name",
+            "dtype",
+            "shape",
+            "bytes",
+            "stride",
+            "storage_offset",
+            "contiguous",
+        ] {
+            assert_eq!(a[key], b[key], "{} {key}", a["name"]);
+        }
+    }
+
+    let o = weightkit(&["inspect", VIEWS]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "PyTorch (zip, prefix 'views')",
+        "storages         12 holding 483 bytes",
+        "views            9 (8 non-contiguous, 1 contiguous at a storage offset)",
+        "shared storages  12 tensors share 4 storages",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{out}"))
+    };
+    assert!(row("transposed").ends_with("view (stride [1, 6])"), "{out}");
+    assert!(row("row_slice").ends_with("view (offset 6)"), "{out}");
+    assert!(
+        row("f16_view").ends_with("view (offset 11, stride [8, 1])"),
+        "{out}"
+    );
+    assert!(!row("base").contains("view"), "{out}");
+    assert!(
+        !out.lines().any(|l| l.ends_with(' ')),
+        "trailing spaces:\n{out}"
+    );
+}
+
+/// Two shards written with `TorchWriter` from the f16 fixture's tensors, and
+/// their index; returns the directory's tensors.
+fn sharded_torch_dir(dir: &Path) -> Vec<(weightkit_core::TensorInfo, Vec<u8>)> {
+    let tensors = f16_tensors();
+    let (a, b) = tensors.split_at(9);
+    let names = [
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+    ];
+    write_torch(&dir.join(names[0]), a);
+    write_torch(&dir.join(names[1]), b);
+    let mut map = serde_json::Map::new();
+    for (part, name) in [(a, names[0]), (b, names[1])] {
+        for (info, _) in part {
+            map.insert(info.name.clone(), Value::from(name));
+        }
+    }
+    let index = serde_json::json!({
+        "metadata": {"total_size": 247_424},
+        "weight_map": map,
+    });
+    std::fs::write(
+        dir.join("pytorch_model.bin.index.json"),
+        serde_json::to_vec_pretty(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(TORCH_F16_DIR).join("config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    tensors
+}
+
+#[test]
+fn torch_sharded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    sharded_torch_dir(dir);
+    // Also a single-file checkpoint: the index is preferred.
+    std::fs::copy(TORCH_F16, dir.join("pytorch_model.bin")).unwrap();
+
+    let r = inspect_json(dir.to_str().unwrap());
+    assert_eq!(r["format"], "pytorch-sharded");
+    assert_eq!(r["container"], "zip");
+    assert_eq!(r["prefix"], "archive");
+    assert_eq!(r["shards"].as_array().map(Vec::len), Some(2));
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    assert_eq!(u64_of(&r, "parameter_count"), 123_712);
+    assert_eq!(u64_of(&r, "total_bytes"), 247_424);
+    assert_eq!(u64_of(&r, "declared_total_size"), 247_424);
+    assert_eq!(u64_of(&r, "storage_count"), 21);
+    assert_eq!(r["metadata"]["total_size"], 247_424);
+    assert_eq!(r["config"]["model_type"], "llama");
+    let single = inspect_json(TORCH_F16);
+    assert_eq!(names_and_shapes(&r), names_and_shapes(&single));
+    let tensors = r["tensors"].as_array().unwrap();
+    assert_eq!(tensors[0]["shard"], "pytorch_model-00001-of-00002.bin");
+    assert_eq!(tensors[20]["shard"], "pytorch_model-00002-of-00002.bin");
+    // Both shards have a storage `0`: distinct storages all the same.
+    assert_eq!(tensors[0]["storage"], tensors[9]["storage"]);
+
+    // The index file itself gives the same answer as its directory.
+    let index = dir.join("pytorch_model.bin.index.json");
+    let r2 = inspect_json(index.to_str().unwrap());
+    assert_eq!(r2["tensors"], r["tensors"]);
+
+    let o = weightkit(&["inspect", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "PyTorch (sharded, 2 shards; zip, prefix 'archive')",
+        "matches the data size",
+        "pytorch_model-00002-of-00002.bin  12 tensors",
+        "shared storages   none",
+        "2:0",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}
+
+#[test]
+fn torch_sharded_index_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    sharded_torch_dir(dir);
+    let index_path = dir.join("pytorch_model.bin.index.json");
+    let index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let with_map = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let mut index = index.clone();
+        edit(index["weight_map"].as_object_mut().unwrap());
+        std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+        inspect_error(dir)
+    };
+    let err = with_map(&|m| {
+        m.insert(
+            "lm_head.bias".into(),
+            "pytorch_model-00001-of-00002.bin".into(),
+        );
+    });
+    assert!(err.contains("`lm_head.bias`"), "{err}");
+    assert!(err.contains("not in that file"), "{err}");
+    let err = with_map(&|m| {
+        m.remove("lm_head.weight");
+    });
+    assert!(err.contains("`lm_head.weight`"), "{err}");
+    assert!(err.contains("not in the weight map"), "{err}");
+    for bad in [
+        "../pytorch_model-00001-of-00002.bin",
+        "sub/x.bin",
+        "/etc/passwd",
+    ] {
+        let err = with_map(&|m| {
+            m.insert("lm_head.weight".into(), bad.into());
+        });
+        assert!(err.contains("not a plain file name"), "{err}");
+    }
+    let err = with_map(&|m| {
+        m.insert("lm_head.weight".into(), "missing.bin".into());
+    });
+    assert!(err.contains("missing.bin"), "{err}");
+    std::fs::write(&index_path, b"{\"weight_map\": 3}").unwrap();
+    let err = inspect_error(dir);
+    assert!(err.contains("invalid shard index"), "{err}");
+}
+
+#[test]
+fn torch_malicious_zip() {
+    let pkl = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evil.pt");
+    std::fs::write(&path, torch_zip(pkl, &[])).unwrap();
+    let err = inspect_error(&path);
+    assert!(err.contains("os.system"), "{err}");
+    assert!(err.contains("archive/data.pkl"), "{err}");
+    // As a directory's pytorch_model.bin, and with --json: the same error.
+    std::fs::rename(&path, dir.path().join("pytorch_model.bin")).unwrap();
+    let err = inspect_error(dir.path());
+    assert!(err.contains("os.system"), "{err}");
+    let o = weightkit(&["inspect", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn torch_malicious_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(MALICIOUS_PICKLES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pkl"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 10);
+    // The globals the VM must name (Python 2 names as Python 3 maps them).
+    let globals = [
+        ("01-", "os.system"),
+        ("02-", "posix.system"),
+        ("03-", "subprocess.Popen"),
+        ("04-", "builtins.eval"),
+        ("05-", "builtins.exec"),
+        ("06-", "builtins.getattr"),
+        ("07-", "builtins.eval"),
+        ("08-", "nt.system"),
+        ("09-", "os.path.exists"),
+        ("12-", "subprocess.Popen"),
+        ("29-", "builtins.eval"),
+        ("57-", "copyreg._reconstructor"),
+        ("58-", "torch.storage._load_from_bytes"),
+    ];
+    for file in files {
+        let pkl = std::fs::read(&file).unwrap();
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        // Bare (a legacy pickle, or whatever its bytes look like) ...
+        let bare = dir.path().join(format!("{stem}.pt"));
+        std::fs::write(&bare, &pkl).unwrap();
+        let err = inspect_error(&bare);
+        assert!(err.contains("as PyTorch"), "{stem}: {err}");
+        // ... and as a zip checkpoint's data.pkl, which is always unpickled.
+        let zipped = dir.path().join(format!("{stem}.zip.pt"));
+        std::fs::write(&zipped, torch_zip(&pkl, &[])).unwrap();
+        let err = inspect_error(&zipped);
+        assert!(err.contains("as PyTorch"), "{stem}: {err}");
+        if let Some((_, global)) = globals.iter().find(|(p, _)| stem.starts_with(p)) {
+            assert!(
+                err.contains(&format!("global `{global}` is not allowed")),
+                "{stem}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn torch_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    for source in [TORCH_F16, TORCH_LEGACY] {
+        let bytes = std::fs::read(source).unwrap();
+        for len in [bytes.len() / 2, bytes.len() - 1, 100, 20] {
+            let path = dir.path().join(format!("cut-{len}.bin"));
+            std::fs::write(&path, &bytes[..len]).unwrap();
+            let err = inspect_error(&path);
+            assert!(err.contains("as PyTorch"), "{len}: {err}");
+        }
+    }
+}
+
+/// A zip checkpoint of the f16 fixture's tensors nested in the pickle:
+/// `wrap` gets the `{name: tensor}` dict's pickle opcodes (no protocol
+/// header, no STOP) and returns the root object's.
+fn nested_torch(path: &Path, wrap: impl Fn(&[u8]) -> Vec<u8>) {
+    let tensors = f16_tensors();
+    let infos: Vec<_> = tensors.iter().map(|(i, _)| i.clone()).collect();
+    let pkl = weightkit_pickle::data_pkl(&infos).unwrap();
+    let body = &pkl[2..pkl.len() - 1];
+    let mut root = b"\x80\x02".to_vec();
+    root.extend(wrap(body));
+    root.push(b'.');
+    let storages: Vec<&[u8]> = tensors.iter().map(|(_, d)| d.as_slice()).collect();
+    std::fs::write(path, torch_zip(&root, &storages)).unwrap();
+}
+
+#[test]
+fn torch_state_dict_option() {
+    let dir = tempfile::tempdir().unwrap();
+    // {"a": {"b": {tensors}}, "epoch": 3}
+    let deep = dir.path().join("deep.pt");
+    nested_torch(&deep, |body| {
+        let mut p = b"}".to_vec();
+        p.extend(pickle_str("a"));
+        p.push(b'}');
+        p.extend(pickle_str("b"));
+        p.extend_from_slice(body);
+        p.extend(b"ss");
+        p.extend(pickle_str("epoch"));
+        p.extend(b"K\x03s");
+        p
+    });
+    let deep = deep.to_str().unwrap();
+    // Found nowhere by default: no tensors, two skipped entries.
+    let r = inspect_json(deep);
+    assert_eq!(u64_of(&r, "tensor_count"), 0);
+    assert_eq!(r["skipped"], serde_json::json!(["a", "epoch"]));
+    let (r, _) = inspect_json_text(deep, &["--state-dict", "a.b"]);
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    assert_eq!(u64_of(&r, "parameter_count"), 123_712);
+    assert_eq!(r["skipped"], serde_json::json!([]));
+    let (r, _) = inspect_json_text(deep, &["--state-dict", "root"]);
+    assert_eq!(r["skipped"], serde_json::json!(["a", "epoch"]));
+    let (r, _) = inspect_json_text(deep, &["--state-dict", "a"]);
+    assert_eq!(r["skipped"], serde_json::json!(["b"]));
+    let o = weightkit(&["inspect", deep, "--state-dict", "a.nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("`nope`") && err.contains("a.nope"), "{err}");
+    let o = weightkit(&["inspect", deep, "--state-dict", "epoch"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a dict"), "{}", stderr(&o));
+
+    // {"state_dict": {tensors, "_step": 7}, "epoch": 3}: found by default.
+    let ckpt = dir.path().join("ckpt.pt");
+    nested_torch(&ckpt, |body| {
+        let mut p = b"}".to_vec();
+        p.extend(pickle_str("state_dict"));
+        p.extend_from_slice(body);
+        p.extend(pickle_str("_step"));
+        p.extend(b"K\x07s");
+        p.push(b's');
+        p.extend(pickle_str("epoch"));
+        p.extend(b"K\x03s");
+        p
+    });
+    let r = inspect_json(ckpt.to_str().unwrap());
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    assert_eq!(r["skipped"], serde_json::json!(["_step"]));
+    let o = weightkit(&["inspect", ckpt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("skipped          1 non-tensor entry: _step"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Other formats have no state dict to pick.
+    let o = weightkit(&["inspect", F32_FILE, "--state-dict", "model"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("--state-dict applies to PyTorch"), "{err}");
+}
+
+#[test]
+fn torch_directory_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    // A training checkpoint directory: which file is the model?
+    std::fs::copy(VIEWS, dir.path().join("optimizer.pt")).unwrap();
+    std::fs::copy(VIEWS, dir.path().join("scheduler.pt")).unwrap();
+    let err = inspect_error(dir.path());
+    assert!(err.contains("2 PyTorch checkpoints"), "{err}");
+    assert!(err.contains("optimizer.pt, scheduler.pt"), "{err}");
+    // pytorch_model.bin is.
+    std::fs::copy(TORCH_F16, dir.path().join("pytorch_model.bin")).unwrap();
+    let r = inspect_json(dir.path().to_str().unwrap());
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    // One other checkpoint alone is read, whatever its name.
+    let one = dir.path().join("one");
+    std::fs::create_dir(&one).unwrap();
+    std::fs::copy(VIEWS, one.join("weights.pth")).unwrap();
+    let r = inspect_json(one.to_str().unwrap());
+    assert_eq!(u64_of(&r, "tensor_count"), 20);
 }

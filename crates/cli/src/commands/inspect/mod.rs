@@ -6,9 +6,11 @@
 //! reads, not a pass over the data.
 //!
 //! One report serves every format; GGUF adds a few header lines, typed
-//! metadata and two tensor columns ([`gguf`]).
+//! metadata and two tensor columns ([`gguf`]); PyTorch adds storage, view
+//! and skipped-entry lines and two tensor columns ([`torch`]).
 
 mod gguf;
+mod torch;
 mod value;
 
 use std::collections::BTreeMap;
@@ -19,8 +21,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use weightkit_core::Metadata;
 use weightkit_gguf::GgufTensorInfo;
+use weightkit_pickle::StateDictKey;
 
 use self::gguf::{GgufSummary, JsonFileType, ne_string};
+use self::torch::{TorchColumns, TorchSummary};
 use self::value::{JsonMetadata, JsonMetadataTypes, escape, human_value, type_name};
 use crate::error::CliError;
 use crate::source::{self, Model, OpenOptions, Shard, to_u64};
@@ -58,7 +62,27 @@ untied checkpoint this equals transformers' `model.num_parameters()`).
 section). Integers are exact (u64 included); f32 values are written in their \
 shortest f32 form (0.1, not 0.10000000149011612); NaN and infinities are \
 written as null; strings that are not valid UTF-8 have their bad bytes \
-replaced by U+FFFD.";
+replaced by U+FFFD.
+
+PyTorch checkpoints (.bin, .pt, .pth) are recognised by content: the zip \
+format torch.save writes since 1.6 (any archive prefix) and the legacy \
+format before it. They are read without executing any pickled code: only \
+the globals torch.load(weights_only=True) allows may appear, anything else \
+(os.system ...) is an error. A directory with no safetensors files is read \
+through its pytorch_model.bin.index.json (all shards as one model, every \
+mapped tensor checked to be in its shard) or its pytorch_model.bin. The \
+report adds the container and archive prefix, the number of storages and \
+their bytes (torch writes a storage once however many tensors view it), how \
+many tensors are views (non-contiguous, or at an offset in their storage) \
+or share a storage, and the state-dict entries that are not tensors; the \
+tensor table adds each tensor's storage (`shard:key` when sharded) and marks \
+views with their offset and strides. --json adds `container`, `prefix`, \
+`storage_count`, `storage_bytes`, `skipped`, and per tensor `storage`, \
+`storage_offset`, `stride`, `contiguous` (and `shard` when sharded). A \
+checkpoint whose tensors are not at its root (`{\"model\": {...}, \
+\"epoch\": 3}`) is read from the first of `state_dict`, \
+`model_state_dict`, `model`, `module`, `net` that holds tensors; \
+--state-dict picks another.";
 
 /// Arguments of `weightkit inspect`.
 #[derive(Debug, clap::Args)]
@@ -68,10 +92,13 @@ Examples:
   weightkit inspect path/to/model-dir
   weightkit inspect model.safetensors.index.json --json | jq .parameter_count
   weightkit inspect model-Q4_K_M.gguf
-  weightkit inspect model.gguf --json | jq '.metadata[\"llama.context_length\"]'")]
+  weightkit inspect model.gguf --json | jq '.metadata[\"llama.context_length\"]'
+  weightkit inspect pytorch_model.bin
+  weightkit inspect checkpoint.pt --state-dict model.ema")]
 pub(crate) struct Args {
-    /// A .safetensors file, a *.safetensors.index.json, a GGUF file, or a
-    /// model directory
+    /// A .safetensors file, a *.safetensors.index.json, a GGUF file, a
+    /// PyTorch checkpoint (.bin, .pt, .pth, a pytorch_model.bin.index.json),
+    /// or a model directory
     #[arg(value_name = "PATH")]
     path: PathBuf,
 
@@ -83,12 +110,30 @@ pub(crate) struct Args {
     /// llama.cpp rejects such files, and so does inspect by default)
     #[arg(long)]
     allow_nested_arrays: bool,
+
+    /// PyTorch only: the state dict's dotted key path from the checkpoint's
+    /// root (`model.ema`), or `root` for the root object itself [default:
+    /// the root if it holds tensors, else the first of `state_dict`,
+    /// `model_state_dict`, `model`, `module`, `net` that does]
+    #[arg(long, value_name = "KEY")]
+    state_dict: Option<String>,
+}
+
+impl Args {
+    fn state_dict_key(&self) -> StateDictKey {
+        match self.state_dict.as_deref() {
+            None => StateDictKey::Auto,
+            Some("root") => StateDictKey::Root,
+            Some(path) => StateDictKey::Path(path.to_owned()),
+        }
+    }
 }
 
 /// Runs `weightkit inspect`.
 pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     let opts = OpenOptions {
         allow_nested_arrays: args.allow_nested_arrays,
+        state_dict: args.state_dict_key(),
     };
     let model = source::open(&args.path, &opts)?;
     let config = ModelConfig::find(&args.path);
@@ -133,6 +178,25 @@ struct TensorRow<'a> {
     /// Relative to the data section.
     #[serde(skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
+    /// PyTorch only, from here on: the shard's file name (sharded only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
+    /// The storage key (`data/<key>` in a zip archive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<&'a str>,
+    /// In elements of the tensor's dtype.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_offset: Option<u64>,
+    /// In elements, outermost first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stride: Option<&'a [usize]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contiguous: Option<bool>,
+    /// Human output only: the VIEW and STORAGE cells.
+    #[serde(skip)]
+    view_cell: String,
+    #[serde(skip)]
+    storage_cell: String,
 }
 
 /// What `config.json` says about the model, where the directory has one.
@@ -226,6 +290,7 @@ struct Report<'a> {
     metadata: &'a Metadata,
     tensors: Vec<TensorRow<'a>>,
     gguf: Option<GgufSummary<'a>>,
+    torch: Option<TorchSummary<'a>>,
 }
 
 impl<'a> Report<'a> {
@@ -236,6 +301,7 @@ impl<'a> Report<'a> {
     ) -> Result<Self, CliError> {
         let infos = model.tensor_infos();
         let gguf = model.gguf();
+        let torch = model.torch();
         let mut parameter_count = 0u64;
         let mut total_bytes = 0u64;
         let mut dtypes: BTreeMap<&'static str, DTypeStats> = BTreeMap::new();
@@ -259,6 +325,11 @@ impl<'a> Report<'a> {
             stats.parameters += elems;
             stats.bytes += bytes;
             let ggml: Option<&GgufTensorInfo> = gguf.and_then(|g| g.ggml_info(tensors.len()));
+            let pt = torch.and_then(|t| TorchColumns::new(t, tensors.len()));
+            let (shard, view_cell, storage_cell) = match &pt {
+                Some(c) => (c.shard.clone(), c.view_cell.clone(), c.storage_cell.clone()),
+                None => (None, String::new(), String::new()),
+            };
             tensors.push(TensorRow {
                 name: &info.name,
                 dtype: info.dtype.name(),
@@ -268,6 +339,13 @@ impl<'a> Report<'a> {
                 ggml_type_id: ggml.map(|g| g.type_id),
                 ne: ggml.map(|g| g.ne.as_slice()),
                 offset: ggml.map(|g| g.offset),
+                shard,
+                storage: pt.as_ref().map(|c| c.storage),
+                storage_offset: pt.as_ref().map(|c| c.storage_offset),
+                stride: pt.as_ref().map(|c| c.stride),
+                contiguous: pt.as_ref().map(|c| c.contiguous),
+                view_cell,
+                storage_cell,
             });
         }
         if gguf.is_some() {
@@ -275,8 +353,8 @@ impl<'a> Report<'a> {
                 stats.bits_per_weight = bits_per_weight(stats.bytes, stats.parameters);
             }
         }
-        // A directory read as its one GGUF file reports that file.
-        let path = gguf.map_or(path, |g| g.path());
+        // A directory read as one file in it reports that file.
+        let path = model.file_path().unwrap_or(path);
         Ok(Report {
             path: path.display().to_string(),
             format_id: model.format_id(),
@@ -290,6 +368,7 @@ impl<'a> Report<'a> {
             metadata: model.metadata(),
             tensors,
             gguf: gguf.map(GgufSummary::new),
+            torch: torch.map(TorchSummary::new),
         })
     }
 
@@ -302,9 +381,15 @@ impl<'a> Report<'a> {
     fn json(&self) -> JsonReport<'_> {
         let sharded = !self.shards.is_empty();
         let g = self.gguf.as_ref();
+        let t = self.torch.as_ref();
         JsonReport {
             path: &self.path,
             format: self.format_id,
+            container: t.map(|t| t.container),
+            prefix: t.and_then(|t| t.prefix),
+            storage_count: t.map(|t| t.storage_count),
+            storage_bytes: t.map(|t| t.storage_bytes),
+            skipped: t.map(|t| t.skipped.as_slice()),
             version: g.map(|g| g.version),
             alignment: g.map(|g| g.alignment),
             data_offset: g.map(|g| g.data_offset),
@@ -357,6 +442,9 @@ impl<'a> Report<'a> {
                 .map_or_else(|| "n/a (no parameters)".to_owned(), |b| format!("{b:.2}"));
             header.push(("bits per weight", vec![bpw]));
             header.extend(g.tail_lines().into_iter().map(|(k, v)| (k, vec![v])));
+        }
+        if let Some(t) = &self.torch {
+            header.extend(t.lines().into_iter().map(|(k, v)| (k, vec![v])));
         }
         if !self.shards.is_empty() {
             let line = match self.declared_total_size {
@@ -412,8 +500,11 @@ impl<'a> Report<'a> {
         }
         writeln!(out, "tensors ({}):", thousands(to_u64(self.tensors.len())))?;
         let gguf = self.gguf.is_some();
+        let torch = self.torch.is_some();
         let head: &[&str] = if gguf {
             &["NAME", "TYPE", "SHAPE", "BYTES", "GGUF NE"]
+        } else if torch {
+            &["NAME", "DTYPE", "SHAPE", "BYTES", "STORAGE", "VIEW"]
         } else {
             &["NAME", "DTYPE", "SHAPE", "BYTES"]
         };
@@ -427,6 +518,10 @@ impl<'a> Report<'a> {
             ];
             if gguf {
                 row.push(t.ne.map(ne_string).unwrap_or_default());
+            }
+            if torch {
+                row.push(t.storage_cell.clone());
+                row.push(t.view_cell.clone());
             }
             row
         }));
@@ -527,6 +622,10 @@ fn write_table(out: &mut impl Write, rows: &[Vec<String>], right: &[usize]) -> i
                 line.push(' ');
             }
         }
+        // An empty last cell would leave the padding behind.
+        if row.last().is_some_and(String::is_empty) {
+            line.truncate(line.trim_end().len());
+        }
         writeln!(out, "{line}")?;
     }
     Ok(())
@@ -562,6 +661,18 @@ fn shape_string(dims: &[usize]) -> String {
 struct JsonReport<'r> {
     path: &'r str,
     format: &'static str,
+    /// PyTorch: `zip`, `legacy` or `mixed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefix: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_bytes: Option<u64>,
+    /// PyTorch: state-dict entries that are not tensors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'r [&'r str]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
