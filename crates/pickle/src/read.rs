@@ -154,6 +154,17 @@ impl TorchFile {
                 let (u, storages) = parse_legacy(buf, opts)?;
                 (Container::Legacy { storages }, u, "legacy")
             } else {
+                // Not a checkpoint container; if it is a bare pickle naming
+                // an unsafe global, say so rather than only that the format
+                // is unknown.
+                if let Err(source) = vm::unpickle(buf, &policy(), &opts.limits)
+                    && matches!(source, vm::PickleError::UnsafeGlobal { .. })
+                {
+                    return Err(Error::Pickle {
+                        what: "bare pickle".into(),
+                        source,
+                    });
+                }
                 return Err(Error::UnknownFormat(
                     "neither a zip archive nor a legacy torch.save file".into(),
                 ));
@@ -167,7 +178,11 @@ impl TorchFile {
         let items = unpickled.dict_items(dict).unwrap_or(&[]).to_vec();
         for (k, v) in items {
             let Some(name) = unpickled.as_str(k) else {
-                skipped.push(format!("{:?}", unpickled.get(k)));
+                let kind = unpickled.get(k).map_or("missing", vm::Obj::kind);
+                skipped.push(match unpickled.as_int(k) {
+                    Some(i) => format!("<{kind} key {i}>"),
+                    None => format!("<{kind} key>"),
+                });
                 continue;
             };
             let name = name.to_owned();
