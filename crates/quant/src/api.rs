@@ -1,0 +1,344 @@
+//! Byte-level entry points keyed by [`DType`]: what format crates, the
+//! conversion pipeline and the CLI call. They take and return the bytes a
+//! GGUF file stores, check every length, and run rows in parallel when asked.
+
+use bytemuck::Pod;
+use rayon::prelude::*;
+use weightkit_core::{DType, Packing};
+
+use crate::QuantError;
+use crate::iquants::*;
+use crate::kquants::*;
+use crate::legacy::*;
+
+/// Minimum number of values a parallel task quantizes (llama-quantize's
+/// chunk size), so small tensors are not split into tiny tasks.
+pub const MIN_CHUNK_VALUES: usize = 16 * 1024;
+
+/// Bytes of one row of `n` values of `dtype`.
+pub fn row_size(dtype: DType, n: usize) -> Result<usize, QuantError> {
+    let block = dtype.block_elems();
+    if !n.is_multiple_of(block) {
+        return Err(QuantError::RowNotBlockMultiple { dtype, n, block });
+    }
+    (n / block)
+        .checked_mul(dtype.block_bytes())
+        .ok_or(QuantError::BufferLength {
+            what: "row",
+            expected: usize::MAX,
+            found: n,
+            unit: "elements",
+        })
+}
+
+/// Whether [`quantize`] supports `dtype` (ggml has no reference quantizer
+/// for the IQ2/IQ3/IQ1 grid types; F32/F16/BF16 are plain conversions).
+pub fn can_quantize(dtype: DType) -> bool {
+    use DType::*;
+    matches!(
+        dtype,
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q8_1
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | Q8_K
+            | IQ4_NL
+            | IQ4_XS
+            | TQ1_0
+            | TQ2_0
+            | MXFP4
+            | NVFP4
+    )
+}
+
+/// Whether [`dequantize`] supports `dtype`.
+pub fn can_dequantize(dtype: DType) -> bool {
+    use DType::*;
+    can_quantize(dtype) && dtype != Q8_1
+        || matches!(
+            dtype,
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M
+        )
+}
+
+/// Whether the type's quantizer uses an importance matrix (others ignore it).
+pub fn uses_importance(dtype: DType) -> bool {
+    use DType::*;
+    matches!(
+        dtype,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
+    )
+}
+
+/// Runs `f` on `bytes` viewed as blocks, copying to an aligned buffer only
+/// when `bytes` is not aligned for `B` (mmap'd tensor data may not be).
+fn with_blocks<B: Pod, R>(bytes: &[u8], f: impl FnOnce(&[B]) -> R) -> R {
+    match bytemuck::try_cast_slice::<u8, B>(bytes) {
+        Ok(blocks) => f(blocks),
+        Err(_) => {
+            let copy: Vec<B> = bytes
+                .chunks_exact(std::mem::size_of::<B>())
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
+            f(&copy)
+        }
+    }
+}
+
+/// Runs `f` on `bytes` viewed as mutable blocks (through an aligned buffer
+/// copied back when `bytes` is not aligned).
+fn with_blocks_mut<B: Pod, R>(bytes: &mut [u8], f: impl FnOnce(&mut [B]) -> R) -> R {
+    match bytemuck::try_cast_slice_mut::<u8, B>(bytes) {
+        Ok(blocks) => f(blocks),
+        Err(_) => {
+            let mut tmp: Vec<B> = vec![B::zeroed(); bytes.len() / std::mem::size_of::<B>()];
+            let r = f(&mut tmp);
+            bytes.copy_from_slice(bytemuck::cast_slice(&tmp));
+            r
+        }
+    }
+}
+
+fn check_len(
+    what: &'static str,
+    expected: usize,
+    found: usize,
+    unit: &'static str,
+) -> Result<(), QuantError> {
+    if expected != found {
+        return Err(QuantError::BufferLength {
+            what,
+            expected,
+            found,
+            unit,
+        });
+    }
+    Ok(())
+}
+
+/// Quantizes rows of `n_per_row` values from `src` into `dst` (the bytes
+/// of `src.len() / n_per_row` rows of `dtype`), bit-exact with ggml's
+/// `ggml_quantize_chunk`: the reference path without `imatrix`, the
+/// importance-weighted one with it (for the types that use one).
+pub fn quantize_into(
+    dtype: DType,
+    src: &[f32],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    if n_per_row == 0 {
+        check_len("source", 0, src.len(), "elements")?;
+        return check_len("destination", 0, dst.len(), "bytes");
+    }
+    if !src.len().is_multiple_of(n_per_row) {
+        return Err(QuantError::BufferLength {
+            what: "source",
+            expected: src.len() / n_per_row * n_per_row,
+            found: src.len(),
+            unit: "elements",
+        });
+    }
+    let rows = src.len() / n_per_row;
+    let expected = row_size(dtype, n_per_row)?.saturating_mul(rows);
+    check_len("destination", expected, dst.len(), "bytes")?;
+    macro_rules! q {
+        ($block:ty, $f:ident) => {
+            with_blocks_mut::<$block, _>(dst, |b| $f(src, b, n_per_row, imatrix))
+        };
+    }
+    macro_rules! q_row {
+        ($block:ty, $f:ident) => {
+            with_blocks_mut::<$block, _>(dst, |b| $f(src, b))
+        };
+    }
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => {
+            if let Some((i, &v)) = src.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(QuantError::NonFiniteInput { index: i, value: v });
+            }
+            weightkit_core::convert::encode_f32(dtype, src, dst).map_err(|_| {
+                QuantError::BufferLength {
+                    what: "destination",
+                    expected,
+                    found: dst.len(),
+                    unit: "bytes",
+                }
+            })
+        }
+        DType::Q4_0 => q!(BlockQ4_0, quantize_q4_0),
+        DType::Q4_1 => q!(BlockQ4_1, quantize_q4_1),
+        DType::Q5_0 => q!(BlockQ5_0, quantize_q5_0),
+        DType::Q5_1 => q!(BlockQ5_1, quantize_q5_1),
+        DType::Q8_0 => q!(BlockQ8_0, quantize_q8_0),
+        DType::Q8_1 => q_row!(BlockQ8_1, quantize_row_q8_1_ref),
+        DType::Q2_K => q!(BlockQ2K, quantize_q2_k),
+        DType::Q3_K => q!(BlockQ3K, quantize_q3_k),
+        DType::Q4_K => q!(BlockQ4K, quantize_q4_k),
+        DType::Q5_K => q!(BlockQ5K, quantize_q5_k),
+        DType::Q6_K => q!(BlockQ6K, quantize_q6_k),
+        DType::Q8_K => q_row!(BlockQ8K, quantize_row_q8_k_ref),
+        DType::IQ4_NL => q!(BlockIq4Nl, quantize_iq4_nl),
+        DType::IQ4_XS => q!(BlockIq4Xs, quantize_iq4_xs),
+        DType::TQ1_0 => q!(BlockTq1_0, quantize_tq1_0),
+        DType::TQ2_0 => q!(BlockTq2_0, quantize_tq2_0),
+        DType::MXFP4 => q!(BlockMxfp4, quantize_mxfp4),
+        DType::NVFP4 => q!(BlockNvfp4, quantize_nvfp4),
+        DType::IQ2_XXS
+        | DType::IQ2_XS
+        | DType::IQ2_S
+        | DType::IQ3_XXS
+        | DType::IQ3_S
+        | DType::IQ1_S
+        | DType::IQ1_M => Err(QuantError::ImportanceRequired { dtype }),
+        _ => Err(QuantError::Unsupported {
+            dtype,
+            what: "quantize",
+        }),
+    }
+}
+
+/// [`quantize_into`] returning a new buffer.
+pub fn quantize(
+    dtype: DType,
+    src: &[f32],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<Vec<u8>, QuantError> {
+    let rows = src.len().checked_div(n_per_row).unwrap_or(0);
+    let len = row_size(dtype, n_per_row)?.saturating_mul(rows);
+    let mut out = vec![0u8; len];
+    quantize_into(dtype, src, n_per_row, imatrix, &mut out)?;
+    Ok(out)
+}
+
+/// [`quantize_into`] over row chunks of at least [`MIN_CHUNK_VALUES`]
+/// values on rayon's thread pool. Rows are independent, so the bytes are
+/// identical to the single-threaded call whatever the thread count.
+pub fn quantize_into_parallel(
+    dtype: DType,
+    src: &[f32],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+) -> Result<(), QuantError> {
+    if n_per_row == 0 || src.len() <= MIN_CHUNK_VALUES {
+        return quantize_into(dtype, src, n_per_row, imatrix, dst);
+    }
+    let row_bytes = row_size(dtype, n_per_row)?;
+    if !src.len().is_multiple_of(n_per_row) {
+        return quantize_into(dtype, src, n_per_row, imatrix, dst);
+    }
+    let rows = src.len() / n_per_row;
+    check_len(
+        "destination",
+        row_bytes.saturating_mul(rows),
+        dst.len(),
+        "bytes",
+    )?;
+    let rows_per_chunk = MIN_CHUNK_VALUES.div_ceil(n_per_row).max(1);
+    src.par_chunks(rows_per_chunk * n_per_row)
+        .zip(dst.par_chunks_mut(rows_per_chunk * row_bytes))
+        .try_for_each(|(s, d)| quantize_into(dtype, s, n_per_row, imatrix, d))
+}
+
+/// Dequantizes `src` (whole blocks of `dtype`) into `dst` (one f32 per
+/// element), bit-exact with ggml's `to_float`.
+pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    let (elems, bytes) = match dtype.packing() {
+        Packing::Element { bytes } => (1, bytes),
+        Packing::Block { elems, bytes } => (elems, bytes),
+        Packing::Bits { .. } => {
+            return Err(QuantError::Unsupported {
+                dtype,
+                what: "dequantize",
+            });
+        }
+    };
+    if !src.len().is_multiple_of(bytes) {
+        return Err(QuantError::BufferLength {
+            what: "source",
+            expected: src.len() / bytes * bytes,
+            found: src.len(),
+            unit: "bytes",
+        });
+    }
+    check_len(
+        "destination",
+        src.len() / bytes * elems,
+        dst.len(),
+        "elements",
+    )?;
+    macro_rules! dq {
+        ($block:ty, $f:ident) => {
+            with_blocks::<$block, _>(src, |b| $f(b, dst))
+        };
+    }
+    match dtype {
+        DType::F32
+        | DType::F16
+        | DType::BF16
+        | DType::F64
+        | DType::I8
+        | DType::I16
+        | DType::I32
+        | DType::I64 => weightkit_core::convert::decode_f32(dtype, src, dst).map_err(|_| {
+            QuantError::Unsupported {
+                dtype,
+                what: "dequantize",
+            }
+        }),
+        DType::Q4_0 => dq!(BlockQ4_0, dequantize_row_q4_0),
+        DType::Q4_1 => dq!(BlockQ4_1, dequantize_row_q4_1),
+        DType::Q5_0 => dq!(BlockQ5_0, dequantize_row_q5_0),
+        DType::Q5_1 => dq!(BlockQ5_1, dequantize_row_q5_1),
+        DType::Q8_0 => dq!(BlockQ8_0, dequantize_row_q8_0),
+        DType::Q2_K => dq!(BlockQ2K, dequantize_row_q2_k),
+        DType::Q3_K => dq!(BlockQ3K, dequantize_row_q3_k),
+        DType::Q4_K => dq!(BlockQ4K, dequantize_row_q4_k),
+        DType::Q5_K => dq!(BlockQ5K, dequantize_row_q5_k),
+        DType::Q6_K => dq!(BlockQ6K, dequantize_row_q6_k),
+        DType::Q8_K => dq!(BlockQ8K, dequantize_row_q8_k),
+        DType::IQ4_NL => dq!(BlockIq4Nl, dequantize_row_iq4_nl),
+        DType::IQ4_XS => dq!(BlockIq4Xs, dequantize_row_iq4_xs),
+        DType::TQ1_0 => dq!(BlockTq1_0, dequantize_row_tq1_0),
+        DType::TQ2_0 => dq!(BlockTq2_0, dequantize_row_tq2_0),
+        DType::MXFP4 => dq!(BlockMxfp4, dequantize_row_mxfp4),
+        DType::NVFP4 => dq!(BlockNvfp4, dequantize_row_nvfp4),
+        DType::IQ2_XXS => dq!(BlockIq2Xxs, dequantize_row_iq2_xxs),
+        DType::IQ2_XS => dq!(BlockIq2Xs, dequantize_row_iq2_xs),
+        DType::IQ2_S => dq!(BlockIq2S, dequantize_row_iq2_s),
+        DType::IQ3_XXS => dq!(BlockIq3Xxs, dequantize_row_iq3_xxs),
+        DType::IQ3_S => dq!(BlockIq3S, dequantize_row_iq3_s),
+        DType::IQ1_S => dq!(BlockIq1S, dequantize_row_iq1_s),
+        DType::IQ1_M => dq!(BlockIq1M, dequantize_row_iq1_m),
+        _ => Err(QuantError::Unsupported {
+            dtype,
+            what: "dequantize",
+        }),
+    }
+}
+
+/// [`dequantize`] in parallel chunks (identical output).
+pub fn dequantize_parallel(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    let (elems, bytes) = (dtype.block_elems(), dtype.block_bytes());
+    let blocks_per_chunk = MIN_CHUNK_VALUES.div_ceil(elems).max(1) * 4;
+    if src.len() <= blocks_per_chunk * bytes
+        || !src.len().is_multiple_of(bytes)
+        || dst.len() != src.len() / bytes * elems
+    {
+        return dequantize(dtype, src, dst);
+    }
+    src.par_chunks(blocks_per_chunk * bytes)
+        .zip(dst.par_chunks_mut(blocks_per_chunk * elems))
+        .try_for_each(|(s, d)| dequantize(dtype, s, d))
+}

@@ -1,0 +1,52 @@
+//! Helpers every block format uses, written to reproduce ggml's arithmetic
+//! exactly (ggml-base is compiled without FMA and without fast-math, so each
+//! operation here is one IEEE binary32 operation in ggml's order).
+
+use half::f16;
+
+/// ggml's `nearest_int`: round to nearest, ties to even, through the
+/// 1.5 * 2^23 trick. Exact for `|x| <= 4194303`; outside that range (and for
+/// NaN) it returns what ggml's release build returns, since ggml's assert is
+/// compiled out there and its scale searches do reach such values.
+#[inline]
+pub fn nearest_int(fval: f32) -> i32 {
+    let val = fval + 12_582_912.0;
+    let i = val.to_bits() as i32;
+    (i & 0x007f_ffff) - 0x0040_0000
+}
+
+/// f32 -> f16 bits, round to nearest even (ggml's software conversion).
+#[inline]
+pub fn fp32_to_fp16(x: f32) -> f16 {
+    f16::from_f32(x)
+}
+
+/// f16 -> f32 (exact).
+#[inline]
+pub fn fp16_to_fp32(h: f16) -> f32 {
+    h.to_f32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_is_round_half_even() {
+        for (x, want) in [
+            (0.5f32, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (3.49, 3),
+            (-7.51, -8),
+        ] {
+            assert_eq!(nearest_int(x), want, "{x}");
+        }
+        for i in -100_000..100_000 {
+            let x = i as f32 * 0.37;
+            assert_eq!(nearest_int(x), x.round_ties_even() as i32, "{x}");
+        }
+    }
+}

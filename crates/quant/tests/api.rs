@@ -1,0 +1,121 @@
+//! The byte-level API against llama.cpp's own bytes, for every type in the
+//! reference set, through unaligned buffers and in parallel.
+
+use std::path::PathBuf;
+
+use weightkit_core::DType;
+use weightkit_quant::{
+    QuantError, can_dequantize, can_quantize, dequantize, dequantize_parallel, quantize,
+    quantize_into, quantize_into_parallel, row_size,
+};
+
+fn reference(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/ggml-reference")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+const TYPES: &[(&str, DType)] = &[
+    ("q4_0", DType::Q4_0),
+    ("q4_1", DType::Q4_1),
+    ("q5_0", DType::Q5_0),
+    ("q5_1", DType::Q5_1),
+    ("q8_0", DType::Q8_0),
+    ("q2_K", DType::Q2_K),
+    ("q3_K", DType::Q3_K),
+    ("q4_K", DType::Q4_K),
+    ("q5_K", DType::Q5_K),
+    ("q6_K", DType::Q6_K),
+    ("iq4_nl", DType::IQ4_NL),
+    ("iq4_xs", DType::IQ4_XS),
+];
+
+#[test]
+fn every_reference_file_through_the_byte_api() {
+    let imatrix = f32s(&reference("imatrix.f32"));
+    let mut checked = 0;
+    for dist in ["uniform", "gauss", "outlier", "edge"] {
+        let x = f32s(&reference(&format!("{dist}.f32")));
+        for &(name, dtype) in TYPES {
+            for weighted in [false, true] {
+                if weighted && dtype == DType::Q8_0 {
+                    continue;
+                }
+                let suffix = if weighted { "_imatrix" } else { "" };
+                let want = reference(&format!("{dist}_{name}{suffix}.q"));
+                let w = weighted.then_some(&imatrix[..]);
+                let got = quantize(dtype, &x, 4096, w).unwrap();
+                assert!(
+                    got == want,
+                    "{dist} {name}{suffix}: bytes differ from llama.cpp"
+                );
+                // Parallel and through a misaligned destination: same bytes.
+                let mut buf = vec![0u8; want.len() + 1];
+                quantize_into_parallel(dtype, &x, 4096, w, &mut buf[1..]).unwrap();
+                assert!(
+                    buf[1..] == want[..],
+                    "{dist} {name}{suffix}: parallel/unaligned"
+                );
+                // Dequantize llama.cpp's bytes, from a misaligned source too.
+                let deq = f32s(&reference(&format!("{dist}_{name}{suffix}.deq.f32")));
+                let mut y = vec![0f32; x.len()];
+                let mut shifted = vec![0u8; want.len() + 1];
+                shifted[1..].copy_from_slice(&want);
+                dequantize(dtype, &shifted[1..], &mut y).unwrap();
+                assert!(
+                    y.iter().zip(&deq).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dist} {name}{suffix}: dequantize"
+                );
+                dequantize_parallel(dtype, &want, &mut y).unwrap();
+                assert!(
+                    y.iter().zip(&deq).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{dist} {name}{suffix}: parallel dequantize"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 4 * (12 * 2 - 1));
+}
+
+#[test]
+fn errors_are_typed() {
+    assert!(matches!(
+        row_size(DType::Q4_K, 300),
+        Err(QuantError::RowNotBlockMultiple { block: 256, .. })
+    ));
+    assert_eq!(row_size(DType::Q4_0, 64).unwrap(), 36);
+    let mut dst = vec![0u8; 35];
+    assert!(matches!(
+        quantize_into(DType::Q4_0, &[0.0; 64], 64, None, &mut dst),
+        Err(QuantError::BufferLength { .. })
+    ));
+    assert!(matches!(
+        quantize(DType::Q4_0, &[f32::NAN; 32], 32, None),
+        Err(QuantError::NonFiniteInput { .. })
+    ));
+    assert!(matches!(
+        quantize(DType::Q4_K, &[0.0; 256], 256, Some(&[-1.0; 256])),
+        Err(QuantError::InvalidImportance { .. })
+    ));
+    assert!(matches!(
+        quantize(DType::IQ2_XXS, &[0.0; 256], 256, None),
+        Err(QuantError::ImportanceRequired { .. })
+    ));
+    assert!(matches!(
+        dequantize(DType::Q4_0, &[0u8; 17], &mut [0.0; 32]),
+        Err(QuantError::BufferLength { .. })
+    ));
+    assert!(
+        can_quantize(DType::Q6_K) && !can_quantize(DType::IQ1_M) && can_dequantize(DType::IQ1_M)
+    );
+    assert!(!can_dequantize(DType::Q8_1));
+}

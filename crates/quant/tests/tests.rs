@@ -1,0 +1,7 @@
+//! Integration tests for weightkit-quant (one binary, modules per area).
+//! References: llama.cpp's own quantized bytes and dequantized floats in
+//! `testdata/ggml-reference/` (see its README), and gguf-py's in `testdata/gguf/`.
+mod api;
+mod iquants;
+mod kquants;
+mod legacy;
