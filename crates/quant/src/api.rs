@@ -342,3 +342,110 @@ pub fn dequantize_parallel(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<
         .zip(dst.par_chunks_mut(blocks_per_chunk * elems))
         .try_for_each(|(s, d)| dequantize(dtype, s, d))
 }
+
+/// The type a row of `dtype` is dotted with (ggml's `vec_dot_type`):
+/// activations are quantized to it before [`vec_dot`]. F32/F16/BF16 dot
+/// with F32.
+pub fn vec_dot_type(dtype: DType) -> Option<DType> {
+    use DType::*;
+    Some(match dtype {
+        F32 | F16 | BF16 => F32,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 | NVFP4 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS | TQ1_0 | TQ2_0 => Q8_K,
+        _ => return None,
+    })
+}
+
+/// Dot product of one row of `dtype` (`x`, whole blocks) with the same
+/// number of values in its [`vec_dot_type`] (`y`), as ggml's `vec_dot`.
+pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
+    macro_rules! dot {
+        ($bx:ty, $by:ty, $f:ident) => {
+            with_blocks::<$bx, _>(x, |bx| with_blocks::<$by, _>(y, |by| $f(bx, by)))
+        };
+    }
+    macro_rules! dot_raw {
+        ($bx:ty, $f:ident) => {
+            with_blocks::<$bx, _>(x, |bx| $f(bx, y))
+        };
+    }
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => {
+            let n = x.len() / dtype.block_bytes();
+            let mut xf = vec![0f32; n];
+            weightkit_core::convert::decode_f32(dtype, x, &mut xf).map_err(|_| {
+                QuantError::BufferLength {
+                    what: "x",
+                    expected: n * dtype.block_bytes(),
+                    found: x.len(),
+                    unit: "bytes",
+                }
+            })?;
+            check_len("y", n * 4, y.len(), "bytes")?;
+            let mut sum = 0f32;
+            for (a, c) in xf.iter().zip(y.chunks_exact(4)) {
+                sum += a * f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+            Ok(sum)
+        }
+        DType::Q4_0 => dot!(BlockQ4_0, BlockQ8_0, vec_dot_q4_0_q8_0),
+        DType::Q4_1 => dot!(BlockQ4_1, BlockQ8_1, vec_dot_q4_1_q8_1),
+        DType::Q5_0 => dot!(BlockQ5_0, BlockQ8_0, vec_dot_q5_0_q8_0),
+        DType::Q5_1 => dot!(BlockQ5_1, BlockQ8_1, vec_dot_q5_1_q8_1),
+        DType::Q8_0 => dot!(BlockQ8_0, BlockQ8_0, vec_dot_q8_0_q8_0),
+        DType::Q2_K => dot!(BlockQ2K, BlockQ8K, vec_dot_q2_k_q8_k),
+        DType::Q3_K => dot!(BlockQ3K, BlockQ8K, vec_dot_q3_k_q8_k),
+        DType::Q4_K => dot!(BlockQ4K, BlockQ8K, vec_dot_q4_k_q8_k),
+        DType::Q5_K => dot!(BlockQ5K, BlockQ8K, vec_dot_q5_k_q8_k),
+        DType::Q6_K => dot!(BlockQ6K, BlockQ8K, vec_dot_q6_k_q8_k),
+        DType::IQ4_NL => dot_raw!(BlockIq4Nl, vec_dot_iq4_nl_q8_0),
+        DType::IQ4_XS => dot_raw!(BlockIq4Xs, vec_dot_iq4_xs_q8_k),
+        DType::TQ1_0 => dot_raw!(BlockTq1_0, vec_dot_tq1_0_q8_k),
+        DType::TQ2_0 => dot_raw!(BlockTq2_0, vec_dot_tq2_0_q8_k),
+        DType::MXFP4 => dot_raw!(BlockMxfp4, vec_dot_mxfp4_q8_0),
+        DType::NVFP4 => dot_raw!(BlockNvfp4, vec_dot_nvfp4_q8_0),
+        _ => Err(QuantError::Unsupported {
+            dtype,
+            what: "vec_dot",
+        }),
+    }
+}
+
+/// `y = W x` for a row-major matrix `w` of `rows` rows of `cols` values of
+/// `dtype` (the bytes a GGUF tensor of shape `[rows, cols]` stores) and an
+/// f32 vector `x`: `x` is quantized once to the weight type's
+/// [`vec_dot_type`], then each row is one [`vec_dot`], rows in parallel.
+/// This is the product the transformer's linear layers run.
+pub fn matvec(
+    dtype: DType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), QuantError> {
+    let dot_type = vec_dot_type(dtype).ok_or(QuantError::Unsupported {
+        dtype,
+        what: "vec_dot",
+    })?;
+    let row_bytes = row_size(dtype, cols)?;
+    check_len("weights", row_bytes.saturating_mul(rows), w.len(), "bytes")?;
+    check_len("x", cols, x.len(), "elements")?;
+    check_len("y", rows, y.len(), "elements")?;
+    if let Some((i, &v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(QuantError::NonFiniteInput { index: i, value: v });
+    }
+    let xq = quantize(dot_type, x, cols, None)?;
+    if row_bytes == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+    w.par_chunks(row_bytes)
+        .zip(y.par_iter_mut())
+        .with_min_len(16)
+        .try_for_each(|(row, out)| {
+            *out = vec_dot(dtype, row, &xq)?;
+            Ok(())
+        })
+}
