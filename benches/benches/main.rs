@@ -11,6 +11,8 @@ use criterion::{criterion_group, criterion_main};
 
 mod convert;
 mod gguf;
+mod pickle;
+mod quant;
 mod safetensors;
 
 // The disk-heavy write group runs last: the dirty pages it leaves behind
@@ -20,6 +22,8 @@ criterion_group!(
     convert::convert,
     safetensors::read,
     gguf::read,
+    pickle::read,
+    quant::quant,
     safetensors::write
 );
 criterion_main!(benches);

@@ -14,6 +14,8 @@ use weightkit_core::{DType, Metadata, TensorInfo, TensorSink};
 use weightkit_safetensors::{SafetensorsFile, SafetensorsWriter};
 
 pub mod gguf;
+pub mod pickle;
+pub mod quant;
 
 /// Environment variable naming the directory for generated benchmark files;
 /// defaults to `weightkit-bench` under [`std::env::temp_dir`].
@@ -210,22 +212,28 @@ pub fn generate_file(
     infos: Vec<TensorInfo>,
     metadata: &Metadata,
 ) -> io::Result<PathBuf> {
+    let plan = infos.clone();
+    let w = SafetensorsWriter::create(path, infos, metadata).map_err(io::Error::other)?;
+    write_weights(w, &plan)
+}
+
+/// Streams generated data for `infos` (declared order) into `sink` in
+/// [`CHUNK`]-sized pieces and finishes it. The data depends only on the
+/// tensor list, so every format written this way holds the same bytes for
+/// the same tensor. Library errors come back wrapped in an [`io::Error`].
+pub fn write_weights<S: TensorSink>(mut sink: S, infos: &[TensorInfo]) -> io::Result<S::Output> {
     let mut rng = Rng::new(0x5eed);
-    let plan: Vec<(DType, usize)> = infos
-        .iter()
-        .map(|t| (t.dtype, t.byte_len().expect("valid layout")))
-        .collect();
-    let mut w = SafetensorsWriter::create(path, infos, metadata).map_err(io::Error::other)?;
     let mut buf = vec![0u8; CHUNK];
-    for (dtype, mut left) in plan {
+    for info in infos {
+        let mut left = info.byte_len().expect("valid layout");
         while left > 0 {
             let n = left.min(CHUNK);
-            fill_weights(&mut rng, dtype, &mut buf[..n]);
-            w.write_data(&buf[..n]).map_err(io::Error::other)?;
+            fill_weights(&mut rng, info.dtype, &mut buf[..n]);
+            sink.write_data(&buf[..n]).map_err(io::Error::other)?;
             left -= n;
         }
     }
-    w.finish().map_err(io::Error::other)
+    sink.finish().map_err(io::Error::other)
 }
 
 /// Returns the path of a safetensors file holding `infos` (as written by

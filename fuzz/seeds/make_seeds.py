@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed files for the fuzz targets into `safetensors_parse/` and
-`gguf_parse/` beside this script (kept out of the seed directories so the
-fuzzer does not read it as an input). Run from anywhere:
-`python3 fuzz/seeds/make_seeds.py`.
+"""Writes the seed files for the fuzz targets into `<target>/` beside this
+script (kept out of the seed directories so the fuzzer does not read it as
+an input). Run from anywhere: `python3 fuzz/seeds/make_seeds.py`.
 
 The safetensors header layout is what weightkit's `header_bytes` (and the
 `safetensors` crate) writes: compact JSON, padded with spaces to a multiple
@@ -12,17 +11,28 @@ The GGUF seeds are the repository's `testdata/gguf/*.gguf` fixtures, copied,
 plus a few tiny hand-made files (`gguf()` below lays them out as gguf-py
 does: header, tensor infos, zero padding to the alignment, then each
 tensor's data padded to the alignment).
+
+The pickle seeds (`pickle_vm/`, `zip_parse/`, `torch_checkpoint/`) are
+copies of the repository's `testdata/pickle/` fixtures: torch's own
+`views.pt` (zip) and `views.legacy.pt`, a selection of the small benign VM
+pickles, the `data.pkl` and the five legacy pickles taken out of those two
+checkpoints, the ZIP fixtures, and `views.pt` re-packed with Python's
+`zipfile` (deflated storages, another archive prefix) so that inflated
+storages are reachable too.
 """
 import glob
+import io
 import json
 import os
 import shutil
 import struct
+import zipfile
 
 SEEDS_DIR = os.path.dirname(os.path.abspath(__file__))
 HERE = os.path.join(SEEDS_DIR, "safetensors_parse")
 GGUF_HERE = os.path.join(SEEDS_DIR, "gguf_parse")
 TESTDATA_GGUF = os.path.join(SEEDS_DIR, "..", "..", "testdata", "gguf")
+TESTDATA_PICKLE = os.path.join(SEEDS_DIR, "..", "..", "testdata", "pickle")
 
 
 def safetensors(tensors, metadata=None):
@@ -133,6 +143,93 @@ GGUF_SEEDS = {
          ("output_norm.weight", GGML_F16, [3], struct.pack("<3H", 0x3C00, 0x8000, 0x7E00))]),
 }
 
+# Benign VM fixtures copied into pickle_vm/ (testdata/pickle/vm/benign/):
+# every handmade one, and each data shape at protocol 0 (text opcodes),
+# 2 (GLOBAL, BINPUT) and 4 (FRAME, MEMOIZE, STACK_GLOBAL). The large
+# `long_string_frames` and `many_memo` files are left out (they would raise
+# libFuzzer's default -max_len).
+VM_SHAPES = ["big_ints", "bools", "bytearray", "bytes", "empty_set", "floats",
+             "frozenset", "i64_edges", "instance_newobj_build", "nested",
+             "ordered_dict", "ordered_dict_metadata", "recursive_tuple",
+             "self_ref_dict", "self_ref_list", "set", "shared", "small_ints",
+             "torch_like_state_dict", "tuples", "unicode"]
+
+
+def legacy_pickles(blob):
+    """The five pickles at the start of a legacy torch.save file, split with
+    pickletools (no unpickling)."""
+    import pickletools
+    out, f = [], io.BytesIO(blob)
+    for _ in range(5):
+        start = f.tell()
+        for _op in pickletools.genops(f):
+            pass
+        out.append(blob[start:f.tell()])
+    return out
+
+
+def repack(src, prefix=None, compress=zipfile.ZIP_STORED):
+    """The entries of zip `src`, rewritten by Python's zipfile (data.pkl and
+    the storages compressed with `compress`), optionally under `prefix/`."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(buf, "w") as zout:
+        for info in zin.infolist():
+            name = info.filename
+            if prefix is not None:
+                name = prefix + name[name.index("/"):]
+            data = zin.read(info)
+            method = compress if ("/data/" in name or name.endswith("data.pkl")) else zipfile.ZIP_STORED
+            zout.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+    return buf.getvalue()
+
+
+def write_dir(target, files):
+    d = os.path.join(SEEDS_DIR, target)
+    os.makedirs(d, exist_ok=True)
+    for name, blob in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(blob)
+
+
+def pickle_seeds():
+    def read(*parts):
+        with open(os.path.join(TESTDATA_PICKLE, *parts), "rb") as f:
+            return f.read()
+
+    views = read("views.pt")
+    legacy = read("views.legacy.pt")
+    with zipfile.ZipFile(io.BytesIO(views)) as z:
+        data_pkl = z.read("views/data.pkl")
+
+    vm = {"views-data.pkl": data_pkl}
+    for i, p in enumerate(legacy_pickles(legacy)):
+        vm[f"views-legacy-{i}.pkl"] = p
+    benign = os.path.join(TESTDATA_PICKLE, "vm", "benign")
+    for path in sorted(glob.glob(os.path.join(benign, "handmade-*.pkl"))):
+        vm[os.path.basename(path)] = read("vm", "benign", os.path.basename(path))
+    for shape in VM_SHAPES:
+        for proto in (0, 2, 4):
+            name = f"{shape}-p{proto}.pkl"
+            if os.path.exists(os.path.join(benign, name)):
+                vm[name] = read("vm", "benign", name)
+    write_dir("pickle_vm", vm)
+
+    zips = {"views.pt": views}
+    for path in sorted(glob.glob(os.path.join(TESTDATA_PICKLE, "zip", "*.zip"))):
+        zips[os.path.basename(path)] = read("zip", os.path.basename(path))
+    write_dir("zip_parse", zips)
+
+    write_dir("torch_checkpoint", {
+        "views.pt": views,
+        "views.legacy.pt": legacy,
+        # Python's zipfile layout (no data descriptors, no FB padding), a
+        # prefix other than the file stem, deflated data.pkl and storages.
+        "views-zipfile.pt": repack(os.path.join(TESTDATA_PICKLE, "views.pt"), prefix="model"),
+        "views-deflated.pt": repack(os.path.join(TESTDATA_PICKLE, "views.pt"),
+                                    compress=zipfile.ZIP_DEFLATED),
+    })
+
+
 if __name__ == "__main__":
     for name, blob in SEEDS.items():
         with open(os.path.join(HERE, name), "wb") as f:
@@ -143,3 +240,4 @@ if __name__ == "__main__":
             f.write(blob)
     for path in sorted(glob.glob(os.path.join(TESTDATA_GGUF, "*.gguf"))):
         shutil.copyfile(path, os.path.join(GGUF_HERE, os.path.basename(path)))
+    pickle_seeds()

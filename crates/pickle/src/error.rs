@@ -64,6 +64,19 @@ pub enum Error {
         /// Storage length.
         numel: u64,
     },
+    /// A view that repeats storage elements (a stride-0 `expand`) would
+    /// expand past [`LoadOptions::max_view_expansion`](crate::LoadOptions).
+    #[error("tensor `{tensor}`: view expands a {storage_bytes}-byte storage to {bytes} bytes, over the {limit}-byte limit")]
+    ViewTooLarge {
+        /// The tensor.
+        tensor: String,
+        /// Bytes the view would materialize.
+        bytes: u64,
+        /// Bytes of its storage.
+        storage_bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A storage's bytes are shorter than its declared element count.
     #[error("storage `{key}`: {found} bytes, expected {expected}")]
     StorageSize {

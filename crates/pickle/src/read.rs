@@ -36,7 +36,7 @@ pub enum StateDictKey {
 }
 
 /// Options for opening a checkpoint.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Which object is the state dict.
     pub state_dict: StateDictKey,
@@ -44,6 +44,22 @@ pub struct LoadOptions {
     pub limits: Limits,
     /// Zip limits (entries, decompressed size, ratio).
     pub zip_limits: ZipLimits,
+    /// Most bytes a strided view may expand to when it reads storage
+    /// elements more than once (a stride-0 `expand`), beyond its storage's
+    /// size. A 4 KB file could otherwise ask for any amount of memory.
+    /// Default 1 GiB.
+    pub max_view_expansion: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            state_dict: StateDictKey::default(),
+            limits: Limits::default(),
+            zip_limits: ZipLimits::default(),
+            max_view_expansion: 1 << 30,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -193,7 +209,7 @@ impl TorchFile {
             if by_name.contains_key(&name) {
                 return Err(Error::Structure(format!("duplicate tensor name `{name}`")));
             }
-            check_view(&r, &name)?;
+            check_view(&r, &name, opts.max_view_expansion)?;
             by_name.insert(name.clone(), infos.len());
             infos.push(TensorInfo::new(name, r.dtype, r.size.clone()));
             refs.push(r);
@@ -345,7 +361,15 @@ impl TorchFile {
         let storage = self.storage(i)?;
         let base = (r.storage_view_offset * elem_size(r.storage_dtype)?) as usize;
         let numel = info.shape.elem_count()?;
-        if r.is_contiguous() || numel == 0 {
+        if numel == 0 {
+            // Torch accepts any offset for an empty tensor: nothing to read.
+            return Ok(CowTensor::Owned(Tensor::from_bytes(
+                info.dtype,
+                info.shape.clone(),
+                Vec::new(),
+            )?));
+        }
+        if r.is_contiguous() {
             let start = base + r.offset as usize * es;
             let end = start + numel * es;
             return match storage {
@@ -428,7 +452,7 @@ fn gather(src: &[u8], base: usize, r: &TensorRef, es: usize, out: &mut Vec<u8>) 
 }
 
 /// Checks that every element of the view lies inside the storage.
-fn check_view(r: &TensorRef, name: &str) -> Result<()> {
+fn check_view(r: &TensorRef, name: &str, max_expansion: u64) -> Result<()> {
     let es = elem_size(r.dtype)?;
     let ses = elem_size(r.storage_dtype)?;
     let storage_bytes = r
@@ -459,11 +483,20 @@ fn check_view(r: &TensorRef, name: &str) -> Result<()> {
         .size
         .iter()
         .try_fold(1u64, |a, &s| a.checked_mul(s as u64));
-    if n.and_then(|n| n.checked_mul(es))
-        .and_then(|b| usize::try_from(b).ok())
-        .is_none()
-    {
+    let bytes = n.and_then(|n| n.checked_mul(es));
+    if bytes.and_then(|b| usize::try_from(b).ok()).is_none() {
         return Err(oob(name, r, u64::MAX, r.storage_numel));
+    }
+    // A view can only be larger than its storage by reading elements more
+    // than once (stride 0, overlapping strides): cap what that may cost.
+    let bytes = bytes.unwrap_or(u64::MAX);
+    if bytes > storage_bytes.max(max_expansion) {
+        return Err(Error::ViewTooLarge {
+            tensor: name.to_owned(),
+            bytes,
+            storage_bytes,
+            limit: max_expansion,
+        });
     }
     Ok(())
 }

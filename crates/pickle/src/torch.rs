@@ -248,6 +248,13 @@ fn global_at(u: &Unpickled, id: ObjId) -> Option<(&str, &str)> {
 }
 
 fn usize_tuple(u: &Unpickled, id: ObjId, what: &str) -> Result<Vec<usize>> {
+    usize_tuple_at(u, id, what, 0)
+}
+
+fn usize_tuple_at(u: &Unpickled, id: ObjId, what: &str, depth: usize) -> Result<Vec<usize>> {
+    if depth > 4 {
+        return Err(Error::Structure(format!("{what}: torch.Size nested too deeply")));
+    }
     let items = match u.get(id) {
         Some(Obj::Tuple(items)) | Some(Obj::List(items)) => items,
         // torch.Size((..)) appears as a call of torch.Size on a tuple.
@@ -260,7 +267,7 @@ fn usize_tuple(u: &Unpickled, id: ObjId, what: &str) -> Result<Vec<usize>> {
             let Some(&inner) = a.first() else {
                 return Ok(Vec::new());
             };
-            return usize_tuple(u, inner, what);
+            return usize_tuple_at(u, inner, what, depth + 1);
         }
         _ => {
             return Err(Error::Structure(format!(

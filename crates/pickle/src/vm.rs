@@ -199,8 +199,12 @@ pub struct Limits {
     /// length past the end of the input is [`PickleError::Truncated`] anyway.
     pub max_string_len: usize,
     /// Nesting depth of containers in the finished graph, counting the root
-    /// (default 1000, Python's own recursion limit): a bound on the recursion
-    /// of any later walk over the graph.
+    /// (default 1000, Python's own recursion limit), measured by one
+    /// depth-first walk that expands each object once and cuts cycles. With
+    /// shared objects and cycles the longest chain can depend on the walk's
+    /// order (fuzz/regressions/pickle_vm/depth_order_dependent.pkl), so a
+    /// later walker that may expand an object more than once must keep its
+    /// own depth limit, as the torch layer does.
     pub max_depth: usize,
     /// Bytes of one integer (default 1 KiB, about 2466 decimal digits).
     pub max_bigint_bytes: usize,

@@ -312,3 +312,27 @@ fn torch_2_15_files_read_back() {
     assert_eq!(opt.tensors()[0].name, "step");
     assert_eq!(opt.skipped(), ["lr"]);
 }
+
+#[test]
+fn fuzz_regressions() {
+    let reg = |rel: &str| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions")
+            .join(rel)
+    };
+    // An empty tensor whose storage offset lies past its storage: torch
+    // accepts it, and so do we (nothing to read).
+    let ck = TorchFile::open(reg("torch_checkpoint/empty_tensor_offset_past_storage.pt")).unwrap();
+    for i in 0..ck.tensors().len() {
+        ck.tensor_at(i).unwrap();
+    }
+    assert!(ck.tensor("empty").unwrap().view().data().is_empty());
+    // A 4 KB file whose stride-0 view would expand to 24 GiB: refused at
+    // open, with a typed error, instead of an allocation abort.
+    let err = TorchFile::open(reg("torch_checkpoint/expanded_stride0_24gib.pt")).unwrap_err();
+    assert!(matches!(err, Error::ViewTooLarge { .. }), "{err:?}");
+    // The order-dependent depth pickle parses or fails cleanly.
+    let bytes = fs::read(reg("pickle_vm/depth_order_dependent.pkl")).unwrap();
+    let policy = weightkit_pickle::vm::Policy::deny_all();
+    let _ = weightkit_pickle::vm::unpickle(&bytes, &policy, &weightkit_pickle::vm::Limits::default());
+}
