@@ -20,6 +20,8 @@ commands:
             cargo fmt --all -- --check
             cargo clippy --workspace --all-targets -- -D warnings
             cargo test --workspace    (unit, integration and doc tests)
+            WEIGHTKIT_SIMD=scalar cargo test -p weightkit-quant
+                                      (the quant tests again on the scalar path)
   fmt       format the whole workspace (cargo fmt --all)
   fixtures  regenerate the test data made by scripts in this repository
             (pickle VM corpus, zip archives, fuzz seeds; python3, no torch),
@@ -61,7 +63,12 @@ const CI_STEPS: &[&[&str]] = &[
         "warnings",
     ],
     &["test", "--workspace"],
+    &["test", "-p", "weightkit-quant"],
 ];
+
+/// Environment for each CI step (same order as [`CI_STEPS`]): the last step
+/// reruns the quantization tests with SIMD dispatch forced off.
+const CI_ENV: &[Option<(&str, &str)>] = &[None, None, None, Some(("WEIGHTKIT_SIMD", "scalar"))];
 
 /// Why a task stopped.
 #[derive(Debug)]
@@ -107,7 +114,8 @@ fn ci() -> Result<(), Failure> {
     let start = Instant::now();
     for (i, step) in CI_STEPS.iter().enumerate() {
         eprintln!("xtask: ci step {}/{}", i + 1, CI_STEPS.len());
-        run_cargo(step).map_err(|e| match e {
+        let env = CI_ENV.get(i).copied().flatten();
+        run_cargo_env(step, env).map_err(|e| match e {
             Failure::Step(msg) => Failure::Step(format!("{msg}; ci stopped at this step")),
             other => other,
         })?;
@@ -193,10 +201,20 @@ fn run(program: &str, args: &[&str]) -> Result<(), Failure> {
 
 /// Runs `cargo ARGS` in the workspace root, echoing the command first.
 fn run_cargo(args: &[&str]) -> Result<(), Failure> {
-    let shown = format!("cargo {}", args.join(" "));
+    run_cargo_env(args, None)
+}
+
+/// [`run_cargo`] with one extra environment variable.
+fn run_cargo_env(args: &[&str], env: Option<(&str, &str)>) -> Result<(), Failure> {
+    let prefix = env.map(|(k, v)| format!("{k}={v} ")).unwrap_or_default();
+    let shown = format!("{prefix}cargo {}", args.join(" "));
     eprintln!("xtask: running `{shown}`");
     let start = Instant::now();
-    let status = Command::new(cargo())
+    let mut cmd = Command::new(cargo());
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let status = cmd
         .args(args)
         .current_dir(workspace_root())
         .status()

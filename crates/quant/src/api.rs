@@ -7,9 +7,21 @@ use rayon::prelude::*;
 use weightkit_core::{DType, Packing};
 
 use crate::QuantError;
+// The SIMD kernels (bit-identical dequantizers and partner quantizers; dot
+// products within test-quantize-fns' tolerance), dispatched at run time.
 use crate::iquants::*;
 use crate::kquants::*;
 use crate::legacy::*;
+use crate::simd::dispatch::{
+    dequantize_row_q4_0 as fast_dequantize_row_q4_0,
+    dequantize_row_q4_k as fast_dequantize_row_q4_k,
+    dequantize_row_q5_k as fast_dequantize_row_q5_k,
+    dequantize_row_q6_k as fast_dequantize_row_q6_k,
+    dequantize_row_q8_0 as fast_dequantize_row_q8_0, quantize_row_q8_0 as fast_quantize_row_q8_0,
+    quantize_row_q8_k as fast_quantize_row_q8_k, vec_dot_q4_0_q8_0 as fast_vec_dot_q4_0_q8_0,
+    vec_dot_q4_k_q8_k as fast_vec_dot_q4_k_q8_k, vec_dot_q5_k_q8_k as fast_vec_dot_q5_k_q8_k,
+    vec_dot_q6_k_q8_k as fast_vec_dot_q6_k_q8_k, vec_dot_q8_0_q8_0 as fast_vec_dot_q8_0_q8_0,
+};
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
 /// chunk size), so small tensors are not split into tiny tasks.
@@ -179,14 +191,28 @@ pub fn quantize_into(
         DType::Q4_1 => q!(BlockQ4_1, quantize_q4_1),
         DType::Q5_0 => q!(BlockQ5_0, quantize_q5_0),
         DType::Q5_1 => q!(BlockQ5_1, quantize_q5_1),
-        DType::Q8_0 => q!(BlockQ8_0, quantize_q8_0),
+        DType::Q8_0 => with_blocks_mut::<BlockQ8_0, _>(dst, |b| {
+            // Q8_0 ignores the importance matrix (as ggml), but its values
+            // are still checked, as for every type.
+            if let Some(w) = imatrix {
+                check_len("imatrix", n_per_row, w.len(), "elements")?;
+                if let Some((i, &v)) = w
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !v.is_finite() || **v < 0.0)
+                {
+                    return Err(QuantError::InvalidImportance { index: i, value: v });
+                }
+            }
+            fast_quantize_row_q8_0(src, b)
+        }),
         DType::Q8_1 => q_row!(BlockQ8_1, quantize_row_q8_1_ref),
         DType::Q2_K => q!(BlockQ2K, quantize_q2_k),
         DType::Q3_K => q!(BlockQ3K, quantize_q3_k),
         DType::Q4_K => q!(BlockQ4K, quantize_q4_k),
         DType::Q5_K => q!(BlockQ5K, quantize_q5_k),
         DType::Q6_K => q!(BlockQ6K, quantize_q6_k),
-        DType::Q8_K => q_row!(BlockQ8K, quantize_row_q8_k_ref),
+        DType::Q8_K => q_row!(BlockQ8K, fast_quantize_row_q8_k),
         DType::IQ4_NL => q!(BlockIq4Nl, quantize_iq4_nl),
         DType::IQ4_XS => q!(BlockIq4Xs, quantize_iq4_xs),
         DType::TQ1_0 => q!(BlockTq1_0, quantize_tq1_0),
@@ -297,16 +323,16 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
                 what: "dequantize",
             }
         }),
-        DType::Q4_0 => dq!(BlockQ4_0, dequantize_row_q4_0),
+        DType::Q4_0 => dq!(BlockQ4_0, fast_dequantize_row_q4_0),
         DType::Q4_1 => dq!(BlockQ4_1, dequantize_row_q4_1),
         DType::Q5_0 => dq!(BlockQ5_0, dequantize_row_q5_0),
         DType::Q5_1 => dq!(BlockQ5_1, dequantize_row_q5_1),
-        DType::Q8_0 => dq!(BlockQ8_0, dequantize_row_q8_0),
+        DType::Q8_0 => dq!(BlockQ8_0, fast_dequantize_row_q8_0),
         DType::Q2_K => dq!(BlockQ2K, dequantize_row_q2_k),
         DType::Q3_K => dq!(BlockQ3K, dequantize_row_q3_k),
-        DType::Q4_K => dq!(BlockQ4K, dequantize_row_q4_k),
-        DType::Q5_K => dq!(BlockQ5K, dequantize_row_q5_k),
-        DType::Q6_K => dq!(BlockQ6K, dequantize_row_q6_k),
+        DType::Q4_K => dq!(BlockQ4K, fast_dequantize_row_q4_k),
+        DType::Q5_K => dq!(BlockQ5K, fast_dequantize_row_q5_k),
+        DType::Q6_K => dq!(BlockQ6K, fast_dequantize_row_q6_k),
         DType::Q8_K => dq!(BlockQ8K, dequantize_row_q8_k),
         DType::IQ4_NL => dq!(BlockIq4Nl, dequantize_row_iq4_nl),
         DType::IQ4_XS => dq!(BlockIq4Xs, dequantize_row_iq4_xs),
@@ -389,16 +415,16 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
             }
             Ok(sum)
         }
-        DType::Q4_0 => dot!(BlockQ4_0, BlockQ8_0, vec_dot_q4_0_q8_0),
+        DType::Q4_0 => dot!(BlockQ4_0, BlockQ8_0, fast_vec_dot_q4_0_q8_0),
         DType::Q4_1 => dot!(BlockQ4_1, BlockQ8_1, vec_dot_q4_1_q8_1),
         DType::Q5_0 => dot!(BlockQ5_0, BlockQ8_0, vec_dot_q5_0_q8_0),
         DType::Q5_1 => dot!(BlockQ5_1, BlockQ8_1, vec_dot_q5_1_q8_1),
-        DType::Q8_0 => dot!(BlockQ8_0, BlockQ8_0, vec_dot_q8_0_q8_0),
+        DType::Q8_0 => dot!(BlockQ8_0, BlockQ8_0, fast_vec_dot_q8_0_q8_0),
         DType::Q2_K => dot!(BlockQ2K, BlockQ8K, vec_dot_q2_k_q8_k),
         DType::Q3_K => dot!(BlockQ3K, BlockQ8K, vec_dot_q3_k_q8_k),
-        DType::Q4_K => dot!(BlockQ4K, BlockQ8K, vec_dot_q4_k_q8_k),
-        DType::Q5_K => dot!(BlockQ5K, BlockQ8K, vec_dot_q5_k_q8_k),
-        DType::Q6_K => dot!(BlockQ6K, BlockQ8K, vec_dot_q6_k_q8_k),
+        DType::Q4_K => dot!(BlockQ4K, BlockQ8K, fast_vec_dot_q4_k_q8_k),
+        DType::Q5_K => dot!(BlockQ5K, BlockQ8K, fast_vec_dot_q5_k_q8_k),
+        DType::Q6_K => dot!(BlockQ6K, BlockQ8K, fast_vec_dot_q6_k_q8_k),
         DType::IQ4_NL => dot_raw!(BlockIq4Nl, vec_dot_iq4_nl_q8_0),
         DType::IQ4_XS => dot_raw!(BlockIq4Xs, vec_dot_iq4_xs_q8_k),
         DType::TQ1_0 => dot_raw!(BlockTq1_0, vec_dot_tq1_0_q8_k),

@@ -5,3 +5,4 @@ mod api;
 mod iquants;
 mod kquants;
 mod legacy;
+mod simd;

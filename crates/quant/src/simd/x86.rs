@@ -1,0 +1,744 @@
+//! x86_64 AVX2 (+ FMA + F16C) kernels.
+//!
+//! Every function here is compiled with `#[target_feature]` and chosen at
+//! run time by [`super::dispatch`]; nothing assumes the build machine's CPU.
+//! The public-in-crate kernels are `unsafe fn` only because of that
+//! precondition: they take slices, never read or write outside them, and
+//! expect the caller ([`super::dispatch`]) to have checked the lengths (a
+//! length mismatch makes them process the shorter side, never more).
+//!
+//! # Exactness
+//!
+//! * The dequantizers perform, per element, the same IEEE binary32
+//!   operations in the same order as the scalar ones in [`crate::legacy`] and
+//!   [`crate::kquants`] (a multiply, then a separate subtract; never FMA), so
+//!   their output is bit-identical. f16 -> f32 through F16C is exact.
+//! * The Q8_0 and Q8_K quantizers reproduce the scalar reference bytes:
+//!   `roundf` (halves away from zero) is built from two truncations of exact
+//!   values, C's `(int8_t)` cast is `cvttps2dq` (which, like the scalar
+//!   model of gcc's code, gives `INT_MIN` for NaN and out-of-range values)
+//!   followed by keeping the low byte, and ggml's `nearest_int` bit trick is
+//!   the same float add and integer mask. The per-block scale arithmetic is
+//!   the scalar code's, and f32 -> f16 rounds to nearest even in F16C as in
+//!   the scalar conversion. Non-finite inputs never reach these kernels (the
+//!   dispatcher hands them to the scalar code, which reports them).
+//! * The dot products compute each block's integer sum exactly, for any
+//!   block bytes: signed-by-signed products go through 16-bit lanes, or an
+//!   unsigned operand with a separate offset correction (llama.cpp's
+//!   `_mm256_sign_epi8` trick gets `x < 0, y = -128` wrong), and the Q4_K/Q5_K
+//!   mins meet the stored `bsums` in 32-bit sums (llama.cpp adds pairs of
+//!   them in 16 bits first). The f32 accumulation then follows llama.cpp's
+//!   AVX2 kernels (FMA, 8 lanes; four accumulators for Q4_0/Q8_0), not the
+//!   scalar order, so the result can differ from the scalar dot in the last
+//!   bits.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use crate::legacy::{BlockQ4_0, BlockQ8_0, QK8_0};
+
+// ------------------------------------------------------------------ helpers
+
+/// Loads 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_u8x32(b: &[u8; 32]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// Loads 32 signed bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_i8x32(b: &[i8; 32]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// Loads 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_u8x16(b: &[u8; 16]) -> __m128i {
+    // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+/// Loads 16 signed bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_i8x16(b: &[i8; 16]) -> __m128i {
+    // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+/// Loads sixteen `i16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_i16x16(b: &[i16; 16]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// Loads eight `f32`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_f32x8(x: &[f32; 8]) -> __m256 {
+    // SAFETY: `x` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_ps(x.as_ptr()) }
+}
+
+/// Stores eight `f32`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_f32x8(out: &mut [f32; 8], v: __m256) {
+    // SAFETY: `out` is 32 writable bytes and `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+}
+
+/// Stores 32 signed bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_i8x32(out: &mut [i8; 32], v: __m256i) {
+    // SAFETY: `out` is 32 writable bytes and `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) }
+}
+
+/// f16 -> f32 through F16C (exact, like the scalar conversion), in all
+/// eight lanes.
+///
+/// Scales stay in vectors from here on, every lane holding the scalar
+/// code's value: a scalar conversion (`_mm_cvtsi32_si128`, `_mm_set1_epi16`
+/// then lane 0) is lowered by LLVM to an insert into whatever register is
+/// free, often an accumulator, which chains each block to the previous
+/// block's FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn h2f_x8(h: f16) -> __m256 {
+    _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16))
+}
+
+/// f32 -> f16 through F16C, rounding to nearest even: the scalar
+/// conversion's rounding, for every finite and infinite input.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f2h(x: f32) -> f16 {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
+    f16::from_bits(_mm_extract_epi16::<0>(h) as u16)
+}
+
+/// Horizontal sum of eight floats (llama.cpp's `hsum_float_8` order).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_f32x8(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+    hsum_f32x4(r)
+}
+
+/// Horizontal sum of four floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_f32x4(r: __m128) -> f32 {
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// Horizontal signed maximum of eight `i32`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hmax_i32x8(v: __m256i) -> i32 {
+    let m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+    let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+    _mm_cvtsi128_si32(m)
+}
+
+/// Bits of `|x|` as `i32` (monotonic in `|x|` for non-NaN values).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn abs_bits(x: __m256) -> __m256i {
+    _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fff_ffff))
+}
+
+/// The four groups of eight bytes of a 32-byte vector, sign-extended and
+/// converted to f32 (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn i8x32_to_f32(v: __m256i) -> [__m256; 4] {
+    let lo = _mm256_castsi256_si128(v);
+    let hi = _mm256_extracti128_si256::<1>(v);
+    [
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)),
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(lo))),
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)),
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(hi))),
+    ]
+}
+
+/// Writes `q * d` for 32 quants (as f32) into `out`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_scaled(out: &mut [f32; 32], q: [__m256; 4], d: __m256) {
+    for (o, q) in out.as_chunks_mut::<8>().0.iter_mut().zip(q) {
+        store_f32x8(o, _mm256_mul_ps(q, d));
+    }
+}
+
+/// Writes `d * q - m` (multiply, then a separate subtract) into `out`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_scaled_offset(out: &mut [f32; 32], q: [__m256; 4], d: __m256, m: __m256) {
+    for (o, q) in out.as_chunks_mut::<8>().0.iter_mut().zip(q) {
+        store_f32x8(o, _mm256_sub_ps(_mm256_mul_ps(d, q), m));
+    }
+}
+
+/// Packs the low byte of each `i32` of `i0..i3` (32 values, in order) into
+/// one vector: C's store of an `int` into an `int8_t`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn low_bytes(i0: __m256i, i1: __m256i, i2: __m256i, i3: __m256i) -> __m256i {
+    let ff = _mm256_set1_epi32(0xff);
+    // Values 0..=255 pass both unsigned-saturating packs unchanged.
+    let a = _mm256_packus_epi32(_mm256_and_si256(i0, ff), _mm256_and_si256(i1, ff));
+    let b = _mm256_packus_epi32(_mm256_and_si256(i2, ff), _mm256_and_si256(i3, ff));
+    let c = _mm256_packus_epi16(a, b);
+    // The packs work per 128-bit lane; put the dwords back in order.
+    _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// C's `roundf` (halves away from zero), exact for every input: NaN stays
+/// NaN, infinities become NaN (both convert to `INT_MIN` like the scalar
+/// code's infinities).
+///
+/// `t = trunc(x)`; for `|x| < 2^23` the fraction `x - t` and its double are
+/// exact and `trunc(2 (x - t))` is -1, 0 or 1 exactly when `roundf` steps
+/// away from `t`; above `2^23` the fraction is 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_half_away(x: __m256) -> __m256 {
+    const TRUNC: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+    let t = _mm256_round_ps::<TRUNC>(x);
+    let frac = _mm256_sub_ps(x, t);
+    _mm256_add_ps(t, _mm256_round_ps::<TRUNC>(_mm256_add_ps(frac, frac)))
+}
+
+/// Whether every value is finite.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn all_finite(x: &[f32]) -> bool {
+    let (chunks, tail) = x.as_chunks::<8>();
+    let mut m = _mm256_setzero_si256();
+    for c in chunks {
+        m = _mm256_max_epi32(m, abs_bits(load_f32x8(c)));
+    }
+    hmax_i32x8(m) < 0x7f80_0000 && tail.iter().all(|v| v.is_finite())
+}
+
+// ------------------------------------------------------------- dequantizers
+
+/// `y = q * d` for Q8_0 blocks.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
+    for (b, out) in x.iter().zip(y.as_chunks_mut::<QK8_0>().0) {
+        let d = h2f_x8(b.d);
+        store_scaled(out, i8x32_to_f32(load_i8x32(&b.qs)), d);
+    }
+}
+
+/// `y = (q - 8) * d` for Q4_0 blocks.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]) {
+    let m4 = _mm_set1_epi8(0x0f);
+    let eight = _mm_set1_epi8(8);
+    for (b, out) in x.iter().zip(y.as_chunks_mut::<32>().0) {
+        let d = h2f_x8(b.d);
+        let q = load_u8x16(&b.qs);
+        let lo = _mm_sub_epi8(_mm_and_si128(q, m4), eight);
+        let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16::<4>(q), m4), eight);
+        store_scaled(out, i8x32_to_f32(_mm256_set_m128i(hi, lo)), d);
+    }
+}
+
+/// `y = d * sc * q - dmin * m` for Q4_K blocks.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row_q4_k(x: &[BlockQ4K], y: &mut [f32]) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    for (b, yb) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        let d = h2f_x8(b.d);
+        let min = h2f_x8(b.dmin);
+        // ggml's `get_scale_min_k4` for j = 0..8: scales, then mins.
+        let sm = k4_scales_mins(&b.scales);
+        let outs = yb.as_chunks_mut::<32>().0;
+        for (c, (q, out)) in
+            b.qs.as_chunks::<32>()
+                .0
+                .iter()
+                .zip(outs.chunks_exact_mut(2))
+                .enumerate()
+        {
+            // The scalar `d * sc as f32` and `min * m as f32`, in every lane.
+            let (sc, m) = (&sm[2 * c..2 * c + 2], &sm[8 + 2 * c..8 + 2 * c + 2]);
+            let d1 = _mm256_mul_ps(d, _mm256_set1_ps(sc[0] as f32));
+            let m1 = _mm256_mul_ps(min, _mm256_set1_ps(m[0] as f32));
+            let d2 = _mm256_mul_ps(d, _mm256_set1_ps(sc[1] as f32));
+            let m2 = _mm256_mul_ps(min, _mm256_set1_ps(m[1] as f32));
+            let q = load_u8x32(q);
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+            if let [o1, o2] = out {
+                store_scaled_offset(o1, i8x32_to_f32(lo), d1, m1);
+                store_scaled_offset(o2, i8x32_to_f32(hi), d2, m2);
+            }
+        }
+    }
+}
+
+/// `y = d * sc * (q + 16 h) - dmin * m` for Q5_K blocks.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row_q5_k(x: &[BlockQ5K], y: &mut [f32]) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let sixteen = _mm256_set1_epi8(16);
+    for (b, yb) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        let d = h2f_x8(b.d);
+        let min = h2f_x8(b.dmin);
+        // ggml's `get_scale_min_k4` for j = 0..8: scales, then mins.
+        let sm = k4_scales_mins(&b.scales);
+        let qh = load_u8x32(&b.qh);
+        let outs = yb.as_chunks_mut::<32>().0;
+        for (c, (q, out)) in
+            b.qs.as_chunks::<32>()
+                .0
+                .iter()
+                .zip(outs.chunks_exact_mut(2))
+                .enumerate()
+        {
+            // The scalar `d * sc as f32` and `min * m as f32`, in every lane.
+            let (sc, m) = (&sm[2 * c..2 * c + 2], &sm[8 + 2 * c..8 + 2 * c + 2]);
+            let d1 = _mm256_mul_ps(d, _mm256_set1_ps(sc[0] as f32));
+            let m1 = _mm256_mul_ps(min, _mm256_set1_ps(m[0] as f32));
+            let d2 = _mm256_mul_ps(d, _mm256_set1_ps(sc[1] as f32));
+            let m2 = _mm256_mul_ps(min, _mm256_set1_ps(m[1] as f32));
+            let u1 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+            let u2 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, u1), u1), sixteen);
+            let h2 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, u2), u2), sixteen);
+            let q = load_u8x32(q);
+            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h1);
+            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), h2);
+            if let [o1, o2] = out {
+                store_scaled_offset(o1, i8x32_to_f32(lo), d1, m1);
+                store_scaled_offset(o2, i8x32_to_f32(hi), d2, m2);
+            }
+        }
+    }
+}
+
+/// The four 32-quant vectors (values 0..=63) of one 128-element half of a
+/// Q6_K block, in element order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_quants(ql: &[u8; 64], qh: &[u8; 32]) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(3);
+    let (ql, _) = ql.as_chunks::<32>();
+    let (a, b) = (load_u8x32(&ql[0]), load_u8x32(&ql[1]));
+    let h = load_u8x32(qh);
+    let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(h, m2));
+    let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(h), m2));
+    let h2 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(h), m2));
+    let h3 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(h), m2));
+    [
+        _mm256_or_si256(_mm256_and_si256(a, m4), h0),
+        _mm256_or_si256(_mm256_and_si256(b, m4), h1),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(a), m4), h2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b), m4), h3),
+    ]
+}
+
+/// `y = d * sc * (q - 32)` for Q6_K blocks.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
+    let m32 = _mm256_set1_epi8(32);
+    for (b, yb) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        let d = h2f_x8(b.d);
+        let halves =
+            b.ql.as_chunks::<64>()
+                .0
+                .iter()
+                .zip(b.qh.as_chunks::<32>().0);
+        let outs = yb.as_chunks_mut::<32>().0;
+        for (c, ((ql, qh), out)) in halves.zip(outs.chunks_exact_mut(4)).enumerate() {
+            let qs = q6_k_quants(ql, qh);
+            for (k, (q, o)) in qs.into_iter().zip(out.iter_mut()).enumerate() {
+                let q = i8x32_to_f32(_mm256_sub_epi8(q, m32));
+                let is = 8 * c + 2 * k;
+                // Scalar order: (d * sc) * q.
+                let s0 = _mm256_mul_ps(d, _mm256_set1_ps(b.scales[is] as f32));
+                let s1 = _mm256_mul_ps(d, _mm256_set1_ps(b.scales[is + 1] as f32));
+                let [q0, q1, q2, q3] = q;
+                let (o, _) = o.as_chunks_mut::<8>();
+                if let [o0, o1, o2, o3] = o {
+                    store_f32x8(o0, _mm256_mul_ps(s0, q0));
+                    store_f32x8(o1, _mm256_mul_ps(s0, q1));
+                    store_f32x8(o2, _mm256_mul_ps(s1, q2));
+                    store_f32x8(o3, _mm256_mul_ps(s1, q3));
+                }
+            }
+        }
+    }
+}
+
+// --------------------------------------------------------------- quantizers
+
+/// ggml's `quantize_row_q8_0_ref`, byte for byte. The values must be finite
+/// (the dispatcher checks).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    for (xb, yb) in x.as_chunks::<QK8_0>().0.iter().zip(y.iter_mut()) {
+        let (v, _) = xb.as_chunks::<8>();
+        let v = [
+            load_f32x8(&v[0]),
+            load_f32x8(&v[1]),
+            load_f32x8(&v[2]),
+            load_f32x8(&v[3]),
+        ];
+        let m01 = _mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1]));
+        let m23 = _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]));
+        // For finite values the largest |x| has the largest bits.
+        let amax = f32::from_bits(hmax_i32x8(_mm256_max_epi32(m01, m23)) as u32);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let q = v.map(|v| _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, idv))));
+        yb.d = f2h(d);
+        store_i8x32(&mut yb.qs, low_bytes(q[0], q[1], q[2], q[3]));
+    }
+}
+
+/// ggml's `quantize_row_q8_K_ref`, byte for byte. The values must be finite
+/// (the dispatcher checks).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
+    for (xb, yb) in x.as_chunks::<QK_K>().0.iter().zip(y.iter_mut()) {
+        let (xs, _) = xb.as_chunks::<8>();
+        let mut m = _mm256_setzero_si256();
+        for c in xs {
+            m = _mm256_max_epi32(m, abs_bits(load_f32x8(c)));
+        }
+        let amax_bits = hmax_i32x8(m);
+        if amax_bits == 0 {
+            yb.d = 0.0;
+            yb.qs = [0; QK_K];
+            yb.bsums = [0; QK_K / 16];
+            continue;
+        }
+        // The scalar code keeps the first value of largest magnitude.
+        let target = _mm256_set1_epi32(amax_bits);
+        let mut max = 0.0f32;
+        for c in xs {
+            let eq = _mm256_cmpeq_epi32(abs_bits(load_f32x8(c)), target);
+            let mask = _mm256_movemask_ps(_mm256_castsi256_ps(eq));
+            if mask != 0 {
+                max = c[mask.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0f32 / max;
+        let sv = _mm256_set1_ps(iscale);
+        let magic = _mm256_set1_ps(12_582_912.0);
+        let mant = _mm256_set1_epi32(0x007f_ffff);
+        let bias = _mm256_set1_epi32(0x0040_0000);
+        let top = _mm256_set1_epi32(127);
+        let mut bsums = [0i16; QK_K / 16];
+        let groups = xs.chunks_exact(4).zip(yb.qs.as_chunks_mut::<32>().0);
+        for ((g, q), bs) in groups.zip(bsums.as_chunks_mut::<2>().0) {
+            let mut i = [_mm256_setzero_si256(); 4];
+            for (i, c) in i.iter_mut().zip(g) {
+                // nearest_int(iscale * x), then MIN(127, v).
+                let v = _mm256_add_ps(_mm256_mul_ps(sv, load_f32x8(c)), magic);
+                let v = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(v), mant), bias);
+                *i = _mm256_min_epi32(v, top);
+            }
+            let packed = low_bytes(i[0], i[1], i[2], i[3]);
+            store_i8x32(q, packed);
+            // Sums of each 16 quants: unsigned byte sums of q + 128, minus 16 * 128.
+            let s = _mm256_sad_epu8(
+                _mm256_xor_si256(packed, _mm256_set1_epi8(-128)),
+                _mm256_setzero_si256(),
+            );
+            let lo = _mm256_castsi256_si128(s);
+            let hi = _mm256_extracti128_si256::<1>(s);
+            let s0 = _mm_cvtsi128_si32(_mm_add_epi64(lo, _mm_unpackhi_epi64(lo, lo)));
+            let s1 = _mm_cvtsi128_si32(_mm_add_epi64(hi, _mm_unpackhi_epi64(hi, hi)));
+            bs[0] = (s0 - 2048) as i16;
+            bs[1] = (s1 - 2048) as i16;
+        }
+        yb.bsums = bsums;
+        yb.d = 1.0 / iscale;
+    }
+}
+
+// ------------------------------------------------------------- dot products
+
+/// Sums `d * s` over the blocks, `(d, s) = f(x[i], y[i])`, in four
+/// independent accumulators, so that the FMA latency never bounds the loop
+/// (a legacy block's own work is only a few cycles).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m256, __m256)) -> f32 {
+    let (x4, xr) = x.as_chunks::<4>();
+    let (y4, yr) = y.as_chunks::<4>();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (xs, ys) in x4.iter().zip(y4) {
+        for ((a, bx), by) in acc.iter_mut().zip(xs).zip(ys) {
+            let (d, s) = f(bx, by);
+            *a = _mm256_fmadd_ps(d, s, *a);
+        }
+    }
+    for (bx, by) in xr.iter().zip(yr) {
+        let (d, s) = f(bx, by);
+        acc[0] = _mm256_fmadd_ps(d, s, acc[0]);
+    }
+    let [a0, a1, a2, a3] = acc;
+    hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
+}
+
+/// One Q4_0 x Q8_0 block: the product of the scales (as the scalar code's,
+/// in every lane) and the eight exact partial integer sums as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_q8_0_block(bx: &BlockQ4_0, by: &BlockQ8_0) -> (__m256, __m256) {
+    let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+    let q = load_u8x16(&bx.qs);
+    let qx = _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(q), q),
+        _mm256_set1_epi8(0x0f),
+    );
+    let qy = load_i8x32(&by.qs);
+    // (q - 8) * y = q * y - 8 * y, each pair sum within i16.
+    let p = _mm256_sub_epi16(
+        _mm256_maddubs_epi16(qx, qy),
+        _mm256_maddubs_epi16(_mm256_set1_epi8(8), qy),
+    );
+    let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+    (d, _mm256_cvtepi32_ps(s))
+}
+
+/// Q4_0 x Q8_0.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    sum_blocks(x, y, |bx, by| q4_0_q8_0_block(bx, by))
+}
+
+/// Q8_0 x Q8_0.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    sum_blocks(x, y, |bx, by| {
+        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+        let (xs, _) = bx.qs.as_chunks::<16>();
+        let (ys, _) = by.qs.as_chunks::<16>();
+        // Signed x signed in 16-bit lanes: exact for every byte, -128 included.
+        let p0 = _mm256_madd_epi16(
+            _mm256_cvtepi8_epi16(load_i8x16(&xs[0])),
+            _mm256_cvtepi8_epi16(load_i8x16(&ys[0])),
+        );
+        let p1 = _mm256_madd_epi16(
+            _mm256_cvtepi8_epi16(load_i8x16(&xs[1])),
+            _mm256_cvtepi8_epi16(load_i8x16(&ys[1])),
+        );
+        (d, _mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1)))
+    })
+}
+
+/// The `utmp` unpacking of the Q4_K/Q5_K dot products: eight scales then
+/// eight mins.
+#[inline]
+fn k4_scales_mins(s: &[u8; 12]) -> [u8; 16] {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let u0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let u1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let u2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let sc0 = u0 & KMASK1;
+    let sc1 = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+    let mn0 = u1 & KMASK1;
+    let mn1 = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+    let mut out = [0u8; 16];
+    for (o, w) in out
+        .as_chunks_mut::<4>()
+        .0
+        .iter_mut()
+        .zip([sc0, sc1, mn0, mn1])
+    {
+        *o = w.to_le_bytes();
+    }
+    out
+}
+
+/// Per-block setup shared by Q4_K and Q5_K: accumulates the mins term into
+/// `acc_m` and returns the eight scales as `i16` in both 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k4_block_setup(scales: &[u8; 12], dmin: __m256, yb: &BlockQ8K, acc_m: &mut __m256) -> __m256i {
+    let mins_and_scales = _mm256_cvtepu8_epi16(load_u8x16(&k4_scales_mins(scales)));
+    let mins = _mm256_extracti128_si256::<1>(mins_and_scales);
+    // Each min twice, against the two 16-quant sums of its 32 quants; the
+    // products are summed in 32 bits, exact for any stored `bsums` (llama.cpp
+    // adds the pairs in 16 bits first).
+    let mins2 = _mm256_set_m128i(
+        _mm_unpackhi_epi16(mins, mins),
+        _mm_unpacklo_epi16(mins, mins),
+    );
+    let prod = _mm256_madd_epi16(mins2, load_i16x16(&yb.bsums));
+    *acc_m = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), *acc_m);
+    let sc = _mm256_castsi256_si128(mins_and_scales);
+    _mm256_set_m128i(sc, sc)
+}
+
+/// Broadcasts `i16` lane `k` (0..8) of each 128-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bcast_i16(v: __m256i, k: usize) -> __m256i {
+    let b = (2 * k) as i16;
+    _mm256_shuffle_epi8(v, _mm256_set1_epi16(((b + 1) << 8) | b))
+}
+
+/// Q4_K x Q8_K.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
+        let dmin = _mm256_mul_ps(_mm256_set1_ps(-yb.d), h2f_x8(xb.dmin));
+        let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc_m);
+        let mut sumi = _mm256_setzero_si256();
+        let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(2);
+        for (j, (q4, q8)) in xb.qs.as_chunks::<32>().0.iter().zip(q8).enumerate() {
+            let q4 = load_u8x32(q4);
+            let q4l = _mm256_and_si256(q4, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            let pl = _mm256_maddubs_epi16(q4l, load_i8x32(&q8[0]));
+            let ph = _mm256_maddubs_epi16(q4h, load_i8x32(&q8[1]));
+            let pl = _mm256_madd_epi16(bcast_i16(scales, 2 * j), pl);
+            let ph = _mm256_madd_epi16(bcast_i16(scales, 2 * j + 1), ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32x8(acc) + hsum_f32x8(acc_m)
+}
+
+/// Q5_K x Q8_K.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let sixteen = _mm256_set1_epi8(16);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
+        let dmin = _mm256_mul_ps(_mm256_set1_ps(-yb.d), h2f_x8(xb.dmin));
+        let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc_m);
+        let hbits = load_u8x32(&xb.qh);
+        let mut sumi = _mm256_setzero_si256();
+        let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(2);
+        for (j, (q5, q8)) in xb.qs.as_chunks::<32>().0.iter().zip(q8).enumerate() {
+            let q5 = load_u8x32(q5);
+            let ml = _mm256_set1_epi8((1u8 << (2 * j)) as i8);
+            let mh = _mm256_set1_epi8((2u8 << (2 * j)) as i8);
+            let hl = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, ml), ml), sixteen);
+            let hh = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, mh), mh), sixteen);
+            let q5l = _mm256_or_si256(_mm256_and_si256(q5, m4), hl);
+            let q5h = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q5), m4), hh);
+            let pl = _mm256_maddubs_epi16(q5l, load_i8x32(&q8[0]));
+            let ph = _mm256_maddubs_epi16(q5h, load_i8x32(&q8[1]));
+            let pl = _mm256_madd_epi16(bcast_i16(scales, 2 * j), pl);
+            let ph = _mm256_madd_epi16(bcast_i16(scales, 2 * j + 1), ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32x8(acc) + hsum_f32x8(acc_m)
+}
+
+/// Q6_K x Q8_K.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let m32 = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let d = _mm256_mul_ps(h2f_x8(xb.d), _mm256_set1_ps(yb.d));
+        let scales = load_i8x16(&xb.scales);
+        let mut sumi = _mm256_setzero_si256();
+        let halves = xb
+            .ql
+            .as_chunks::<64>()
+            .0
+            .iter()
+            .zip(xb.qh.as_chunks::<32>().0);
+        let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(4);
+        for (c, ((ql, qh), q8)) in halves.zip(q8).enumerate() {
+            let qs = q6_k_quants(ql, qh);
+            for (k, (q, q8)) in qs.into_iter().zip(q8).enumerate() {
+                let q8 = load_i8x32(q8);
+                // (q - 32) * y = q * y - 32 * y, each pair sum within i16.
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8), _mm256_maddubs_epi16(m32, q8));
+                // Scales 2i (first 16 quants) and 2i + 1 (last 16).
+                let i = (4 * c + k) as u64;
+                let shuf = _mm_set_epi64x(
+                    (0x0101_0101_0101_0101u64 * (2 * i + 1)) as i64,
+                    (0x0101_0101_0101_0101u64 * (2 * i)) as i64,
+                );
+                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
+            }
+        }
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32x8(acc)
+}

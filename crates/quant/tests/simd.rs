@@ -1,0 +1,780 @@
+//! SIMD kernels against the scalar references, at every level this CPU
+//! supports (the scalar level included): dequantizers and the Q8_0/Q8_K
+//! quantizers bit for bit, dot products within a few ulps of their magnitude
+//! and exactly where every partial sum is an integer f32 represents.
+//!
+//! Levels are chosen per call through the `_at` entry points, never through
+//! the process-wide `simd::set_level`, so these tests can run in parallel.
+
+use bytemuck::Zeroable;
+use half::f16;
+use proptest::prelude::*;
+use weightkit_quant::QuantError;
+use weightkit_quant::kquants::{self, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use weightkit_quant::legacy::{self, BlockQ4_0, BlockQ8_0};
+use weightkit_quant::simd::{Level, dispatch, supported};
+
+/// A dispatching dequantizer at a chosen level.
+type DequantAt<B> = fn(Level, &[B], &mut [f32]) -> Result<(), QuantError>;
+/// A dispatching dot product at a chosen level.
+type DotAt<X, Y> = fn(Level, &[X], &[Y]) -> Result<f32, QuantError>;
+
+/// Every level this CPU runs, the scalar one first.
+fn levels() -> Vec<Level> {
+    [Level::Scalar, Level::Avx2, Level::Avx512]
+        .into_iter()
+        .filter(|&l| l <= supported())
+        .collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `v` copied to a buffer at an odd element offset, so that it is not
+/// 32-byte aligned (and, for blocks, not even block-size aligned in bytes).
+struct Shifted<T> {
+    buf: Vec<T>,
+}
+
+impl<T: Copy + Zeroable> Shifted<T> {
+    fn new(v: &[T]) -> Self {
+        let mut buf = vec![T::zeroed(); v.len() + 1];
+        buf[1..].copy_from_slice(v);
+        Shifted { buf }
+    }
+    fn get(&self) -> &[T] {
+        &self.buf[1..]
+    }
+}
+
+// ------------------------------------------------------------------- inputs
+
+/// Rows that stress the quantizers' corner cases, `n` values each.
+fn adversarial_rows(n: usize) -> Vec<(&'static str, Vec<f32>)> {
+    let ramp = |scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * scale)
+            .collect()
+    };
+    let mut outlier = ramp(1e-3);
+    outlier[n / 3] = 1e30;
+    let mut neg_outlier = ramp(1.0);
+    neg_outlier[n - 1] = -3.0e38;
+    let mut ties = vec![0.0f32; n];
+    for (i, v) in ties.iter_mut().enumerate() {
+        // With amax 127 the Q8_0 scale is 1: x.5 values hit roundf's ties.
+        *v = if i % 32 == 0 {
+            127.0
+        } else {
+            (i % 64) as f32 - 31.5
+        };
+    }
+    let mut signs = vec![0.0f32; n];
+    for (i, v) in signs.iter_mut().enumerate() {
+        // Equal magnitudes of both signs: Q8_K keeps the first one's sign.
+        *v = if i % 2 == 0 { -2.5 } else { 2.5 } * ((i % 7) as f32 + 1.0) / 7.0;
+    }
+    vec![
+        ("zeros", vec![0.0; n]),
+        ("negative zeros", vec![-0.0; n]),
+        ("ramp", ramp(0.01)),
+        ("huge outlier", outlier),
+        ("negative outlier", neg_outlier),
+        ("subnormals", ramp(1e-43)),
+        ("min subnormal", vec![f32::from_bits(1); n]),
+        (
+            "tiny normals",
+            (0..n).map(|i| f32::MIN_POSITIVE * (i % 5) as f32).collect(),
+        ),
+        ("near f16 max", ramp(65504.0 / 50.0)),
+        (
+            "f16 max",
+            (0..n)
+                .map(|i| if i % 3 == 0 { -65504.0 } else { 65504.0 })
+                .collect(),
+        ),
+        ("beyond f16", ramp(1e6)),
+        (
+            "f32 max",
+            (0..n)
+                .map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX })
+                .collect(),
+        ),
+        (
+            "scale products overflow",
+            (0..n)
+                .map(|i| match i % 7 {
+                    0 => 1e37,
+                    3 => 65504.0,
+                    _ => (i % 5) as f32 * 0.1,
+                })
+                .collect(),
+        ),
+        ("ties", ties),
+        ("signs", signs),
+        ("constant", vec![-7.25; n]),
+    ]
+}
+
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        6 => -1.0f32..1.0,
+        3 => -65504.0f32..65504.0,
+        1 => proptest::num::f32::SUBNORMAL | proptest::num::f32::ZERO,
+        1 => proptest::num::f32::NORMAL,
+        1 => Just(65504.0f32),
+        1 => Just(-65504.0f32),
+    ]
+}
+
+/// A row of `1..=max_blocks` blocks of `block` values.
+fn row(block: usize, max_blocks: usize) -> impl Strategy<Value = Vec<f32>> {
+    (1..=max_blocks).prop_flat_map(move |nb| proptest::collection::vec(value(), nb * block))
+}
+
+fn q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
+    let mut q = vec![BlockQ8_0::zeroed(); x.len() / 32];
+    legacy::quantize_row_q8_0_ref(x, &mut q).unwrap();
+    q
+}
+
+fn q8_k(x: &[f32]) -> Vec<BlockQ8K> {
+    let mut q = vec![BlockQ8K::zeroed(); x.len() / QK_K];
+    kquants::quantize_row_q8_k_ref(x, &mut q).unwrap();
+    q
+}
+
+// ------------------------------------------------------------ dequantizers
+
+/// Dequantizes `q` at every level (also from an unaligned copy) and checks
+/// the floats bit for bit against the scalar reference.
+fn check_dequant<B: Copy + Zeroable>(
+    name: &str,
+    q: &[B],
+    block: usize,
+    scalar: fn(&[B], &mut [f32]) -> Result<(), QuantError>,
+    at: DequantAt<B>,
+) -> Result<(), TestCaseError> {
+    let mut want = vec![0f32; q.len() * block];
+    scalar(q, &mut want).unwrap();
+    let shifted = Shifted::new(q);
+    for level in levels() {
+        let mut got = vec![f32::NAN; q.len() * block];
+        at(level, q, &mut got).unwrap();
+        prop_assert_eq!(bits(&got), bits(&want), "{} at {:?}", name, level);
+        let mut out = Shifted::new(&vec![f32::NAN; q.len() * block]);
+        at(level, shifted.get(), &mut out.buf[1..]).unwrap();
+        prop_assert_eq!(
+            bits(out.get()),
+            bits(&want),
+            "{} unaligned at {:?}",
+            name,
+            level
+        );
+    }
+    Ok(())
+}
+
+/// Every dequantizer on `x` quantized by its scalar reference quantizer.
+fn dequantizers(x: &[f32]) -> Result<(), TestCaseError> {
+    if x.len().is_multiple_of(32) {
+        check_dequant(
+            "q8_0",
+            &q8_0(x),
+            32,
+            legacy::dequantize_row_q8_0,
+            dispatch::dequantize_row_q8_0_at,
+        )?;
+        let mut q = vec![BlockQ4_0::zeroed(); x.len() / 32];
+        legacy::quantize_row_q4_0_ref(x, &mut q).unwrap();
+        check_dequant(
+            "q4_0",
+            &q,
+            32,
+            legacy::dequantize_row_q4_0,
+            dispatch::dequantize_row_q4_0_at,
+        )?;
+    }
+    if x.len().is_multiple_of(QK_K) {
+        let mut q = vec![BlockQ4K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q4_k_ref(x, &mut q).unwrap();
+        check_dequant(
+            "q4_K",
+            &q,
+            QK_K,
+            kquants::dequantize_row_q4_k,
+            dispatch::dequantize_row_q4_k_at,
+        )?;
+        let mut q = vec![BlockQ5K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q5_k_ref(x, &mut q).unwrap();
+        check_dequant(
+            "q5_K",
+            &q,
+            QK_K,
+            kquants::dequantize_row_q5_k,
+            dispatch::dequantize_row_q5_k_at,
+        )?;
+        let mut q = vec![BlockQ6K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q6_k_ref(x, &mut q).unwrap();
+        check_dequant(
+            "q6_K",
+            &q,
+            QK_K,
+            kquants::dequantize_row_q6_k,
+            dispatch::dequantize_row_q6_k_at,
+        )?;
+    }
+    Ok(())
+}
+
+/// Raw blocks from arbitrary bytes (any scale, NaN and infinities included).
+fn raw_dequantizers(bytes: &[u8]) -> Result<(), TestCaseError> {
+    fn blocks<B: bytemuck::Pod>(bytes: &[u8]) -> Vec<B> {
+        bytes
+            .chunks_exact(size_of::<B>())
+            .map(bytemuck::pod_read_unaligned)
+            .collect()
+    }
+    check_dequant(
+        "raw q8_0",
+        &blocks::<BlockQ8_0>(bytes),
+        32,
+        legacy::dequantize_row_q8_0,
+        dispatch::dequantize_row_q8_0_at,
+    )?;
+    check_dequant(
+        "raw q4_0",
+        &blocks::<BlockQ4_0>(bytes),
+        32,
+        legacy::dequantize_row_q4_0,
+        dispatch::dequantize_row_q4_0_at,
+    )?;
+    check_dequant(
+        "raw q4_K",
+        &blocks::<BlockQ4K>(bytes),
+        QK_K,
+        kquants::dequantize_row_q4_k,
+        dispatch::dequantize_row_q4_k_at,
+    )?;
+    check_dequant(
+        "raw q5_K",
+        &blocks::<BlockQ5K>(bytes),
+        QK_K,
+        kquants::dequantize_row_q5_k,
+        dispatch::dequantize_row_q5_k_at,
+    )?;
+    check_dequant(
+        "raw q6_K",
+        &blocks::<BlockQ6K>(bytes),
+        QK_K,
+        kquants::dequantize_row_q6_k,
+        dispatch::dequantize_row_q6_k_at,
+    )
+}
+
+// --------------------------------------------------------------- quantizers
+
+/// The Q8_0 and Q8_K quantizers at every level give the reference bytes.
+fn quantizers(x: &[f32]) -> Result<(), TestCaseError> {
+    let shifted = Shifted::new(x);
+    if x.len().is_multiple_of(32) {
+        let want = q8_0(x);
+        for level in levels() {
+            for input in [x, shifted.get()] {
+                let mut got = vec![BlockQ8_0::zeroed(); want.len()];
+                dispatch::quantize_row_q8_0_at(level, input, &mut got).unwrap();
+                prop_assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&got),
+                    bytemuck::cast_slice::<_, u8>(&want),
+                    "q8_0 at {:?}",
+                    level
+                );
+            }
+        }
+    }
+    if x.len().is_multiple_of(QK_K) {
+        let want = q8_k(x);
+        for level in levels() {
+            for input in [x, shifted.get()] {
+                let mut got = vec![BlockQ8K::zeroed(); want.len()];
+                dispatch::quantize_row_q8_k_at(level, input, &mut got).unwrap();
+                prop_assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&got),
+                    bytemuck::cast_slice::<_, u8>(&want),
+                    "q8_K at {:?}",
+                    level
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------- dot products
+
+/// Compares a dot product at every level with the scalar one: equal at the
+/// scalar level, within `1e-5` of `mag` (the sum of the absolute values of
+/// every term either side adds) elsewhere, non-finite where the scalar one
+/// is. Rows whose terms overflow f32 are only run, not compared.
+#[allow(clippy::too_many_arguments)]
+fn check_dot<X: Copy + Zeroable, Y: Copy + Zeroable>(
+    name: &str,
+    x: &[X],
+    y: &[Y],
+    mag: f64,
+    exact: bool,
+    scalar: fn(&[X], &[Y]) -> Result<f32, QuantError>,
+    at: DotAt<X, Y>,
+) -> Result<(), TestCaseError> {
+    let want = scalar(x, y).unwrap();
+    let (xs, ys) = (Shifted::new(x), Shifted::new(y));
+    for level in levels() {
+        for (x, y) in [(x, y), (xs.get(), ys.get())] {
+            let got = at(level, x, y).unwrap();
+            if level == Level::Scalar || exact {
+                prop_assert_eq!(got.to_bits(), want.to_bits(), "{} at {:?}", name, level);
+            } else if !want.is_finite() {
+                // A product of scales overflowed (then `inf * 0` may give
+                // NaN): either order overflows too.
+                prop_assert!(!got.is_finite(), "{name} at {level:?}: {got} vs {want}");
+            } else if mag.is_finite() && mag < 1e37 {
+                let err = (f64::from(got) - f64::from(want)).abs();
+                prop_assert!(
+                    err <= 1e-5 * mag,
+                    "{name} at {level:?}: {got} vs {want} (magnitude {mag})"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dequant<B>(
+    q: &[B],
+    block: usize,
+    f: fn(&[B], &mut [f32]) -> Result<(), QuantError>,
+) -> Vec<f32> {
+    let mut out = vec![0f32; q.len() * block];
+    f(q, &mut out).unwrap();
+    out
+}
+
+/// `sum |a_i * b_i|` in f64.
+fn abs_dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+        .sum()
+}
+
+/// The magnitude of a Q4_K/Q5_K dot, whose terms are the scale part
+/// `d * sc * q * y` and the min part `dmin * m * y` separately:
+/// `sum (|d sc q| + |dmin m|) * |y|`, from two dequantizations with `dmin`
+/// (`zero(b, true)`) or `d` (`zero(b, false)`) zeroed.
+fn k4_mag<B: Copy>(
+    x: &[B],
+    y: &[f32],
+    dq: fn(&[B], &mut [f32]) -> Result<(), QuantError>,
+    zero: fn(&mut B, bool),
+) -> f64 {
+    let with = |dmin: bool| {
+        let mut v = x.to_vec();
+        v.iter_mut().for_each(|b| zero(b, dmin));
+        dequant(&v, QK_K, dq)
+    };
+    let (scale_part, min_part) = (with(true), with(false));
+    scale_part
+        .iter()
+        .zip(&min_part)
+        .zip(y)
+        .map(|((&a, &m), &y)| (f64::from(a).abs() + f64::from(m).abs()) * f64::from(y).abs())
+        .sum()
+}
+
+fn zero_q4_k(b: &mut BlockQ4K, dmin: bool) {
+    if dmin {
+        b.dmin = f16::ZERO;
+    } else {
+        b.d = f16::ZERO;
+    }
+}
+
+fn zero_q5_k(b: &mut BlockQ5K, dmin: bool) {
+    if dmin {
+        b.dmin = f16::ZERO;
+    } else {
+        b.d = f16::ZERO;
+    }
+}
+
+/// Every dot product on `x` (quantized to the weight type by its reference
+/// quantizer) and `y` (quantized to Q8_0 / Q8_K).
+fn dots(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
+    if x.len().is_multiple_of(32) {
+        let qy = q8_0(y);
+        let yd = dequant(&qy, 32, legacy::dequantize_row_q8_0);
+        let mut q4 = vec![BlockQ4_0::zeroed(); x.len() / 32];
+        legacy::quantize_row_q4_0_ref(x, &mut q4).unwrap();
+        let mag = abs_dot(&dequant(&q4, 32, legacy::dequantize_row_q4_0), &yd);
+        check_dot(
+            "q4_0 x q8_0",
+            &q4,
+            &qy,
+            mag,
+            false,
+            legacy::vec_dot_q4_0_q8_0,
+            dispatch::vec_dot_q4_0_q8_0_at,
+        )?;
+        let q8 = q8_0(x);
+        let mag = abs_dot(&dequant(&q8, 32, legacy::dequantize_row_q8_0), &yd);
+        check_dot(
+            "q8_0 x q8_0",
+            &q8,
+            &qy,
+            mag,
+            false,
+            legacy::vec_dot_q8_0_q8_0,
+            dispatch::vec_dot_q8_0_q8_0_at,
+        )?;
+    }
+    if x.len().is_multiple_of(QK_K) {
+        let qy = q8_k(y);
+        let yd = dequant(&qy, QK_K, kquants::dequantize_row_q8_k);
+        let mut q = vec![BlockQ4K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q4_k_ref(x, &mut q).unwrap();
+        let mag = k4_mag(&q, &yd, kquants::dequantize_row_q4_k, zero_q4_k);
+        check_dot(
+            "q4_K x q8_K",
+            &q,
+            &qy,
+            mag,
+            false,
+            kquants::vec_dot_q4_k_q8_k,
+            dispatch::vec_dot_q4_k_q8_k_at,
+        )?;
+        let mut q = vec![BlockQ5K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q5_k_ref(x, &mut q).unwrap();
+        let mag = k4_mag(&q, &yd, kquants::dequantize_row_q5_k, zero_q5_k);
+        check_dot(
+            "q5_K x q8_K",
+            &q,
+            &qy,
+            mag,
+            false,
+            kquants::vec_dot_q5_k_q8_k,
+            dispatch::vec_dot_q5_k_q8_k_at,
+        )?;
+        let mut q = vec![BlockQ6K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q6_k_ref(x, &mut q).unwrap();
+        let mag = abs_dot(&dequant(&q, QK_K, kquants::dequantize_row_q6_k), &yd);
+        check_dot(
+            "q6_K x q8_K",
+            &q,
+            &qy,
+            mag,
+            false,
+            kquants::vec_dot_q6_k_q8_k,
+            dispatch::vec_dot_q6_k_q8_k_at,
+        )?;
+    }
+    Ok(())
+}
+
+/// Everything on one row (and its reverse as the other dot operand).
+fn all(x: &[f32]) -> Result<(), TestCaseError> {
+    dequantizers(x)?;
+    quantizers(x)?;
+    let y: Vec<f32> = x.iter().rev().map(|v| v * 0.5 - 0.25).collect();
+    dots(x, &y)?;
+    dots(x, x)
+}
+
+// ---------------------------------------------------- exact integer dots
+
+/// Q8_K blocks with `d = 1`, quants in `-lim..lim` and the given `bsums`
+/// (or, if `None`, the true ones).
+fn q8_k_raw(qs: &[i8], lim: i8, bsums: Option<&[i16]>) -> Vec<BlockQ8K> {
+    qs.chunks_exact(QK_K)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut b = BlockQ8K::zeroed();
+            b.d = 1.0;
+            for (o, &q) in b.qs.iter_mut().zip(c) {
+                *o = q.rem_euclid(2 * lim) - lim;
+            }
+            for (j, s) in b.bsums.iter_mut().enumerate() {
+                *s = match bsums {
+                    Some(v) => v[16 * i + j],
+                    None => b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum(),
+                };
+            }
+            b
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Random rows of 1 to 9 legacy blocks (not always whole k-quant blocks).
+    #[test]
+    fn legacy_rows_match_scalar(x in row(32, 9)) {
+        all(&x)?;
+    }
+
+    /// Random rows of 1 to 4 k-quant blocks.
+    #[test]
+    fn k_rows_match_scalar(x in row(QK_K, 4)) {
+        all(&x)?;
+    }
+
+    /// Arbitrary block bytes dequantize identically, whatever their scales
+    /// (NaN and infinities included).
+    #[test]
+    fn raw_blocks_dequantize_identically(
+        bytes in proptest::collection::vec(any::<u8>(), 0..3 * 210 * 4),
+    ) {
+        raw_dequantizers(&bytes)?;
+    }
+
+    /// With unit scales every partial sum is an integer below 2^24, so the
+    /// SIMD dots must equal the scalar ones exactly (this also covers -128
+    /// on both sides of Q8_0 x Q8_0, which llama.cpp's sign trick gets wrong).
+    #[test]
+    fn legacy_integer_dots_are_exact(
+        nb in 1usize..=32,
+        bytes in proptest::collection::vec(any::<u8>(), 32 * 32),
+        ybytes in proptest::collection::vec(any::<i8>(), 32 * 32),
+        neg in any::<bool>(),
+    ) {
+        let one = if neg { -f16::ONE } else { f16::ONE };
+        let y: Vec<BlockQ8_0> = ybytes.chunks_exact(32).take(nb).map(|c| {
+            BlockQ8_0 { d: one, qs: c.try_into().unwrap() }
+        }).collect();
+        let x8: Vec<BlockQ8_0> = bytes.chunks_exact(32).take(nb).map(|c| {
+            BlockQ8_0 { d: f16::ONE, qs: c.iter().map(|&b| b as i8).collect::<Vec<_>>().try_into().unwrap() }
+        }).collect();
+        let x4: Vec<BlockQ4_0> = bytes.chunks_exact(16).take(nb).map(|c| {
+            BlockQ4_0 { d: f16::ONE, qs: c.try_into().unwrap() }
+        }).collect();
+        check_dot("int q8_0", &x8, &y, 0.0, true, legacy::vec_dot_q8_0_q8_0, dispatch::vec_dot_q8_0_q8_0_at)?;
+        check_dot("int q4_0", &x4, &y, 0.0, true, legacy::vec_dot_q4_0_q8_0, dispatch::vec_dot_q4_0_q8_0_at)?;
+    }
+
+    /// One k-quant block with unit super-scales and small Q8_K quants: every
+    /// partial sum is an integer below 2^24, so the dots are exact. The Q4_K
+    /// and Q5_K cases also take arbitrary stored `bsums` up to +-8000.
+    #[test]
+    fn k_integer_dots_are_exact(
+        bytes in proptest::collection::vec(any::<u8>(), 210),
+        qs in proptest::collection::vec(any::<i8>(), QK_K),
+        bsums in proptest::collection::vec(-8000i16..=8000, 16),
+        own_bsums in any::<bool>(),
+    ) {
+        let bs = if own_bsums { None } else { Some(&bsums[..]) };
+        let mut q4: BlockQ4K = bytemuck::pod_read_unaligned(&bytes[..144]);
+        q4.d = f16::ONE;
+        q4.dmin = f16::ONE;
+        let mut q5: BlockQ5K = bytemuck::pod_read_unaligned(&bytes[..176]);
+        q5.d = f16::ONE;
+        q5.dmin = -f16::ONE;
+        let mut q6: BlockQ6K = bytemuck::pod_read_unaligned(&bytes[..210]);
+        q6.d = f16::ONE;
+        let y16 = q8_k_raw(&qs, 8, bs);
+        let y8 = q8_k_raw(&qs, 4, None);
+        check_dot("int q4_K", &[q4], &y16, 0.0, true, kquants::vec_dot_q4_k_q8_k, dispatch::vec_dot_q4_k_q8_k_at)?;
+        check_dot("int q5_K", &[q5], &y16, 0.0, true, kquants::vec_dot_q5_k_q8_k, dispatch::vec_dot_q5_k_q8_k_at)?;
+        check_dot("int q6_K", &[q6], &y8, 0.0, true, kquants::vec_dot_q6_k_q8_k, dispatch::vec_dot_q6_k_q8_k_at)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The Q4_K/Q5_K mins term uses the stored `bsums` whatever they are:
+    /// here pairs of them overflow 16 bits (llama.cpp's AVX2 kernel adds the
+    /// pairs in 16 bits and would be off by multiples of 65536).
+    #[test]
+    fn k_dots_take_any_bsums(
+        bytes in proptest::collection::vec(any::<u8>(), 176),
+        qs in proptest::collection::vec(any::<i8>(), QK_K),
+        bsums in proptest::collection::vec(prop_oneof![Just(i16::MIN), Just(i16::MAX), any::<i16>()], 16),
+    ) {
+        let mut q4: BlockQ4K = bytemuck::pod_read_unaligned(&bytes[..144]);
+        q4.d = f16::ONE;
+        q4.dmin = f16::ONE;
+        let mut q5: BlockQ5K = bytemuck::pod_read_unaligned(&bytes[..176]);
+        q5.d = f16::ONE;
+        q5.dmin = f16::ONE;
+        let y = q8_k_raw(&qs, 8, Some(&bsums));
+        // Bounds of the min and scale parts (scales and mins are below 64).
+        let mag = bsums.iter().map(|&b| 63.0 * f64::from(b).abs()).sum::<f64>()
+            + 63.0 * 31.0 * 8.0 * 256.0;
+        for level in levels() {
+            for (got, want) in [
+                (dispatch::vec_dot_q4_k_q8_k_at(level, &[q4], &y), kquants::vec_dot_q4_k_q8_k(&[q4], &y)),
+                (dispatch::vec_dot_q5_k_q8_k_at(level, &[q5], &y), kquants::vec_dot_q5_k_q8_k(&[q5], &y)),
+            ] {
+                let (got, want) = (got.unwrap(), want.unwrap());
+                prop_assert!(
+                    (f64::from(got) - f64::from(want)).abs() <= 1e-6 * mag,
+                    "{got} vs {want} at {level:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn adversarial_rows_match_scalar() {
+    for nb in [1, 2, 3] {
+        for (name, x) in adversarial_rows(nb * QK_K) {
+            all(&x).unwrap_or_else(|e| panic!("{name}, {nb} blocks: {e}"));
+        }
+    }
+    for (name, x) in adversarial_rows(32) {
+        all(&x).unwrap_or_else(|e| panic!("{name}, one legacy block: {e}"));
+    }
+}
+
+#[test]
+fn long_rows_match_scalar() {
+    // Many blocks: accumulators across blocks, and 1 << 14 values.
+    let x: Vec<f32> = (0..1 << 14)
+        .map(|i| ((i as f32) * 0.618).sin() * (1.0 + (i % 97) as f32))
+        .collect();
+    all(&x).unwrap();
+}
+
+#[test]
+fn default_level_entry_points_match_scalar() {
+    let x: Vec<f32> = (0..2 * QK_K).map(|i| (i as f32 * 0.37).cos()).collect();
+    let mut a = vec![BlockQ8K::zeroed(); 2];
+    dispatch::quantize_row_q8_k(&x, &mut a).unwrap();
+    assert_eq!(a, q8_k(&x));
+    let mut b = vec![BlockQ8_0::zeroed(); 16];
+    dispatch::quantize_row_q8_0(&x, &mut b).unwrap();
+    assert_eq!(b, q8_0(&x));
+    let mut y = vec![0f32; x.len()];
+    dispatch::dequantize_row_q8_0(&b, &mut y).unwrap();
+    assert_eq!(y, dequant(&b, 32, legacy::dequantize_row_q8_0));
+    let mut q6 = vec![BlockQ6K::zeroed(); 2];
+    kquants::quantize_row_q6_k_ref(&x, &mut q6).unwrap();
+    dispatch::dequantize_row_q6_k(&q6, &mut y).unwrap();
+    assert_eq!(y, dequant(&q6, QK_K, kquants::dequantize_row_q6_k));
+    let want = kquants::vec_dot_q6_k_q8_k(&q6, &a).unwrap();
+    let got = dispatch::vec_dot_q6_k_q8_k(&q6, &a).unwrap();
+    assert!(
+        (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+        "{got} vs {want}"
+    );
+}
+
+// ----------------------------------------------------------- argument checks
+
+#[test]
+fn errors_match_scalar_at_every_level() {
+    let x: Vec<f32> = (0..QK_K).map(|i| i as f32).collect();
+    for level in levels() {
+        // Dequantize lengths.
+        let q8 = q8_0(&x);
+        assert_eq!(
+            dispatch::dequantize_row_q8_0_at(level, &q8, &mut [0.0; 10]),
+            legacy::dequantize_row_q8_0(&q8, &mut [0.0; 10])
+        );
+        let q4 = [BlockQ4_0::zeroed(); 3];
+        assert_eq!(
+            dispatch::dequantize_row_q4_0_at(level, &q4, &mut [0.0; 97]),
+            legacy::dequantize_row_q4_0(&q4, &mut [0.0; 97])
+        );
+        let k4 = [BlockQ4K::zeroed(); 2];
+        assert_eq!(
+            dispatch::dequantize_row_q4_k_at(level, &k4, &mut [0.0; QK_K]),
+            kquants::dequantize_row_q4_k(&k4, &mut [0.0; QK_K])
+        );
+        let k5 = [BlockQ5K::zeroed(); 1];
+        assert_eq!(
+            dispatch::dequantize_row_q5_k_at(level, &k5, &mut []),
+            kquants::dequantize_row_q5_k(&k5, &mut [])
+        );
+        let k6 = [BlockQ6K::zeroed(); 1];
+        assert!(matches!(
+            dispatch::dequantize_row_q6_k_at(level, &k6, &mut [0.0; 2 * QK_K]),
+            Err(QuantError::BufferLength {
+                expected: 256,
+                found: 512,
+                ..
+            })
+        ));
+
+        // Quantize: not whole blocks, wrong destination, non-finite values
+        // (reported at their index, with the destination left untouched).
+        let mut d0 = vec![BlockQ8_0::zeroed(); 8];
+        assert_eq!(
+            dispatch::quantize_row_q8_0_at(level, &x[..33], &mut d0[..1]),
+            legacy::quantize_row_q8_0_ref(&x[..33], &mut d0[..1])
+        );
+        assert_eq!(
+            dispatch::quantize_row_q8_0_at(level, &x, &mut d0[..7]),
+            legacy::quantize_row_q8_0_ref(&x, &mut d0[..7])
+        );
+        let mut dk = vec![BlockQ8K::zeroed(); 2];
+        assert_eq!(
+            dispatch::quantize_row_q8_k_at(level, &x[..255], &mut dk[..1]),
+            kquants::quantize_row_q8_k_ref(&x[..255], &mut dk[..1])
+        );
+        assert_eq!(
+            dispatch::quantize_row_q8_k_at(level, &x, &mut dk),
+            kquants::quantize_row_q8_k_ref(&x, &mut dk)
+        );
+        for (index, bad) in [(0, f32::NAN), (77, f32::INFINITY), (255, f32::NEG_INFINITY)] {
+            let mut x = x.clone();
+            x[index] = bad;
+            let mut d0 = vec![BlockQ8_0::zeroed(); 8];
+            let err = dispatch::quantize_row_q8_0_at(level, &x, &mut d0).unwrap_err();
+            assert!(matches!(err, QuantError::NonFiniteInput { index: i, .. } if i == index));
+            assert!(d0.iter().all(|b| *b == BlockQ8_0::zeroed()));
+            let mut dk = vec![BlockQ8K::zeroed(); 1];
+            let err = dispatch::quantize_row_q8_k_at(level, &x, &mut dk).unwrap_err();
+            assert!(matches!(err, QuantError::NonFiniteInput { index: i, .. } if i == index));
+            assert!(dk.iter().all(|b| *b == BlockQ8K::zeroed()));
+        }
+
+        // Dot products: both sides as many blocks; empty rows are fine.
+        assert_eq!(
+            dispatch::vec_dot_q8_0_q8_0_at(level, &q8, &q8[1..]),
+            legacy::vec_dot_q8_0_q8_0(&q8, &q8[1..])
+        );
+        assert_eq!(
+            dispatch::vec_dot_q4_0_q8_0_at(level, &q4, &q8),
+            legacy::vec_dot_q4_0_q8_0(&q4, &q8)
+        );
+        let y = [BlockQ8K::zeroed(); 1];
+        assert_eq!(
+            dispatch::vec_dot_q4_k_q8_k_at(level, &k4, &y),
+            kquants::vec_dot_q4_k_q8_k(&k4, &y)
+        );
+        assert_eq!(
+            dispatch::vec_dot_q5_k_q8_k_at(level, &[], &y),
+            kquants::vec_dot_q5_k_q8_k(&[], &y)
+        );
+        assert_eq!(
+            dispatch::vec_dot_q6_k_q8_k_at(level, &k6, &[]),
+            kquants::vec_dot_q6_k_q8_k(&k6, &[])
+        );
+        assert_eq!(dispatch::vec_dot_q6_k_q8_k_at(level, &[], &[]), Ok(0.0));
+        assert_eq!(dispatch::vec_dot_q8_0_q8_0_at(level, &[], &[]), Ok(0.0));
+        dispatch::quantize_row_q8_0_at(level, &[], &mut []).unwrap();
+        dispatch::dequantize_row_q4_k_at(level, &[], &mut []).unwrap();
+    }
+}
+
+#[test]
+fn levels_above_the_cpu_are_capped() {
+    // Asking for more than the CPU has must still run (at what it has).
+    let x: Vec<f32> = (0..64).map(|i| i as f32 - 20.0).collect();
+    let mut q = vec![BlockQ8_0::zeroed(); 2];
+    dispatch::quantize_row_q8_0_at(Level::Avx512, &x, &mut q).unwrap();
+    assert_eq!(q, q8_0(&x));
+}
