@@ -248,6 +248,37 @@ impl GgufFile {
     }
 }
 
+impl GgufFile {
+    /// Tells the kernel that tensor `i`'s pages are no longer needed (see
+    /// `weightkit_safetensors::SafetensorsFile::release_tensor_pages`). Does
+    /// nothing for files read to the heap.
+    ///
+    /// # Safety
+    ///
+    /// No view, slice or shared tensor borrowing tensor `i`'s bytes may be
+    /// alive, in any thread.
+    pub unsafe fn release_tensor_pages(&self, i: usize) {
+        #[cfg(unix)]
+        if let (Backing::Mmap(map), Some(info)) = (&*self.bytes, self.header.ggml_info(i)) {
+            const PAGE: usize = 4096;
+            let start = info.range.start.next_multiple_of(PAGE);
+            let end = info.range.end / PAGE * PAGE;
+            if end > start {
+                // SAFETY: forwarded to the caller: nothing borrows these
+                // pages; the map is read-only and file-backed, so they read
+                // back as the file's bytes if touched again.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
+    }
+}
+
 impl TensorSource for GgufFile {
     type Error = Error;
 

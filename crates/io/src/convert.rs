@@ -282,71 +282,96 @@ pub fn run_plan(
             writer.write(&t.out.name, bytes)?;
             continue;
         }
-        let loaded = src.load(t.source)?;
-        let view = loaded.view();
-        bytes_in += view.data().len() as u64;
-        // 1. Rows permuted in the source encoding (whole rows move).
-        let permuted;
-        let raw: &[u8] = match &t.transform {
-            Transform::None => view.data(),
-            Transform::PermuteRows(rows) => {
-                permuted = permute_rows(view.data(), rows, &t.out)?;
-                &permuted
-            }
-        };
-        // 2. Into the output type: as is, a float cast (rounded once), or
-        //    through f32 into a quantized type.
-        let converted;
-        let data: &[u8] = if view.dtype() == t.out.dtype {
-            raw
-        } else if t.out.dtype.is_quantized() {
-            let n = t.out.shape.elem_count()?;
-            let mut f = vec![0f32; n];
-            weightkit_quant::dequantize(view.dtype(), raw, &mut f).map_err(|_| IoError::Cast {
-                tensor: t.out.name.clone(),
-                from: view.dtype(),
-                to: t.out.dtype,
-            })?;
-            let row = t.out.shape.row_len();
-            let mut q = vec![0u8; t.out.byte_len()?];
-            weightkit_quant::quantize_into_parallel(
-                t.out.dtype,
-                &f,
-                row,
-                t.importance.as_deref(),
-                &mut q,
-            )
-            .map_err(|e| IoError::Module(format!("tensor `{}`: {e}", t.out.name).into()))?;
-            converted = q;
-            &converted
-        } else if view.dtype().is_quantized() {
-            let n = t.out.shape.elem_count()?;
-            let mut f = vec![0f32; n];
-            weightkit_quant::dequantize(view.dtype(), raw, &mut f).map_err(|_| IoError::Cast {
-                tensor: t.out.name.clone(),
-                from: view.dtype(),
-                to: t.out.dtype,
-            })?;
-            let mut out = vec![0u8; t.out.byte_len()?];
-            weightkit_core::convert::encode_f32(t.out.dtype, &f, &mut out).map_err(|_| {
-                IoError::Cast {
-                    tensor: t.out.name.clone(),
-                    from: view.dtype(),
-                    to: t.out.dtype,
+        {
+            let loaded = src.load(t.source)?;
+            let view = loaded.view();
+            bytes_in += view.data().len() as u64;
+            // 1. Rows permuted in the source encoding (whole rows move).
+            let permuted;
+            let raw: &[u8] = match &t.transform {
+                Transform::None => view.data(),
+                Transform::PermuteRows(rows) => {
+                    permuted = permute_rows(view.data(), rows, &t.out)?;
+                    &permuted
                 }
-            })?;
-            converted = out;
-            &converted
-        } else {
-            converted = cast_bytes(view.dtype(), raw, t.out.dtype).map_err(|_| IoError::Cast {
-                tensor: t.out.name.clone(),
-                from: view.dtype(),
-                to: t.out.dtype,
-            })?;
-            &converted
-        };
-        bytes_out += data.len() as u64;
-        writer.write(&t.out.name, data)?;
+            };
+            // 2. Into the output type: as is, a float cast (rounded once), or
+            //    through f32 into a quantized type.
+            let converted;
+            let data: &[u8] = if view.dtype() == t.out.dtype {
+                raw
+            } else if t.out.dtype.is_quantized() {
+                // f32 rows: borrowed when the source is aligned f32 (no copy
+                // of the largest tensor), decoded otherwise.
+                let borrowed: Option<&[f32]> = if view.dtype() == DType::F32 {
+                    bytemuck::try_cast_slice(raw).ok()
+                } else {
+                    None
+                };
+                let owned;
+                let f: &[f32] = match borrowed {
+                    Some(f) => f,
+                    None => {
+                        let n = t.out.shape.elem_count()?;
+                        let mut v = vec![0f32; n];
+                        weightkit_quant::dequantize(view.dtype(), raw, &mut v).map_err(|_| {
+                            IoError::Cast {
+                                tensor: t.out.name.clone(),
+                                from: view.dtype(),
+                                to: t.out.dtype,
+                            }
+                        })?;
+                        owned = v;
+                        &owned
+                    }
+                };
+                let row = t.out.shape.row_len();
+                let mut q = vec![0u8; t.out.byte_len()?];
+                weightkit_quant::quantize_into_parallel(
+                    t.out.dtype,
+                    f,
+                    row,
+                    t.importance.as_deref(),
+                    &mut q,
+                )
+                .map_err(|e| IoError::Module(format!("tensor `{}`: {e}", t.out.name).into()))?;
+                converted = q;
+                &converted
+            } else if view.dtype().is_quantized() {
+                let n = t.out.shape.elem_count()?;
+                let mut f = vec![0f32; n];
+                weightkit_quant::dequantize(view.dtype(), raw, &mut f).map_err(|_| {
+                    IoError::Cast {
+                        tensor: t.out.name.clone(),
+                        from: view.dtype(),
+                        to: t.out.dtype,
+                    }
+                })?;
+                let mut out = vec![0u8; t.out.byte_len()?];
+                weightkit_core::convert::encode_f32(t.out.dtype, &f, &mut out).map_err(|_| {
+                    IoError::Cast {
+                        tensor: t.out.name.clone(),
+                        from: view.dtype(),
+                        to: t.out.dtype,
+                    }
+                })?;
+                converted = out;
+                &converted
+            } else {
+                converted =
+                    cast_bytes(view.dtype(), raw, t.out.dtype).map_err(|_| IoError::Cast {
+                        tensor: t.out.name.clone(),
+                        from: view.dtype(),
+                        to: t.out.dtype,
+                    })?;
+                &converted
+            };
+            bytes_out += data.len() as u64;
+            writer.write(&t.out.name, data)?;
+        }
+        // SAFETY: the block above owned every borrow of this tensor's bytes
+        // (`loaded` and the views into it) and has ended.
+        unsafe { src.release(t.source) };
     }
     let mut outputs = writer.finish()?;
     if dir_out && opts.to != Format::Gguf {

@@ -52,6 +52,14 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn position(&self, name: &str) -> Option<usize> {
         self.tensor_infos().iter().position(|t| t.name == name)
     }
+    /// Hints that tensor `i` will not be read again, so memory-mapped
+    /// sources can drop its pages (a pass over a file larger than memory
+    /// then keeps one tensor resident). A no-op by default.
+    ///
+    /// # Safety
+    ///
+    /// Nothing borrowing tensor `i`'s bytes may be alive.
+    unsafe fn release(&self, _i: usize) {}
 }
 
 #[derive(Debug)]
@@ -75,6 +83,10 @@ impl Source for St {
     fn position(&self, name: &str) -> Option<usize> {
         TensorSource::position(&self.0, name)
     }
+    unsafe fn release(&self, i: usize) {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.0.release_tensor_pages(i) }
+    }
 }
 
 #[derive(Debug)]
@@ -92,6 +104,10 @@ impl Source for Gg {
     }
     fn load(&self, i: usize) -> Result<CowTensor<'_>, IoError> {
         self.0.load(i).map_err(IoError::read(self.0.path(), "GGUF"))
+    }
+    unsafe fn release(&self, i: usize) {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.0.release_tensor_pages(i) }
     }
     fn position(&self, name: &str) -> Option<usize> {
         TensorSource::position(&self.0, name)

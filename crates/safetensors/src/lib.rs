@@ -114,6 +114,23 @@ pub fn open_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     Ok(Checkpoint::Single(SafetensorsFile::open(path)?))
 }
 
+impl Checkpoint {
+    /// Releases tensor `i`'s mapped pages (see
+    /// [`SafetensorsFile::release_tensor_pages`]).
+    ///
+    /// # Safety
+    ///
+    /// Nothing may borrow the tensor's bytes.
+    pub unsafe fn release_tensor_pages(&self, i: usize) {
+        match self {
+            // SAFETY: forwarded to the caller.
+            Checkpoint::Single(f) => unsafe { f.release_tensor_pages(i) },
+            // SAFETY: forwarded to the caller.
+            Checkpoint::Sharded(s) => unsafe { s.release_tensor_pages(i) },
+        }
+    }
+}
+
 impl TensorSource for Checkpoint {
     type Error = Error;
 

@@ -212,6 +212,47 @@ impl SafetensorsFile {
     }
 }
 
+/// madvise(DONTNEED) on the whole pages inside `range` of `map`.
+///
+/// # Safety
+///
+/// No reference into those pages may be alive (see
+/// [`SafetensorsFile::release_tensor_pages`]).
+#[cfg(unix)]
+pub(crate) unsafe fn release_pages(map: &Mmap, range: std::ops::Range<usize>) {
+    const PAGE: usize = 4096;
+    let start = range.start.next_multiple_of(PAGE);
+    let end = range.end / PAGE * PAGE;
+    if end > start {
+        // SAFETY: forwarded to the caller: nothing borrows these pages. The
+        // map is read-only and file-backed, so dropped pages read back as the
+        // file's bytes on the next access.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+        };
+    }
+}
+
+impl SafetensorsFile {
+    /// Tells the kernel that tensor `i`'s pages are no longer needed, so a
+    /// streaming pass over a large file keeps only the tensor at hand
+    /// resident (the pages are read from the file again if touched later).
+    /// Does nothing for files read to the heap.
+    ///
+    /// # Safety
+    ///
+    /// No view, slice or shared tensor borrowing tensor `i`'s bytes may be
+    /// alive, in any thread, when this is called (dropping a mapped page is
+    /// a write to it as far as Rust's memory model is concerned).
+    pub unsafe fn release_tensor_pages(&self, i: usize) {
+        #[cfg(unix)]
+        if let (Backing::Mmap(map), Some(range)) = (&*self.bytes, self.header.range(i)) {
+            // SAFETY: forwarded to the caller.
+            unsafe { release_pages(map, range) };
+        }
+    }
+}
+
 impl TensorSource for SafetensorsFile {
     type Error = Error;
 

@@ -240,6 +240,25 @@ impl ShardedSafetensors {
     }
 }
 
+impl ShardedSafetensors {
+    /// [`SafetensorsFile::release_tensor_pages`] for tensor `i`.
+    ///
+    /// # Safety
+    ///
+    /// As [`SafetensorsFile::release_tensor_pages`]: nothing may borrow the
+    /// tensor's bytes.
+    pub unsafe fn release_tensor_pages(&self, i: usize) {
+        if let Some((shard, j)) = self
+            .locations
+            .get(i)
+            .and_then(|&(s, j)| Some((self.shards.get(s)?, j)))
+        {
+            // SAFETY: forwarded to the caller.
+            unsafe { shard.release_tensor_pages(j) };
+        }
+    }
+}
+
 impl TensorSource for ShardedSafetensors {
     type Error = Error;
 
