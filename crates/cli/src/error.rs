@@ -56,6 +56,18 @@ pub(crate) enum CliError {
     Overflow(&'static str),
     /// Writing the output failed (including a closed pipe).
     Output(io::Error),
+    /// A conversion or quantization step failed. `what` says which step
+    /// and on what (`cannot quantize m as Q8_0`); without it the line is the
+    /// library error alone (its message already names the path).
+    Run {
+        what: Option<String>,
+        source: BoxError,
+        /// What the user can do about it, printed after the whole chain.
+        hint: Option<&'static str>,
+    },
+    /// A command line that is well-formed but asks for something that cannot
+    /// be done (overwrite the input, an option that does not apply ...).
+    Usage(String),
 }
 
 impl CliError {
@@ -67,7 +79,7 @@ impl CliError {
     /// Advice for the end of the error line.
     fn hint(&self) -> Option<&'static str> {
         match self {
-            CliError::Open { hint, .. } => *hint,
+            CliError::Open { hint, .. } | CliError::Run { hint, .. } => *hint,
             _ => None,
         }
     }
@@ -120,6 +132,14 @@ impl fmt::Display for CliError {
             CliError::Tensor { name, .. } => write!(f, "tensor `{name}`"),
             CliError::Overflow(what) => write!(f, "{what} overflows a 64-bit count"),
             CliError::Output(_) => f.write_str("cannot write the output"),
+            CliError::Run {
+                what: Some(what), ..
+            } => f.write_str(what),
+            // The report skips a source that repeats the line so far.
+            CliError::Run {
+                what: None, source, ..
+            } => write!(f, "{source}"),
+            CliError::Usage(message) => f.write_str(message),
         }
     }
 }
@@ -128,8 +148,11 @@ impl Error for CliError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             CliError::Read { source, .. } | CliError::Output(source) => Some(source),
-            CliError::Open { source, .. } | CliError::Tensor { source, .. } => Some(&**source),
+            CliError::Open { source, .. }
+            | CliError::Tensor { source, .. }
+            | CliError::Run { source, .. } => Some(&**source),
             CliError::Unsupported { .. }
+            | CliError::Usage(_)
             | CliError::Ambiguous { .. }
             | CliError::NotApplicable { .. }
             | CliError::Overflow(_) => None,
@@ -203,6 +226,22 @@ mod tests {
         assert_eq!(
             report_cli(&e),
             "error: dir holds 2 .gguf files (a.gguf, b.gguf); give the path of the one to read"
+        );
+        // Without `what`, the library's message is the whole line, once.
+        let e = CliError::Run {
+            what: None,
+            source: "m.bin: not a checkpoint".into(),
+            hint: None,
+        };
+        assert_eq!(report_cli(&e), "error: m.bin: not a checkpoint");
+        let e = CliError::Run {
+            what: Some("cannot quantize m as Q8_0".into()),
+            source: "tensor `t`: no fallback".into(),
+            hint: Some("pass --override"),
+        };
+        assert_eq!(
+            report_cli(&e),
+            "error: cannot quantize m as Q8_0: tensor `t`: no fallback; pass --override"
         );
     }
 }

@@ -6,8 +6,10 @@
 //! one `error: ...` line on stderr and exit code 1 (clap's own usage errors
 //! keep clap's exit code 2).
 //!
-//! Inputs are opened through [`source`], which detects the format by magic
-//! bytes and hands back a format-independent [`source::Model`].
+//! `inspect` opens its input through [`source`], which detects the format by
+//! magic bytes and hands back a format-independent [`source::Model`] with
+//! every header detail; `convert` and `quantize` run `weightkit-io`'s
+//! streaming pipeline (`weightkit_io::open`, a plan, one pass).
 
 mod commands;
 mod error;
@@ -40,11 +42,21 @@ enum Command {
     /// Show a checkpoint's format, size, dtypes, metadata and every tensor
     #[command(long_about = commands::inspect::LONG_ABOUT)]
     Inspect(commands::inspect::Args),
+    /// Convert a checkpoint between safetensors, PyTorch, GGUF and Hugging
+    /// Face directories
+    #[command(long_about = commands::convert::LONG_ABOUT)]
+    Convert(commands::convert::Args),
+    /// Quantize a checkpoint to GGUF with a llama-quantize mixture (Q4_K_M,
+    /// Q8_0 ...)
+    #[command(long_about = commands::quantize::LONG_ABOUT)]
+    Quantize(commands::quantize::Args),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Inspect(args) => commands::inspect::run(&args),
+        Command::Convert(args) => commands::convert::run(&args),
+        Command::Quantize(args) => commands::quantize::run(&args),
     }
 }
 

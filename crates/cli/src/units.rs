@@ -43,6 +43,20 @@ pub(crate) fn bytes_with_unit(bytes: u64) -> String {
     }
 }
 
+/// Seconds for a summary: `"0.04 s"`, `"12.3 s"`, `"2 min 05 s"`.
+pub(crate) fn duration(seconds: f64) -> String {
+    if seconds < 10.0 {
+        format!("{seconds:.2} s")
+    } else if seconds < 60.0 {
+        format!("{seconds:.1} s")
+    } else {
+        // Whole seconds; the value is positive and far below u64::MAX.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let s = seconds.round() as u64;
+        format!("{} min {:02} s", s / 60, s % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +78,8 @@ mod tests {
         assert_eq!(binary_size(u64::MAX), "16.0 EiB");
         assert_eq!(bytes_with_unit(12), "12 bytes");
         assert_eq!(bytes_with_unit(494_848), "494,848 bytes (483.2 KiB)");
+        assert_eq!(duration(0.0412), "0.04 s");
+        assert_eq!(duration(12.34), "12.3 s");
+        assert_eq!(duration(125.2), "2 min 05 s");
     }
 }

@@ -1347,3 +1347,575 @@ fn torch_directory_candidates() {
     let r = inspect_json(one.to_str().unwrap());
     assert_eq!(u64_of(&r, "tensor_count"), 20);
 }
+
+// ---------------------------------------------------------------------------
+// convert and quantize
+
+const TINY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/tiny-llama/safetensors-f32"
+);
+const IMATRIX_GGUF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/imatrix/imatrix.gguf"
+);
+const IMATRIX_DAT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/imatrix/imatrix.dat"
+);
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Runs `weightkit ARGS`, checks success and that nothing went to stderr
+/// (the progress spinner hides itself when stderr is not a terminal);
+/// returns stdout.
+fn weightkit_ok(args: &[&str]) -> String {
+    let o = weightkit(args);
+    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
+    assert_eq!(stderr(&o), "", "{args:?} wrote to stderr");
+    stdout(&o)
+}
+
+/// Runs `weightkit ARGS`, checks exit code 1, empty stdout and a one-line
+/// `error:` message; returns it.
+fn weightkit_err(args: &[&str]) -> String {
+    let o = weightkit(args);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+/// Every tensor of a checkpoint: name -> (dtype, shape, bytes).
+fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let m = weightkit_io::open(path).unwrap();
+    let src = m.source();
+    src.tensor_infos()
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            let t = src.load(i).unwrap();
+            (
+                info.name.clone(),
+                (
+                    info.dtype.to_string(),
+                    info.shape.dims().to_vec(),
+                    t.view().data().to_vec(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// name -> dtype in a `--json` report.
+fn dtypes_by_name(r: &Value) -> std::collections::BTreeMap<String, String> {
+    r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["dtype"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A copy of the f32 tiny llama directory (tests that could write into
+/// their input work on a copy, never on testdata).
+fn tiny_copy(dir: &Path) -> PathBuf {
+    let to = dir.join("tiny");
+    std::fs::create_dir(&to).unwrap();
+    for entry in std::fs::read_dir(TINY).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
+#[test]
+fn convert_hf_to_gguf_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("x.gguf");
+    let out = weightkit_ok(&["convert", TINY, path_str(&gguf)]);
+    assert!(out.starts_with("converted "), "{out}");
+    assert!(out.contains("(safetensors) -> "), "{out}");
+    assert!(out.contains("(GGUF)"), "{out}");
+    assert!(out.contains("tensors  21\n"), "{out}");
+    assert!(out.contains("Hugging Face -> GGUF"), "{out}");
+    assert!(
+        out.contains("494,848 bytes (483.2 KiB) -> 494,848 bytes (483.2 KiB)"),
+        "{out}"
+    );
+    assert!(out.contains("time "), "{out}");
+
+    let r = inspect_json(path_str(&gguf));
+    assert_eq!(r["format"], "gguf");
+    assert_eq!(r["metadata"]["general.architecture"], "llama");
+    assert_eq!(r["metadata"]["general.name"], "safetensors-f32");
+    assert_eq!(r["metadata"]["general.file_type"], 0);
+    assert_eq!(r["metadata"]["llama.block_count"], 2);
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    assert_eq!(u64_of(&r, "parameter_count"), 123_712);
+    let names = dtypes_by_name(&r);
+    assert!(names.contains_key("token_embd.weight"));
+    assert!(names.contains_key("output.weight"));
+    assert!(names.contains_key("blk.1.ffn_down.weight"));
+    assert!(
+        names.keys().all(|n| n.starts_with("blk.")
+            || matches!(
+                n.as_str(),
+                "token_embd.weight" | "output.weight" | "output_norm.weight"
+            )),
+        "{names:?}"
+    );
+    assert_eq!(names.keys().filter(|n| n.starts_with("blk.")).count(), 18);
+
+    // GGUF -> Hugging Face directory (no extension): the original names,
+    // values and a config.json.
+    let hf = dir.path().join("hf");
+    let out = weightkit_ok(&["convert", path_str(&gguf), path_str(&hf)]);
+    assert!(out.contains("GGUF -> Hugging Face"), "{out}");
+    assert!(out.contains("config.json"), "{out}");
+    assert!(hf.join("config.json").is_file());
+    assert!(hf.join("model.safetensors").is_file());
+    let r = inspect_json(path_str(&hf));
+    assert_eq!(r["config"]["model_type"], "llama");
+    assert_eq!(u64_of(&r, "tensor_count"), 21);
+    let names = dtypes_by_name(&r);
+    assert!(names.contains_key("model.embed_tokens.weight"));
+    assert!(names.contains_key("model.layers.0.self_attn.q_proj.weight"));
+    assert!(names.contains_key("lm_head.weight"));
+    assert!(!names.keys().any(|n| n.starts_with("blk.")));
+    // The round trip is the identity (the rope permutation undone).
+    assert_eq!(tensor_bytes(&hf), tensor_bytes(Path::new(TINY)));
+}
+
+#[test]
+fn convert_to_pytorch_f16_matches_the_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("model.bin");
+    let out = weightkit_ok(&["convert", TINY, path_str(&bin), "--dtype", "f16"]);
+    assert!(out.contains("(PyTorch)"), "{out}");
+    assert!(out.contains("floats cast to F16"), "{out}");
+    assert!(
+        out.contains("494,848 bytes (483.2 KiB) -> 247,424 bytes (241.6 KiB)"),
+        "{out}"
+    );
+    let ours = inspect_json(path_str(&bin));
+    let fixture = inspect_json(TORCH_F16);
+    assert_eq!(ours["format"], "pytorch");
+    assert_eq!(ours["dtypes"], fixture["dtypes"]);
+    assert_eq!(names_and_shapes(&ours), names_and_shapes(&fixture));
+    assert_eq!(dtypes_by_name(&ours), dtypes_by_name(&fixture));
+    // torch's .half() rounds to nearest even, and so does the cast.
+    assert_eq!(tensor_bytes(&bin), tensor_bytes(Path::new(TORCH_F16)));
+}
+
+#[test]
+fn convert_options() {
+    let dir = tempfile::tempdir().unwrap();
+    // --name reaches general.name.
+    let gguf = dir.path().join("named.gguf");
+    weightkit_ok(&["convert", TINY, path_str(&gguf), "--name", "Tiny Llama"]);
+    assert_eq!(
+        inspect_json(path_str(&gguf))["metadata"]["general.name"],
+        "Tiny Llama"
+    );
+    // --keep-names writes the Hugging Face names into GGUF.
+    let kept = dir.path().join("kept.gguf");
+    let out = weightkit_ok(&["convert", TINY, path_str(&kept), "--keep-names"]);
+    assert!(out.contains("names and layout kept"), "{out}");
+    let names = dtypes_by_name(&inspect_json(path_str(&kept)));
+    assert!(names.contains_key("model.embed_tokens.weight"), "{names:?}");
+    // --max-shard-size shards a directory output.
+    let sharded = dir.path().join("sharded");
+    let out = weightkit_ok(&[
+        "convert",
+        TINY,
+        path_str(&sharded),
+        "--max-shard-size",
+        "100KB",
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(out.contains("model.safetensors.index.json"), "{out}");
+    let r = inspect_json(path_str(&sharded));
+    assert_eq!(r["format"], "safetensors-sharded");
+    assert!(r["shards"].as_array().unwrap().len() > 1);
+    assert_eq!(u64_of(&r["dtypes"]["BF16"], "count"), 21);
+    assert_eq!(
+        tensor_bytes(&sharded).keys().collect::<Vec<_>>(),
+        tensor_bytes(Path::new(TINY)).keys().collect::<Vec<_>>()
+    );
+    // --to overrides the extension.
+    let st = dir.path().join("weights.data");
+    weightkit_ok(&["convert", TINY, path_str(&st), "--to", "gguf"]);
+    assert_eq!(inspect_json(path_str(&st))["format"], "gguf");
+
+    // Options that do not apply, and names that say no format.
+    let err = weightkit_err(&[
+        "convert",
+        TINY,
+        path_str(&dir.path().join("y.gguf")),
+        "--max-shard-size",
+        "5GB",
+    ]);
+    assert!(
+        err.contains("--max-shard-size applies to a safetensors directory"),
+        "{err}"
+    );
+    let err = weightkit_err(&[
+        "convert",
+        path_str(&gguf),
+        path_str(&dir.path().join("z")),
+        "--name",
+        "x",
+    ]);
+    assert!(
+        err.contains("--name applies to Hugging Face -> GGUF"),
+        "{err}"
+    );
+    let err = weightkit_err(&["convert", TINY, path_str(&dir.path().join("m.onnx"))]);
+    assert!(err.contains("`.onnx`"), "{err}");
+    assert!(err.contains("--to"), "{err}");
+    assert!(!dir.path().join("m.onnx").exists());
+    // A bad size is a usage error.
+    let o = weightkit(&["convert", TINY, "x", "--max-shard-size", "5XB"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown unit"), "{}", stderr(&o));
+    // A missing input names the path.
+    let err = weightkit_err(&["convert", "/nonexistent/in", path_str(&gguf)]);
+    assert!(err.contains("/nonexistent/in"), "{err}");
+}
+
+#[test]
+fn quantize_q4_k_m() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q4.gguf");
+    let out = weightkit_ok(&["quantize", TINY, path_str(&q), "Q4_K_M"]);
+    assert!(out.starts_with("quantized "), "{out}");
+    assert!(out.contains("as Q4_K_M (general.file_type 15)"), "{out}");
+    assert!(out.contains("tensors  21 ("), "{out}");
+    assert!(
+        out.contains("bits per weight (123,712 parameters)"),
+        "{out}"
+    );
+    assert!(out.contains("x smaller"), "{out}");
+    let r = inspect_json(path_str(&q));
+    assert_eq!(r["metadata"]["general.file_type"], 15);
+    assert_eq!(r["metadata"]["general.quantization_version"], 2);
+    assert_eq!(r["metadata"]["general.architecture"], "llama");
+    assert_eq!(r["file_type"]["name"], "Q4_K_M");
+    let types = dtypes_by_name(&r);
+    assert_eq!(types.len(), 21);
+    for (name, ty) in &types {
+        if name.contains("norm") {
+            assert_eq!(ty, "F32", "{name}");
+        }
+    }
+    // Rows of 64 are no whole Q4_K / Q6_K block: llama.cpp's fallbacks
+    // (Q4_K -> Q5_0, Q6_K -> Q8_0; rows of 172 fit neither, F16).
+    assert_eq!(types["blk.0.attn_q.weight"], "Q5_0");
+    assert_eq!(types["blk.0.ffn_down.weight"], "F16");
+    assert_eq!(types["output.weight"], "Q8_0");
+    // The summary's per-type counts agree with the file.
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for ty in types.values() {
+        *counts.entry(ty).or_default() += 1;
+    }
+    for (ty, n) in counts {
+        assert!(out.contains(&format!("{n} {ty}")), "{ty}: {out}");
+    }
+}
+
+#[test]
+fn quantize_q8_0_needs_an_override_for_ffn_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q8.gguf");
+    // ffn_down rows have 172 elements, not a multiple of 32, and Q8_0 has
+    // no fallback type: llama-quantize fails, and so do we.
+    let err = weightkit_err(&["quantize", TINY, path_str(&q), "Q8_0"]);
+    assert!(err.contains("ffn_down"), "{err}");
+    assert!(err.contains("no fallback type"), "{err}");
+    assert!(err.contains("--override"), "{err}");
+    assert!(!q.exists());
+
+    let out = weightkit_ok(&[
+        "quantize",
+        TINY,
+        path_str(&q),
+        "q8_0",
+        "--override",
+        "ffn_down=f16",
+        "--threads",
+        "1",
+    ]);
+    assert!(out.contains("as Q8_0 (general.file_type 7)"), "{out}");
+    assert!(out.contains("on 1 thread\n"), "{out}");
+    let r = inspect_json(path_str(&q));
+    assert_eq!(r["metadata"]["general.file_type"], 7);
+    assert_eq!(r["metadata"]["general.quantization_version"], 2);
+    let types = dtypes_by_name(&r);
+    for (name, ty) in &types {
+        let expected = if name.contains("norm") {
+            "F32"
+        } else if name.contains("ffn_down") {
+            "F16"
+        } else {
+            "Q8_0"
+        };
+        assert_eq!(ty, expected, "{name}");
+    }
+
+    // A GGUF input (identity plan) quantizes to the same tensors as the
+    // Hugging Face directory it came from.
+    let f32_gguf = dir.path().join("f32.gguf");
+    weightkit_ok(&["convert", TINY, path_str(&f32_gguf)]);
+    let q2 = dir.path().join("q8-from-gguf.gguf");
+    weightkit_ok(&[
+        "quantize",
+        path_str(&f32_gguf),
+        path_str(&q2),
+        "Q8_0",
+        "--tensor-type",
+        "ffn_down=f16",
+    ]);
+    assert_eq!(tensor_bytes(&q2), tensor_bytes(&q));
+    // Requantizing needs the flag.
+    let q3 = dir.path().join("q4-from-q8.gguf");
+    let err = weightkit_err(&["quantize", path_str(&q), path_str(&q3), "Q4_K_M"]);
+    assert!(err.contains("--allow-requantize"), "{err}");
+    weightkit_ok(&[
+        "quantize",
+        path_str(&q),
+        path_str(&q3),
+        "Q4_K_M",
+        "--allow-requantize",
+    ]);
+    assert_eq!(
+        inspect_json(path_str(&q3))["metadata"]["general.file_type"],
+        15
+    );
+}
+
+#[test]
+fn quantize_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q.gguf");
+    // A bad TYPE lists the mixtures (clap usage error, exit 2).
+    let o = weightkit(&["quantize", TINY, path_str(&q), "Q9_K"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("unknown quantization mixture `Q9_K`"), "{err}");
+    for m in ["Q4_K_M", "Q8_0", "IQ4_XS", "Q2_K_S", "TQ2_0"] {
+        assert!(err.contains(m), "{m}: {err}");
+    }
+    let o = weightkit(&[
+        "quantize",
+        TINY,
+        path_str(&q),
+        "Q8_0",
+        "--override",
+        "ffn_down",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected NAME=TYPE"), "{}", stderr(&o));
+    let o = weightkit(&["quantize", TINY, path_str(&q), "Q8_0", "--override", "x=q9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown ggml type"), "{}", stderr(&o));
+    let o = weightkit(&["quantize", TINY, path_str(&q), "Q8_0", "--threads", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!q.exists());
+    // The ftype number and aliases work.
+    let out = weightkit_ok(&["quantize", TINY, path_str(&q), "15"]);
+    assert!(out.contains("as Q4_K_M"), "{out}");
+    let out = weightkit_ok(&["quantize", TINY, path_str(&q), "q4_k"]);
+    assert!(out.contains("as Q4_K_M"), "{out}");
+}
+
+#[test]
+fn refuses_to_overwrite_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = tiny_copy(dir.path());
+    let gguf = dir.path().join("x.gguf");
+    weightkit_ok(&["convert", path_str(&tiny), path_str(&gguf)]);
+    let before = std::fs::read(&gguf).unwrap();
+
+    let err = weightkit_err(&["quantize", path_str(&gguf), path_str(&gguf), "Q4_K_M"]);
+    assert!(err.contains("refusing to write"), "{err}");
+    assert!(err.contains("it is the input"), "{err}");
+    // Another spelling of the same path.
+    let other = dir.path().join(".").join("x.gguf");
+    let err = weightkit_err(&["convert", path_str(&gguf), path_str(&other), "--to", "gguf"]);
+    assert!(err.contains("refusing to write"), "{err}");
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link.gguf");
+        std::os::unix::fs::symlink(&gguf, &link).unwrap();
+        let err = weightkit_err(&["quantize", path_str(&gguf), path_str(&link), "Q8_0"]);
+        assert!(err.contains("refusing to write"), "{err}");
+    }
+    assert_eq!(std::fs::read(&gguf).unwrap(), before);
+
+    // A file the input directory is read from.
+    let shard = tiny.join("model.safetensors");
+    let st_before = std::fs::read(&shard).unwrap();
+    let err = weightkit_err(&["convert", path_str(&tiny), path_str(&shard)]);
+    assert!(err.contains("is part of the input"), "{err}");
+    let err = weightkit_err(&[
+        "quantize",
+        path_str(&tiny),
+        path_str(&tiny.join("config.json")),
+        "Q4_K_M",
+    ]);
+    assert!(err.contains("is part of the input"), "{err}");
+    // A directory output into the input's own directory.
+    let err = weightkit_err(&["convert", path_str(&tiny), path_str(&tiny)]);
+    assert!(err.contains("it is the input"), "{err}");
+    let err = weightkit_err(&[
+        "convert",
+        path_str(&shard),
+        path_str(&tiny),
+        "--dtype",
+        "f16",
+    ]);
+    assert!(err.contains("directory of the input"), "{err}");
+    assert_eq!(std::fs::read(&shard).unwrap(), st_before);
+
+    // Writing a new file next to the input is fine.
+    weightkit_ok(&[
+        "quantize",
+        path_str(&tiny),
+        path_str(&tiny.join("model-Q4_K_M.gguf")),
+        "Q4_K_M",
+    ]);
+}
+
+/// A legacy (`.dat`) importance matrix with one entry per `(name, n_cols)`.
+fn legacy_imatrix(entries: &[(&str, usize)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&i32::try_from(entries.len()).unwrap().to_le_bytes());
+    for (k, (name, n)) in entries.iter().enumerate() {
+        b.extend_from_slice(&i32::try_from(name.len()).unwrap().to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(&1i32.to_le_bytes()); // ncall
+        b.extend_from_slice(&i32::try_from(*n).unwrap().to_le_bytes());
+        for i in 0..*n {
+            // Far from uniform, so that it changes the rounding.
+            let v = if (i + k) % 5 == 0 { 50.0f32 } else { 0.01 };
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    b
+}
+
+#[test]
+fn quantize_with_an_importance_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q.gguf");
+    // The fixtures were computed for a model with 256-column weights; the
+    // tiny llama's have 64 (or 172). llama-quantize refuses a size mismatch
+    // (only token_embd.weight is exempt), and so do we.
+    for imatrix in [IMATRIX_GGUF, IMATRIX_DAT] {
+        let err = weightkit_err(&[
+            "quantize",
+            TINY,
+            path_str(&q),
+            "Q4_K_M",
+            "--imatrix",
+            imatrix,
+        ]);
+        assert!(err.contains("cannot quantize"), "{err}");
+        assert!(err.contains("importance vector of `"), "{err}");
+        assert!(err.contains("has 256 values, the tensor needs 64"), "{err}");
+        assert!(err.contains("made for this model"), "{err}");
+        assert!(!q.exists());
+    }
+    let err = weightkit_err(&[
+        "quantize",
+        TINY,
+        path_str(&q),
+        "Q4_K_M",
+        "--imatrix",
+        "/nonexistent.dat",
+    ]);
+    assert!(err.contains("cannot read /nonexistent.dat"), "{err}");
+    let junk = dir.path().join("junk.dat");
+    std::fs::write(&junk, [1, 0, 0]).unwrap();
+    let err = weightkit_err(&[
+        "quantize",
+        TINY,
+        path_str(&q),
+        "Q4_K_M",
+        "--imatrix",
+        path_str(&junk),
+    ]);
+    assert!(err.contains("cannot read the importance matrix"), "{err}");
+
+    // A matrix that fits: the weights it covers quantize differently.
+    let fitting = dir.path().join("fits.dat");
+    std::fs::write(
+        &fitting,
+        legacy_imatrix(&[
+            ("blk.0.attn_q.weight", 64),
+            ("blk.0.attn_k.weight", 64),
+            ("blk.1.ffn_gate.weight", 64),
+        ]),
+    )
+    .unwrap();
+    let plain = dir.path().join("plain.gguf");
+    weightkit_ok(&["quantize", TINY, path_str(&plain), "Q4_K_M"]);
+    let out = weightkit_ok(&[
+        "quantize",
+        TINY,
+        path_str(&q),
+        "Q4_K_M",
+        "--imatrix",
+        path_str(&fitting),
+    ]);
+    assert!(
+        out.contains("entries for 3 tensors of the model (3 in the file)"),
+        "{out}"
+    );
+    let (with, without) = (tensor_bytes(&q), tensor_bytes(&plain));
+    for (name, (ty, _, bytes)) in &with {
+        let covered = matches!(
+            name.as_str(),
+            "blk.0.attn_q.weight" | "blk.0.attn_k.weight" | "blk.1.ffn_gate.weight"
+        );
+        assert_eq!(ty, &without[name].0, "{name}");
+        assert_eq!(bytes != &without[name].2, covered, "{name}");
+    }
+
+    // Entries under other names change nothing, with a warning.
+    let foreign = dir.path().join("foreign.dat");
+    std::fs::write(
+        &foreign,
+        legacy_imatrix(&[("model.layers.0.self_attn.q_proj.weight", 64)]),
+    )
+    .unwrap();
+    let o = weightkit(&[
+        "quantize",
+        TINY,
+        path_str(&q),
+        "Q4_K_M",
+        "--imatrix",
+        path_str(&foreign),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("warning: the importance matrix"), "{err}");
+    assert!(err.contains("no entry for any tensor"), "{err}");
+    assert!(
+        stdout(&o).contains("entries for 0 tensors"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(tensor_bytes(&q), tensor_bytes(&plain));
+}

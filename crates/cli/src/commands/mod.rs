@@ -1,4 +1,7 @@
 //! One module per subcommand, each with a clap `Args` struct and a
 //! `run(&Args) -> Result<(), CliError>`.
 
+pub(crate) mod convert;
 pub(crate) mod inspect;
+mod pipeline;
+pub(crate) mod quantize;
