@@ -258,12 +258,47 @@ impl Out {
     }
 }
 
+/// Observes a streaming pass, for progress bars.
+pub trait Progress: Sync {
+    /// Once, before the first tensor: the number of tensors and the total
+    /// bytes to read and to write.
+    fn start(&self, _tensors: usize, _bytes_in: u64, _bytes_out: u64) {}
+    /// After plan tensor `index` (called `name`, written as `dtype`) is
+    /// written, with the bytes it read and wrote.
+    fn tensor_done(
+        &self,
+        _index: usize,
+        _name: &str,
+        _dtype: DType,
+        _bytes_in: u64,
+        _bytes_out: u64,
+    ) {
+    }
+}
+
+/// A [`Progress`] that does nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
 /// Runs `plan` from `model` into `out`.
 pub fn run_plan(
     model: &Model,
     plan: &Plan,
     out: &Path,
     opts: &ConvertOptions,
+) -> Result<ConvertReport, IoError> {
+    run_plan_with_progress(model, plan, out, opts, &NoProgress)
+}
+
+/// [`run_plan`], reporting each tensor to `progress`.
+pub fn run_plan_with_progress(
+    model: &Model,
+    plan: &Plan,
+    out: &Path,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
 ) -> Result<ConvertReport, IoError> {
     let start = Instant::now();
     let src = model.source();
@@ -274,14 +309,36 @@ pub fn run_plan(
     }
     let (w, path) = OutWriter::create(out, dir_out, plan, infos, opts)?;
     let mut writer = Out { w, path };
+    {
+        let src_infos = src.tensor_infos();
+        let total_in: u64 = plan
+            .tensors
+            .iter()
+            .map(|t| match &t.inline {
+                Some(b) => b.len() as u64,
+                None => src_infos
+                    .get(t.source)
+                    .and_then(|i| i.byte_len().ok())
+                    .unwrap_or(0) as u64,
+            })
+            .sum();
+        let total_out: u64 = plan
+            .tensors
+            .iter()
+            .map(|t| t.out.byte_len().unwrap_or(0) as u64)
+            .sum();
+        progress.start(plan.tensors.len(), total_in, total_out);
+    }
     let mut bytes_in = 0u64;
     let mut bytes_out = 0u64;
-    for t in &plan.tensors {
+    for (index, t) in plan.tensors.iter().enumerate() {
         if let Some(bytes) = &t.inline {
             bytes_out += bytes.len() as u64;
             writer.write(&t.out.name, bytes)?;
+            progress.tensor_done(index, &t.out.name, t.out.dtype, 0, bytes.len() as u64);
             continue;
         }
+        let (read_before, written_before) = (bytes_in, bytes_out);
         {
             let loaded = src.load(t.source)?;
             let view = loaded.view();
@@ -372,6 +429,13 @@ pub fn run_plan(
         // SAFETY: the block above owned every borrow of this tensor's bytes
         // (`loaded` and the views into it) and has ended.
         unsafe { src.release(t.source) };
+        progress.tensor_done(
+            index,
+            &t.out.name,
+            t.out.dtype,
+            bytes_in - read_before,
+            bytes_out - written_before,
+        );
     }
     let mut outputs = writer.finish()?;
     if dir_out && opts.to != Format::Gguf {

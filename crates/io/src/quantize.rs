@@ -6,7 +6,7 @@ use std::path::Path;
 
 use weightkit_core::{TensorInfo, Value};
 
-use crate::convert::{ConvertOptions, ConvertReport, Plan, run_plan};
+use crate::convert::{ConvertOptions, ConvertReport, Plan, Progress, run_plan_with_progress};
 use crate::error::IoError;
 use crate::imatrix::ImportanceMatrix;
 use crate::mixture::{self, Mixture, ModelDesc, Options, TensorDesc};
@@ -92,9 +92,21 @@ pub fn quantize_with_plan(
     mixture: Mixture,
     opts: &QuantizeOptions,
 ) -> Result<QuantizeReport, IoError> {
+    quantize_with_progress(model, plan, out, mixture, opts, &crate::convert::NoProgress)
+}
+
+/// [`quantize_with_plan`], reporting each tensor to `progress`.
+pub fn quantize_with_progress(
+    model: &Model,
+    plan: Plan,
+    out: &Path,
+    mixture: Mixture,
+    opts: &QuantizeOptions,
+    progress: &dyn Progress,
+) -> Result<QuantizeReport, IoError> {
     let plan = quantize_plan(plan, mixture, opts)?;
     let tensors = plan.tensors.iter().map(|t| t.out.clone()).collect();
-    let convert = run_plan(
+    let convert = run_plan_with_progress(
         model,
         &plan,
         out,
@@ -102,6 +114,7 @@ pub fn quantize_with_plan(
             to: Format::Gguf,
             ..ConvertOptions::default()
         },
+        progress,
     )?;
     Ok(QuantizeReport { convert, tensors })
 }

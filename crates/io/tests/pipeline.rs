@@ -243,3 +243,47 @@ fn quantized_tensors_equal_the_quant_crate_bytes() {
     let _ = DType::Q8_0;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn progress_sees_every_tensor() {
+    use std::sync::Mutex;
+    use weightkit_io::convert::{Progress, run_plan_with_progress};
+    #[derive(Default)]
+    struct Log(Mutex<(usize, u64, u64, Vec<String>)>);
+    impl Progress for Log {
+        fn start(&self, tensors: usize, _bytes_in: u64, bytes_out: u64) {
+            let mut l = self.0.lock().unwrap();
+            l.0 = tensors;
+            l.2 = bytes_out;
+        }
+        fn tensor_done(&self, _i: usize, name: &str, _d: DType, _bin: u64, bout: u64) {
+            let mut l = self.0.lock().unwrap();
+            l.1 += bout;
+            l.3.push(name.to_owned());
+        }
+    }
+    let dir = temp("progress");
+    let model = open(testdata("tiny-llama/safetensors-f32")).unwrap();
+    let plan = hf_to_gguf_plan(&model, &GgufPlanOptions::default()).unwrap();
+    let log = Log::default();
+    let r = run_plan_with_progress(
+        &model,
+        &plan,
+        &dir.join("p.gguf"),
+        &ConvertOptions {
+            to: Format::Gguf,
+            ..ConvertOptions::default()
+        },
+        &log,
+    )
+    .unwrap();
+    let l = log.0.lock().unwrap();
+    assert_eq!(l.0, 21);
+    assert_eq!(l.3.len(), 21);
+    assert_eq!(l.1, r.bytes_out);
+    assert_eq!(
+        l.2, r.bytes_out,
+        "the announced total equals what was written"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use weightkit_core::DType;
 use weightkit_io::Format;
-use weightkit_io::convert::{ConvertOptions, ConvertReport, run_plan};
+use weightkit_io::convert::{ConvertOptions, ConvertReport, run_plan_with_progress};
 use weightkit_io::plan::{GgufPlanOptions, conversion_plan, hf_to_gguf_plan};
 
 use super::pipeline::{
@@ -177,12 +177,13 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         keep_names: args.keep_names,
         max_shard_size: args.max_shard_size,
     };
-    let report = run_plan(&model, &plan, &args.output, &opts).map_err(|e| {
-        io_error(
-            format!("cannot convert {in_text} to {}", args.output.display()),
-            e,
-        )
-    })?;
+    let report =
+        run_plan_with_progress(&model, &plan, &args.output, &opts, &spinner).map_err(|e| {
+            io_error(
+                format!("cannot convert {in_text} to {}", args.output.display()),
+                e,
+            )
+        })?;
     drop(spinner);
 
     let summary = Summary {

@@ -5,7 +5,8 @@
 //!
 //! Both commands run one `weightkit-io` pipeline (open, plan, stream every
 //! tensor through a writer). The pipeline reports nothing until it is done,
-//! so the progress display is a spinner with the elapsed time, not a bar.
+//! the progress display starts as a spinner and becomes a bar over the bytes
+//! written once the pass announces its totals (`weightkit_io::convert::Progress`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -347,7 +348,7 @@ pub(crate) fn planned_bytes_in(model: &Model, plan: &Plan) -> u64 {
 /// hidden when stderr is not a terminal (`ProgressDrawTarget::stderr`), and
 /// cleared when finished or dropped (an error then prints on a clean line).
 #[derive(Debug)]
-pub(crate) struct Spinner(ProgressBar);
+pub(crate) struct Spinner(ProgressBar, std::sync::atomic::AtomicUsize);
 
 impl Spinner {
     pub(crate) fn start(message: String) -> Spinner {
@@ -359,7 +360,37 @@ impl Spinner {
         if !bar.is_hidden() {
             bar.enable_steady_tick(Duration::from_millis(100));
         }
-        Spinner(bar)
+        Spinner(bar, std::sync::atomic::AtomicUsize::new(0))
+    }
+}
+
+/// The spinner becomes a bar over the bytes written once the pass announces
+/// its totals, with the tensor count, the current tensor, rate and ETA.
+impl weightkit_io::convert::Progress for Spinner {
+    fn start(&self, tensors: usize, _bytes_in: u64, bytes_out: u64) {
+        let style = ProgressStyle::with_template(
+            "{spinner:.green} [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        self.0.set_style(style);
+        self.0.set_length(bytes_out);
+        self.0.set_message(format!("0/{tensors} tensors"));
+        self.1.store(tensors, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn tensor_done(
+        &self,
+        index: usize,
+        name: &str,
+        dtype: weightkit_core::DType,
+        _bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let total = self.1.load(std::sync::atomic::Ordering::Relaxed);
+        self.0.inc(bytes_out);
+        self.0
+            .set_message(format!("{}/{total} tensors, {name} ({dtype})", index + 1));
     }
 }
 

@@ -21,7 +21,7 @@ use weightkit_io::convert::identity_plan;
 use weightkit_io::imatrix::{ImatrixError, ImportanceMatrix};
 use weightkit_io::mixture::{self, Mixture, MixtureError};
 use weightkit_io::plan::{GgufPlanOptions, hf_to_gguf_plan};
-use weightkit_io::quantize::{QuantizeOptions, QuantizeReport, quantize_with_plan};
+use weightkit_io::quantize::{QuantizeOptions, QuantizeReport, quantize_with_progress};
 
 use super::pipeline::{Spinner, io_error, open_input, planned_bytes_in, refuse_overwriting_input};
 use crate::error::CliError;
@@ -250,7 +250,9 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         if threads == 1 { "" } else { "s" }
     ));
     let report = pool
-        .install(|| quantize_with_plan(&model, plan, &args.output, args.mixture, &opts))
+        .install(|| {
+            quantize_with_progress(&model, plan, &args.output, args.mixture, &opts, &spinner)
+        })
         .map_err(|e| io_error(format!("cannot quantize {in_text} as {}", args.mixture), e))?;
     drop(spinner);
 
