@@ -66,7 +66,9 @@ pub enum Error {
     },
     /// A view that repeats storage elements (a stride-0 `expand`) would
     /// expand past [`LoadOptions::max_view_expansion`](crate::LoadOptions).
-    #[error("tensor `{tensor}`: view expands a {storage_bytes}-byte storage to {bytes} bytes, over the {limit}-byte limit")]
+    #[error(
+        "tensor `{tensor}`: view expands a {storage_bytes}-byte storage to {bytes} bytes, over the {limit}-byte limit"
+    )]
     ViewTooLarge {
         /// The tensor.
         tensor: String,

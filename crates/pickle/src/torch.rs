@@ -253,7 +253,9 @@ fn usize_tuple(u: &Unpickled, id: ObjId, what: &str) -> Result<Vec<usize>> {
 
 fn usize_tuple_at(u: &Unpickled, id: ObjId, what: &str, depth: usize) -> Result<Vec<usize>> {
     if depth > 4 {
-        return Err(Error::Structure(format!("{what}: torch.Size nested too deeply")));
+        return Err(Error::Structure(format!(
+            "{what}: torch.Size nested too deeply"
+        )));
     }
     let items = match u.get(id) {
         Some(Obj::Tuple(items)) | Some(Obj::List(items)) => items,

@@ -334,5 +334,6 @@ fn fuzz_regressions() {
     // The order-dependent depth pickle parses or fails cleanly.
     let bytes = fs::read(reg("pickle_vm/depth_order_dependent.pkl")).unwrap();
     let policy = weightkit_pickle::vm::Policy::deny_all();
-    let _ = weightkit_pickle::vm::unpickle(&bytes, &policy, &weightkit_pickle::vm::Limits::default());
+    let _ =
+        weightkit_pickle::vm::unpickle(&bytes, &policy, &weightkit_pickle::vm::Limits::default());
 }

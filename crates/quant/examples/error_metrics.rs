@@ -15,16 +15,36 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
     println!("| type | RMSE | max abs err | total error (threshold) | dot error (threshold) |");
     println!("|---|---|---|---|---|");
     for dtype in [
-        DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K, DType::Q3_K,
-        DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS, DType::TQ1_0,
-        DType::TQ2_0, DType::MXFP4,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q2_K,
+        DType::Q3_K,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::IQ4_NL,
+        DType::IQ4_XS,
+        DType::TQ1_0,
+        DType::TQ2_0,
+        DType::MXFP4,
     ] {
         let q = quantize(dtype, &x, n, None)?;
         let mut d = vec![0f32; n];
         dequantize(dtype, &q, &mut d)?;
-        let sq: f64 = x.iter().zip(&d).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+        let sq: f64 = x
+            .iter()
+            .zip(&d)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
         let rmse = (sq / n as f64).sqrt();
-        let max = x.iter().zip(&d).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max = x
+            .iter()
+            .zip(&d)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         let total = sq.sqrt() / n as f64;
         let (tot_thr, dot_thr) = match dtype {
             // test-quantize-fns' ternary thresholds.
@@ -36,7 +56,11 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
         let partner = vec_dot_type(dtype).unwrap_or(DType::Q8_0);
         let yq = quantize(partner, &y, n, None)?;
         let dot = vec_dot(dtype, &q, &yq)?;
-        let exact: f64 = x.iter().zip(&y).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+        let exact: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
         let dot_err = (f64::from(dot) - exact).abs() / n as f64;
         println!(
             "| {} | {rmse:.5} | {max:.5} | {total:.6} ({tot_thr}) | {dot_err:.6} ({dot_thr}) |",

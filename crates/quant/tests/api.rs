@@ -128,19 +128,38 @@ fn matvec_matches_the_dequantized_product() {
     // relative to the row's magnitude.
     let w = f32s(&reference("gauss.f32"));
     let (rows, cols) = (8usize, 4096usize);
-    let x: Vec<f32> = (0..cols).map(|i| 0.1 + 2.0 * (i as f32 * 0.37).cos()).collect();
-    for &(name, dtype) in TYPES.iter().chain(&[("f16", DType::F16), ("tq2_0", DType::TQ2_0), ("mxfp4", DType::MXFP4)]) {
+    let x: Vec<f32> = (0..cols)
+        .map(|i| 0.1 + 2.0 * (i as f32 * 0.37).cos())
+        .collect();
+    for &(name, dtype) in TYPES.iter().chain(&[
+        ("f16", DType::F16),
+        ("tq2_0", DType::TQ2_0),
+        ("mxfp4", DType::MXFP4),
+    ]) {
         let q = quantize(dtype, &w, cols, None).unwrap();
         let mut wd = vec![0f32; rows * cols];
         dequantize(dtype, &q, &mut wd).unwrap();
         let mut y = vec![0f32; rows];
         weightkit_quant::matvec(dtype, &q, rows, cols, &x, &mut y).unwrap();
-        let tol = if matches!(dtype, DType::Q2_K | DType::Q3_K | DType::TQ2_0) { 0.04 } else { 0.02 };
+        let tol = if matches!(dtype, DType::Q2_K | DType::Q3_K | DType::TQ2_0) {
+            0.04
+        } else {
+            0.02
+        };
         for r in 0..rows {
-            let exact: f64 = (0..cols).map(|c| f64::from(wd[r * cols + c]) * f64::from(x[c])).sum();
-            let scale: f64 = (0..cols).map(|c| (f64::from(wd[r * cols + c]) * f64::from(x[c])).abs()).sum::<f64>() / cols as f64;
+            let exact: f64 = (0..cols)
+                .map(|c| f64::from(wd[r * cols + c]) * f64::from(x[c]))
+                .sum();
+            let scale: f64 = (0..cols)
+                .map(|c| (f64::from(wd[r * cols + c]) * f64::from(x[c])).abs())
+                .sum::<f64>()
+                / cols as f64;
             let err = (f64::from(y[r]) - exact).abs() / cols as f64;
-            assert!(err <= tol * scale.max(1e-3), "{name} row {r}: {} vs {exact} (err {err}, scale {scale})", y[r]);
+            assert!(
+                err <= tol * scale.max(1e-3),
+                "{name} row {r}: {} vs {exact} (err {err}, scale {scale})",
+                y[r]
+            );
         }
     }
     let mut y = [0f32; 2];
