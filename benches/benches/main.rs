@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main};
 
 mod convert;
 mod gguf;
+mod init;
 mod pickle;
 mod quant;
 mod safetensors;
@@ -24,6 +25,7 @@ criterion_group!(
     gguf::read,
     pickle::read,
     quant::quant,
+    init::init,
     safetensors::write
 );
 criterion_main!(benches);
