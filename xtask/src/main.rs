@@ -31,7 +31,9 @@ commands:
             checkpoint with weightkit's TorchWriter and load it with
             torch.load(weights_only=True), comparing every tensor; also
             writes the torch-made fixtures (testdata/pickle/torch/ holds a
-            committed copy) to target/interop/torch-fixtures
+            committed copy) to target/interop/torch-fixtures; then runs
+            weightkit's F32/Q8_0/Q4_K_M GGUF of the tiny Llama in llama.cpp
+            (llama-cpp-python) and compares logits with transformers'
   help      print this message
 ";
 
