@@ -1,0 +1,544 @@
+//! PEFT adapter directories: the typed config and the per-module factors.
+//!
+//! The config is parsed strictly: every field PEFT writes that changes the
+//! merged weights is either honoured or rejected, and an unknown field is
+//! only tolerated while it holds a "nothing" value (`null`, `false`, `{}`,
+//! `[]`), so a newer PEFT feature can never be silently dropped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use regex::Regex;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use weightkit_io::Source;
+
+use crate::error::LoraError;
+
+/// The prefix PEFT puts before module names in saved adapters.
+pub const KEY_PREFIX: &str = "base_model.model.";
+
+/// Fields that never change the merged weights (bookkeeping, training-only
+/// settings, or selectors whose effect is fully recorded by which tensors the
+/// adapter file holds).
+const IGNORED_FIELDS: &[&str] = &[
+    "base_model_name_or_path",
+    "revision",
+    "task_type",
+    "inference_mode",
+    "lora_dropout",
+    "peft_version",
+    "auto_mapping",
+    "megatron_config",
+    "megatron_core",
+    "layers_pattern",
+    "layers_to_transform",
+    "exclude_modules",
+    "qalora_group_size",
+    "ensure_weight_tying",
+];
+
+/// `target_modules`: a list of module-name suffixes or one regex.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    /// Names matched as the whole module name or a `.`-separated suffix.
+    List(Vec<String>),
+    /// A regex that must match the whole module name (`"all-linear"` matches
+    /// every module that has LoRA weights).
+    Regex(String),
+}
+
+impl TargetModules {
+    /// Whether PEFT would have targeted `module` (its `check_target_module_exists`).
+    pub fn matches(&self, module: &str) -> Result<bool, LoraError> {
+        match self {
+            TargetModules::List(names) => Ok(names
+                .iter()
+                .any(|t| module == t || module.ends_with(&format!(".{t}")))),
+            TargetModules::Regex(r) if r == "all-linear" => Ok(true),
+            TargetModules::Regex(r) => {
+                Ok(compile(&format!("^(?:{r})$"), "target_modules")?.is_match(module))
+            }
+        }
+    }
+}
+
+fn compile(pattern: &str, field: &str) -> Result<Regex, LoraError> {
+    Regex::new(pattern).map_err(|e| LoraError::Config {
+        field: field.to_owned(),
+        message: format!("invalid regex {pattern:?}: {e}"),
+    })
+}
+
+/// A JSON object read in file order (PEFT's pattern dicts are first-match-wins).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OrderedMap<T>(pub Vec<(String, T)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OrderedMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(OrderedMap(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, T>()? {
+                    out.push((k, v));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+fn default_r() -> usize {
+    8
+}
+fn default_alpha() -> f64 {
+    8.0
+}
+fn default_bias() -> String {
+    "none".to_owned()
+}
+
+/// The fields of `adapter_config.json` that change the merged weights.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdapterConfig {
+    /// Must be `"LORA"`.
+    pub peft_type: String,
+    /// Default rank.
+    #[serde(default = "default_r")]
+    pub r: usize,
+    /// Default alpha.
+    #[serde(default = "default_alpha")]
+    pub lora_alpha: f64,
+    /// `scaling = alpha / sqrt(r)` instead of `alpha / r`.
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// Per-module rank overrides (regex suffixes, first match wins).
+    #[serde(default)]
+    pub rank_pattern: OrderedMap<usize>,
+    /// Per-module alpha overrides (regex suffixes, first match wins).
+    #[serde(default)]
+    pub alpha_pattern: OrderedMap<f64>,
+    /// The base stores weights as `(in, out)` (GPT-2's `Conv1D`).
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    /// DoRA: the adapter holds `lora_magnitude_vector`s.
+    #[serde(default)]
+    pub use_dora: bool,
+    /// LoRA-B carries a bias (not supported yet: rejected).
+    #[serde(default)]
+    pub lora_bias: bool,
+    /// Modules whose full weights the adapter stores and replaces.
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
+    /// The modules LoRA was applied to.
+    #[serde(default)]
+    pub target_modules: Option<TargetModules>,
+    /// Which biases were trained (`"none"` only; others are rejected).
+    #[serde(default = "default_bias")]
+    pub bias: String,
+    /// How the factors were initialised; PiSSA/OLoRA/LoftQ/CorDA/EVA-style
+    /// values mean the base itself was changed, so they are rejected.
+    #[serde(default)]
+    pub init_lora_weights: serde_json::Value,
+    /// Every other field, checked by [`AdapterConfig::validate`].
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+fn is_nothing(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => true,
+        serde_json::Value::Object(m) => m.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+fn config_err(field: &str, message: impl Into<String>) -> LoraError {
+    LoraError::Config {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl AdapterConfig {
+    /// Parses and validates `adapter_config.json` text.
+    pub fn from_json_str(text: &str) -> Result<Self, LoraError> {
+        let config: AdapterConfig =
+            serde_json::from_str(text).map_err(|source| LoraError::ConfigJson {
+                path: "adapter_config.json".into(),
+                source,
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates `path`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, LoraError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| LoraError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: AdapterConfig =
+            serde_json::from_str(&text).map_err(|source| LoraError::ConfigJson {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects anything this crate cannot apply exactly.
+    pub fn validate(&self) -> Result<(), LoraError> {
+        if self.peft_type != "LORA" {
+            return Err(LoraError::PeftType(self.peft_type.clone()));
+        }
+        if self.r == 0 {
+            return Err(config_err("r", "must be positive"));
+        }
+        if !self.lora_alpha.is_finite() {
+            return Err(config_err("lora_alpha", "must be finite"));
+        }
+        if self.lora_bias {
+            return Err(LoraError::Unsupported(
+                "lora_bias = true (LoRA-B bias merging)".into(),
+            ));
+        }
+        if self.bias != "none" {
+            return Err(config_err(
+                "bias",
+                format!("{:?} is not supported (only \"none\")", self.bias),
+            ));
+        }
+        match &self.init_lora_weights {
+            serde_json::Value::Null | serde_json::Value::Bool(_) => {}
+            serde_json::Value::String(s) if s == "gaussian" => {}
+            other => {
+                return Err(config_err(
+                    "init_lora_weights",
+                    format!(
+                        "{other} changes the base weights; convert the adapter to plain LoRA first"
+                    ),
+                ));
+            }
+        }
+        for (k, _) in &self.rank_pattern.0 {
+            compile(&format!("^(?:.*\\.)?(?:{k})$"), "rank_pattern")?;
+        }
+        for (k, a) in &self.alpha_pattern.0 {
+            compile(&format!("^(?:.*\\.)?(?:{k})$"), "alpha_pattern")?;
+            if !a.is_finite() {
+                return Err(config_err("alpha_pattern", format!("{k}: not finite")));
+            }
+        }
+        if let Some((k, _)) = self.rank_pattern.0.iter().find(|(_, r)| *r == 0) {
+            return Err(config_err("rank_pattern", format!("{k}: rank 0")));
+        }
+        for (k, v) in &self.other {
+            if IGNORED_FIELDS.contains(&k.as_str()) || is_nothing(v) {
+                continue;
+            }
+            return Err(config_err(
+                k,
+                format!("unsupported value {v} (this field may change the merged weights)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pattern_match<'a, T>(map: &'a OrderedMap<T>, module: &str) -> Option<&'a T> {
+        // PEFT: re.match(rf"(.*\.)?({key})$", module), first match wins.
+        map.0.iter().find_map(|(k, v)| {
+            Regex::new(&format!("^(?:.*\\.)?(?:{k})$"))
+                .ok()
+                .filter(|re| re.is_match(module))
+                .map(|_| v)
+        })
+    }
+
+    /// The rank of `module` (after `rank_pattern`).
+    pub fn rank_for(&self, module: &str) -> usize {
+        Self::pattern_match(&self.rank_pattern, module)
+            .copied()
+            .unwrap_or(self.r)
+    }
+
+    /// The alpha of `module` (after `alpha_pattern`).
+    pub fn alpha_for(&self, module: &str) -> f64 {
+        Self::pattern_match(&self.alpha_pattern, module)
+            .copied()
+            .unwrap_or(self.lora_alpha)
+    }
+
+    /// PEFT's `scaling` for `module`: `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
+    pub fn scaling_for(&self, module: &str) -> f64 {
+        let r = self.rank_for(module) as f64;
+        let alpha = self.alpha_for(module);
+        if self.use_rslora {
+            alpha / r.sqrt()
+        } else {
+            alpha / r
+        }
+    }
+
+    fn saves(&self, tensor: &str) -> bool {
+        let module = tensor.rsplit_once('.').map_or(tensor, |(m, _)| m);
+        self.modules_to_save.as_ref().is_some_and(|ms| {
+            ms.iter()
+                .any(|m| module == m || module.ends_with(&format!(".{m}")))
+        })
+    }
+}
+
+/// One adapted module: `delta = scaling * (B @ A)`, in f32.
+#[derive(Debug, Clone)]
+pub struct LoraModule {
+    /// Module name without PEFT's prefix (`model.layers.0.self_attn.q_proj`).
+    pub module: String,
+    /// The base tensor it changes (`<module>.weight`).
+    pub target: String,
+    /// Rank.
+    pub rank: usize,
+    /// `lora_A`, row-major `(rank, a_cols)`.
+    pub a: Vec<f32>,
+    /// Columns of `lora_A` (in-features; vocabulary size for embeddings).
+    pub a_cols: usize,
+    /// `lora_B`, row-major `(b_rows, rank)`.
+    pub b: Vec<f32>,
+    /// Rows of `lora_B` (out-features; embedding width for embeddings).
+    pub b_rows: usize,
+    /// `alpha / r` or `alpha / sqrt(r)` with per-module overrides applied.
+    pub scaling: f64,
+    /// DoRA magnitude per output feature.
+    pub magnitude: Option<Vec<f32>>,
+    /// An embedding LoRA (`lora_embedding_A/B`: delta is `(B @ A)^T`).
+    pub embedding: bool,
+}
+
+impl LoraModule {
+    /// Whether the delta is stored transposed relative to `B @ A`
+    /// (`fan_in_fan_out` bases and embeddings).
+    pub fn transposed(&self, config: &AdapterConfig) -> bool {
+        self.embedding || config.fan_in_fan_out
+    }
+
+    /// The base tensor shape this module fits.
+    pub fn expected_shape(&self, config: &AdapterConfig) -> [usize; 2] {
+        if self.transposed(config) {
+            [self.a_cols, self.b_rows]
+        } else {
+            [self.b_rows, self.a_cols]
+        }
+    }
+}
+
+/// A loaded PEFT LoRA adapter.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    config: AdapterConfig,
+    modules: Vec<LoraModule>,
+    saved: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+#[derive(Default)]
+struct Parts {
+    a: Option<(Vec<usize>, Vec<f32>)>,
+    b: Option<(Vec<usize>, Vec<f32>)>,
+    m: Option<(Vec<usize>, Vec<f32>)>,
+    embedding: bool,
+}
+
+fn shape_err(name: &str, expected: Vec<usize>, found: &[usize]) -> LoraError {
+    LoraError::Shape {
+        name: name.to_owned(),
+        expected,
+        found: found.to_vec(),
+    }
+}
+
+impl Adapter {
+    /// Loads a PEFT adapter directory: `adapter_config.json` and
+    /// `adapter_model.safetensors` (or `adapter_model.bin`).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, LoraError> {
+        let dir = dir.as_ref();
+        let config = AdapterConfig::from_file(dir.join("adapter_config.json"))?;
+        let st = dir.join("adapter_model.safetensors");
+        let bin = dir.join("adapter_model.bin");
+        let file = if st.is_file() {
+            st
+        } else if bin.is_file() {
+            bin
+        } else {
+            return Err(LoraError::Io {
+                path: st,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no adapter_model.safetensors or adapter_model.bin",
+                ),
+            });
+        };
+        let model = weightkit_io::open(&file).map_err(LoraError::Read)?;
+        Self::from_source(config, model.source())
+    }
+
+    /// Builds an adapter from a config and a tensor source holding PEFT's keys.
+    pub fn from_source(config: AdapterConfig, source: &dyn Source) -> Result<Self, LoraError> {
+        let mut tensors = Vec::new();
+        for (i, info) in source.tensor_infos().iter().enumerate() {
+            let t = source.load(i).map_err(LoraError::Read)?;
+            let values = t.view().to_f32_vec().map_err(|source| LoraError::Convert {
+                name: info.name.clone(),
+                source,
+            })?;
+            tensors.push((info.name.clone(), info.shape.dims().to_vec(), values));
+        }
+        Self::from_tensors(config, tensors)
+    }
+
+    /// Builds an adapter from `(PEFT key, shape, f32 values)` triples.
+    pub fn from_tensors(
+        config: AdapterConfig,
+        tensors: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+    ) -> Result<Self, LoraError> {
+        config.validate()?;
+        let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
+        let mut saved = Vec::new();
+        for (key, shape, values) in tensors {
+            let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
+                return Err(LoraError::UnknownKey(key));
+            };
+            let suffixes: [(&str, u8, bool); 6] = [
+                (".lora_A.weight", b'a', false),
+                (".lora_B.weight", b'b', false),
+                (".lora_magnitude_vector.weight", b'm', false),
+                (".lora_magnitude_vector", b'm', false),
+                (".lora_embedding_A", b'a', true),
+                (".lora_embedding_B", b'b', true),
+            ];
+            if let Some((module, kind, emb)) = suffixes
+                .iter()
+                .find_map(|(s, k, e)| rest.strip_suffix(s).map(|m| (m, *k, *e)))
+            {
+                let p = parts.entry(module.to_owned()).or_default();
+                p.embedding |= emb;
+                let slot = match kind {
+                    b'a' => &mut p.a,
+                    b'b' => &mut p.b,
+                    _ => &mut p.m,
+                };
+                *slot = Some((shape, values));
+            } else if rest.ends_with(".lora_A.bias") || rest.ends_with(".lora_B.bias") {
+                return Err(LoraError::Unsupported(format!("LoRA bias tensor `{key}`")));
+            } else if config.saves(rest) {
+                saved.push((rest.to_owned(), shape, values));
+            } else {
+                return Err(LoraError::UnknownKey(key));
+            }
+        }
+        let mut modules = Vec::new();
+        for (module, p) in parts {
+            let (a_shape, a) = p.a.ok_or_else(|| LoraError::MissingFactor {
+                module: module.clone(),
+                missing: "lora_A",
+            })?;
+            let (b_shape, b) = p.b.ok_or_else(|| LoraError::MissingFactor {
+                module: module.clone(),
+                missing: "lora_B",
+            })?;
+            let [ra, a_cols] = a_shape[..] else {
+                return Err(shape_err(&format!("{module}.lora_A"), vec![0, 0], &a_shape));
+            };
+            let [b_rows, rb] = b_shape[..] else {
+                return Err(shape_err(&format!("{module}.lora_B"), vec![0, 0], &b_shape));
+            };
+            let rank = config.rank_for(&module);
+            if ra != rb || ra != rank {
+                return Err(LoraError::RankMismatch {
+                    module,
+                    a: ra,
+                    b: rb,
+                    config: rank,
+                });
+            }
+            if let Some(t) = &config.target_modules
+                && !t.matches(&module)?
+            {
+                return Err(LoraError::NotTargeted(module));
+            }
+            let magnitude = match (p.m, config.use_dora) {
+                (Some((shape, m)), true) => {
+                    if shape != [b_rows] {
+                        return Err(shape_err(
+                            &format!("{module}.lora_magnitude_vector"),
+                            vec![b_rows],
+                            &shape,
+                        ));
+                    }
+                    if p.embedding {
+                        return Err(LoraError::Unsupported(format!(
+                            "DoRA on embedding module `{module}`"
+                        )));
+                    }
+                    Some(m)
+                }
+                (None, true) => {
+                    return Err(LoraError::MissingFactor {
+                        module,
+                        missing: "lora_magnitude_vector",
+                    });
+                }
+                (Some(_), false) => {
+                    return Err(config_err(
+                        "use_dora",
+                        format!("false, but `{module}` has a lora_magnitude_vector"),
+                    ));
+                }
+                (None, false) => None,
+            };
+            modules.push(LoraModule {
+                target: format!("{module}.weight"),
+                scaling: config.scaling_for(&module),
+                module,
+                rank,
+                a,
+                a_cols,
+                b,
+                b_rows,
+                magnitude,
+                embedding: p.embedding,
+            });
+        }
+        Ok(Adapter {
+            config,
+            modules,
+            saved,
+        })
+    }
+
+    /// The validated config.
+    pub fn config(&self) -> &AdapterConfig {
+        &self.config
+    }
+
+    /// The adapted modules, sorted by name.
+    pub fn modules(&self) -> &[LoraModule] {
+        &self.modules
+    }
+
+    /// `modules_to_save` tensors: base tensor name, shape and values.
+    pub fn saved_tensors(&self) -> &[(String, Vec<usize>, Vec<f32>)] {
+        &self.saved
+    }
+}

@@ -1,0 +1,116 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// A boxed error from another weightkit crate.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong loading or merging an adapter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoraError {
+    /// An I/O error on `path`.
+    #[error("{path}: I/O error")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `adapter_config.json` is not valid JSON or has a field of the wrong type.
+    #[error("{path}: invalid adapter config")]
+    ConfigJson {
+        /// The config file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A config field has a value this crate cannot honour (it would change
+    /// the merged weights, so it is never ignored).
+    #[error("adapter config field `{field}`: {message}")]
+    Config {
+        /// The field.
+        field: String,
+        /// Why it is rejected.
+        message: String,
+    },
+    /// `peft_type` is not `LORA`.
+    #[error("unsupported peft_type {0:?} (only LORA is supported)")]
+    PeftType(String),
+    /// A tensor in the adapter file that is not a LoRA factor, DoRA
+    /// magnitude or `modules_to_save` weight.
+    #[error("adapter tensor `{0}` is not a LoRA weight this crate understands")]
+    UnknownKey(String),
+    /// A module has one LoRA factor but not the other.
+    #[error("adapter module `{module}` is missing `{missing}`")]
+    MissingFactor {
+        /// The module.
+        module: String,
+        /// The missing tensor kind (`lora_A`, `lora_B`).
+        missing: &'static str,
+    },
+    /// The factors' ranks disagree with each other or with the configured rank.
+    #[error(
+        "adapter module `{module}`: rank mismatch (lora_A has {a}, lora_B has {b}, config says {config})"
+    )]
+    RankMismatch {
+        /// The module.
+        module: String,
+        /// Rows of `lora_A`.
+        a: usize,
+        /// Columns of `lora_B`.
+        b: usize,
+        /// `r` after `rank_pattern`.
+        config: usize,
+    },
+    /// A tensor has a shape that does not fit.
+    #[error("tensor `{name}`: expected shape {expected:?}, found {found:?}")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// What was expected.
+        expected: Vec<usize>,
+        /// What was found.
+        found: Vec<usize>,
+    },
+    /// An adapter module has no matching tensor in the base.
+    #[error("adapter module `{module}` has no base tensor `{tensor}`")]
+    MissingBaseTensor {
+        /// The adapter module.
+        module: String,
+        /// The base tensor looked for.
+        tensor: String,
+    },
+    /// A module has LoRA weights but is not matched by `target_modules`.
+    #[error("adapter module `{0}` is not matched by target_modules")]
+    NotTargeted(String),
+    /// Something valid but not implemented yet.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// `safe_merge` found NaN or infinity in a merged tensor.
+    #[error("merged tensor `{0}` contains NaN or infinite values")]
+    NonFinite(String),
+    /// Opening or reading a checkpoint failed.
+    #[error("reading checkpoint")]
+    Read(#[source] weightkit_io::IoError),
+    /// Writing the output failed.
+    #[error("{path}: writing merged checkpoint")]
+    Write {
+        /// The output path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// A tensor conversion failed.
+    #[error("tensor `{name}`: conversion failed")]
+    Convert {
+        /// The tensor.
+        name: String,
+        /// Why.
+        #[source]
+        source: weightkit_core::CoreError,
+    },
+}

@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod adapter;
+mod error;
+pub mod merge;
+
+pub use adapter::{Adapter, AdapterConfig, LoraModule, TargetModules};
+pub use error::{BoxError, LoraError};
+pub use merge::{MergeOptions, MergeReport, apply_module, merge_lora, unmerge_lora};

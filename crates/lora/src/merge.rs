@@ -1,0 +1,309 @@
+//! Merging an adapter into a base checkpoint, one tensor at a time.
+//!
+//! Every adapted tensor is widened to f32, changed in f32 and rounded once to
+//! the base dtype; untouched tensors are copied byte for byte. Memory is the
+//! adapter plus one base tensor (two for DoRA on `fan_in_fan_out` bases).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rayon::prelude::*;
+use weightkit_core::{DType, Metadata, TensorInfo, TensorSink, Value, convert};
+use weightkit_io::Source;
+use weightkit_safetensors::SafetensorsWriter;
+
+use crate::adapter::{Adapter, AdapterConfig, LoraModule};
+use crate::error::LoraError;
+
+/// How to merge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeOptions {
+    /// Multiplies every module's delta (PEFT's `scale_layer`); 1 by default.
+    pub scale: f32,
+    /// Check every merged tensor for NaN/infinity (after rounding) before
+    /// writing it, as PEFT's `safe_merge`; the output file is then never
+    /// created on failure.
+    pub safe_merge: bool,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions {
+            scale: 1.0,
+            safe_merge: false,
+        }
+    }
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergeReport {
+    /// Base tensors changed by a LoRA delta.
+    pub merged: Vec<String>,
+    /// Base tensors replaced by `modules_to_save` weights.
+    pub replaced: Vec<String>,
+    /// Tensors copied unchanged.
+    pub copied: usize,
+}
+
+enum Action {
+    Lora(usize),
+    Replace(usize),
+}
+
+/// Merges `adapter` into `base` and writes the result to `out` as
+/// safetensors (same tensor names, dtypes and order as the base).
+pub fn merge_lora(
+    base: &dyn Source,
+    adapter: &Adapter,
+    out: impl AsRef<Path>,
+    options: &MergeOptions,
+) -> Result<MergeReport, LoraError> {
+    run(base, adapter, out.as_ref(), options, false)
+}
+
+/// Undoes [`merge_lora`]: subtracts the delta. DoRA adapters cannot be
+/// unmerged from the merged weights alone (the norm of `W + delta` is lost)
+/// and are rejected.
+pub fn unmerge_lora(
+    merged: &dyn Source,
+    adapter: &Adapter,
+    out: impl AsRef<Path>,
+    options: &MergeOptions,
+) -> Result<MergeReport, LoraError> {
+    run(merged, adapter, out.as_ref(), options, true)
+}
+
+fn is_mergeable(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>, LoraError> {
+    let config = adapter.config();
+    let mut actions = HashMap::new();
+    for (i, m) in adapter.modules().iter().enumerate() {
+        let info = base
+            .position(&m.target)
+            .and_then(|p| base.tensor_infos().get(p))
+            .ok_or_else(|| LoraError::MissingBaseTensor {
+                module: m.module.clone(),
+                tensor: m.target.clone(),
+            })?;
+        let expected = m.expected_shape(config);
+        if info.shape.dims() != expected {
+            return Err(LoraError::Shape {
+                name: info.name.clone(),
+                expected: expected.to_vec(),
+                found: info.shape.dims().to_vec(),
+            });
+        }
+        if !is_mergeable(info.dtype) {
+            return Err(LoraError::Unsupported(format!(
+                "base tensor `{}` has dtype {:?} (f32, f16 and bf16 only)",
+                info.name, info.dtype
+            )));
+        }
+        actions.insert(m.target.clone(), Action::Lora(i));
+    }
+    for (i, (name, shape, _)) in adapter.saved_tensors().iter().enumerate() {
+        let info = base
+            .position(name)
+            .and_then(|p| base.tensor_infos().get(p))
+            .ok_or_else(|| LoraError::MissingBaseTensor {
+                module: name.clone(),
+                tensor: name.clone(),
+            })?;
+        if info.shape.dims() != shape.as_slice() {
+            return Err(LoraError::Shape {
+                name: name.clone(),
+                expected: info.shape.dims().to_vec(),
+                found: shape.clone(),
+            });
+        }
+        if !is_mergeable(info.dtype) {
+            return Err(LoraError::Unsupported(format!(
+                "base tensor `{name}` has dtype {:?} (f32, f16 and bf16 only)",
+                info.dtype
+            )));
+        }
+        actions.insert(name.clone(), Action::Replace(i));
+    }
+    Ok(actions)
+}
+
+fn run(
+    base: &dyn Source,
+    adapter: &Adapter,
+    out: &Path,
+    options: &MergeOptions,
+    unmerge: bool,
+) -> Result<MergeReport, LoraError> {
+    if unmerge && adapter.config().use_dora {
+        return Err(LoraError::Unsupported(
+            "unmerging a DoRA adapter (the merged weights do not keep ||W + delta||)".into(),
+        ));
+    }
+    if unmerge && !adapter.saved_tensors().is_empty() {
+        return Err(LoraError::Unsupported(
+            "unmerging modules_to_save (the replaced base weights are gone)".into(),
+        ));
+    }
+    let actions = plan(base, adapter)?;
+    let infos: Vec<TensorInfo> = base.tensor_infos().to_vec();
+    let mut metadata = Metadata::new();
+    metadata.insert("format", Value::String("pt".into()));
+    let write_err = |e: weightkit_safetensors::Error| LoraError::Write {
+        path: out.to_path_buf(),
+        source: Box::new(e),
+    };
+    let mut writer = SafetensorsWriter::create(out, infos.clone(), &metadata).map_err(write_err)?;
+    let mut report = MergeReport::default();
+    for (i, info) in infos.iter().enumerate() {
+        let t = base.load(i).map_err(LoraError::Read)?;
+        let view = t.view();
+        let conv = |source| LoraError::Convert {
+            name: info.name.clone(),
+            source,
+        };
+        let values = match actions.get(&info.name) {
+            None => {
+                writer
+                    .write_tensor(&info.name, view.data())
+                    .map_err(write_err)?;
+                report.copied += 1;
+                continue;
+            }
+            Some(Action::Lora(m)) => {
+                let mut w = view.to_f32_vec().map_err(conv)?;
+                let module = &adapter.modules()[*m];
+                apply_module(adapter.config(), module, &mut w, options.scale, unmerge);
+                report.merged.push(info.name.clone());
+                w
+            }
+            Some(Action::Replace(s)) => {
+                report.replaced.push(info.name.clone());
+                adapter.saved_tensors()[*s].2.clone()
+            }
+        };
+        let mut bytes = vec![0u8; view.data().len()];
+        convert::encode_f32(info.dtype, &values, &mut bytes).map_err(conv)?;
+        if options.safe_merge {
+            let finite = if info.dtype == DType::F32 {
+                values.iter().all(|x| x.is_finite())
+            } else {
+                let mut back = vec![0f32; values.len()];
+                convert::decode_f32(info.dtype, &bytes, &mut back).map_err(conv)?;
+                back.iter().all(|x| x.is_finite())
+            };
+            if !finite {
+                return Err(LoraError::NonFinite(info.name.clone()));
+            }
+        }
+        writer.write_tensor(&info.name, &bytes).map_err(write_err)?;
+    }
+    writer.finish().map_err(write_err)?;
+    Ok(report)
+}
+
+/// Applies one module to a base weight already widened to f32 (row-major,
+/// the base tensor's own layout): `W += s * scaling * delta`, or `-=` when
+/// `unmerge`; with DoRA, `W = m / ||W + delta||_row * (W + delta)` (norm per
+/// output feature over the input dimension, as PEFT's `DoraLinearLayer`).
+///
+/// `weight.len()` must equal the product of
+/// [`LoraModule::expected_shape`]; otherwise this panics.
+pub fn apply_module(
+    config: &AdapterConfig,
+    module: &LoraModule,
+    weight: &mut [f32],
+    scale: f32,
+    unmerge: bool,
+) {
+    let [rows, cols] = module.expected_shape(config);
+    assert_eq!(
+        weight.len(),
+        rows * cols,
+        "weight size for {}",
+        module.module
+    );
+    let r = module.rank;
+    let factor = (module.scaling as f32) * scale * if unmerge { -1.0 } else { 1.0 };
+    if module.transposed(config) {
+        // W (in, out) += A^T (in, r) @ B^T (r, out).
+        let lhs = transpose(&module.a, r, module.a_cols);
+        let rhs = transpose(&module.b, module.b_rows, r);
+        add_low_rank(weight, cols, &lhs, &rhs, r, factor);
+    } else {
+        // W (out, in) += B (out, r) @ A (r, in).
+        add_low_rank(weight, cols, &module.b, &module.a, r, factor);
+    }
+    if let Some(m) = &module.magnitude {
+        dora_rescale(weight, rows, cols, m, module.transposed(config));
+    }
+}
+
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; x.len()];
+    for (i, row) in x.chunks_exact(cols).enumerate().take(rows) {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
+        }
+    }
+    t
+}
+
+/// `w (rows, cols) += factor * (lhs (rows, r) @ rhs (r, cols))`, row-parallel;
+/// each output row is built as a sum of `r` contiguous rows of `rhs` (an
+/// axpy per rank), so every access is sequential.
+fn add_low_rank(w: &mut [f32], cols: usize, lhs: &[f32], rhs: &[f32], r: usize, factor: f32) {
+    if cols == 0 || r == 0 {
+        return;
+    }
+    w.par_chunks_mut(cols).zip(lhs.par_chunks(r)).for_each_init(
+        || vec![0f32; cols],
+        |acc, (wrow, lrow)| {
+            acc.fill(0.0);
+            for (&c, rrow) in lrow.iter().zip(rhs.chunks_exact(cols)) {
+                for (a, &x) in acc.iter_mut().zip(rrow) {
+                    *a += c * x;
+                }
+            }
+            for (wv, &a) in wrow.iter_mut().zip(acc.iter()) {
+                *wv += a * factor;
+            }
+        },
+    );
+}
+
+/// DoRA: scale each output feature of `v = W + delta` to norm `m`.
+fn dora_rescale(v: &mut [f32], rows: usize, cols: usize, m: &[f32], transposed: bool) {
+    if transposed {
+        // (in, out): output features are columns.
+        let mut norms = vec![0f64; cols];
+        for row in v.chunks_exact(cols).take(rows) {
+            for (n, &x) in norms.iter_mut().zip(row) {
+                *n += f64::from(x) * f64::from(x);
+            }
+        }
+        let f: Vec<f32> = norms
+            .iter()
+            .zip(m)
+            .map(|(n, &m)| m / (n.sqrt() as f32))
+            .collect();
+        for row in v.chunks_exact_mut(cols) {
+            for (x, &f) in row.iter_mut().zip(&f) {
+                *x *= f;
+            }
+        }
+    } else {
+        v.par_chunks_mut(cols)
+            .zip(m.par_iter())
+            .for_each(|(row, &m)| {
+                let n: f64 = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+                let f = m / (n.sqrt() as f32);
+                for x in row {
+                    *x *= f;
+                }
+            });
+    }
+}

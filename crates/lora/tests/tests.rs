@@ -1,0 +1,369 @@
+//! Integration tests: PEFT fixtures (merged by PEFT 0.21.2) and config errors.
+
+use std::path::{Path, PathBuf};
+
+use weightkit_lora::{Adapter, AdapterConfig, LoraError, MergeOptions, merge_lora, unmerge_lora};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("weightkit-lora-{}-{name}", std::process::id()))
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let model = weightkit_io::open(path).unwrap();
+    let s = model.source();
+    s.tensor_infos()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                t.name.clone(),
+                s.load(i).unwrap().view().to_f32_vec().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Max abs diff and max diff relative to the reference's largest magnitude.
+fn compare(ours: &Path, reference: &Path) -> (f32, f32) {
+    let (a, b) = (tensors(ours), tensors(reference));
+    assert_eq!(a.len(), b.len());
+    let (mut abs, mut rel) = (0f32, 0f32);
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let scale = vb
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()))
+            .max(f32::MIN_POSITIVE);
+        for (x, y) in va.iter().zip(vb) {
+            let d = (x - y).abs();
+            abs = abs.max(d);
+            rel = rel.max(d / scale);
+        }
+    }
+    (abs, rel)
+}
+
+fn check_fixture(name: &str, base: &str, unmergeable: bool) {
+    let dir = root().join("testdata/lora").join(name);
+    let adapter = Adapter::open(&dir).unwrap();
+    let base_path = root().join(base);
+    let base = weightkit_io::open(&base_path).unwrap();
+    let out = tmp(&format!("{name}-merged.safetensors"));
+    let opts = MergeOptions {
+        safe_merge: true,
+        ..MergeOptions::default()
+    };
+    let report = merge_lora(base.source(), &adapter, &out, &opts).unwrap();
+    assert_eq!(report.merged.len(), adapter.modules().len());
+    let (abs, rel) = compare(&out, &dir.join("merged_reference.safetensors"));
+    eprintln!("{name}: max abs diff vs PEFT {abs:e}, relative {rel:e}");
+    assert!(
+        rel <= 1e-6,
+        "{name}: max abs diff {abs:e}, relative {rel:e}"
+    );
+    if unmergeable {
+        let merged = weightkit_io::open(&out).unwrap();
+        let back = tmp(&format!("{name}-unmerged.safetensors"));
+        unmerge_lora(merged.source(), &adapter, &back, &opts).unwrap();
+        let base_file = if base_path.is_dir() {
+            base_path.join("model.safetensors")
+        } else {
+            base_path
+        };
+        let (abs, rel) = compare(&back, &base_file);
+        eprintln!("{name}: unmerge max abs diff vs base {abs:e}, relative {rel:e}");
+        assert!(rel <= 1e-6, "{name}: unmerge abs {abs:e} rel {rel:e}");
+        std::fs::remove_file(back).unwrap();
+    } else {
+        let merged = weightkit_io::open(&out).unwrap();
+        let back = tmp(&format!("{name}-unmerged.safetensors"));
+        let err = unmerge_lora(merged.source(), &adapter, &back, &opts).unwrap_err();
+        assert!(matches!(err, LoraError::Unsupported(_)), "{err}");
+    }
+    std::fs::remove_file(out).unwrap();
+}
+
+const LLAMA: &str = "testdata/tiny-llama/safetensors-f32";
+
+#[test]
+fn basic_matches_peft() {
+    check_fixture("basic", LLAMA, true);
+}
+
+#[test]
+fn rslora_matches_peft() {
+    check_fixture("rslora", LLAMA, true);
+}
+
+#[test]
+fn rank_pattern_matches_peft() {
+    check_fixture("rank-pattern", LLAMA, true);
+}
+
+#[test]
+fn dora_matches_peft() {
+    check_fixture("dora", LLAMA, false);
+}
+
+#[test]
+fn gpt2_fan_in_fan_out_matches_peft() {
+    check_fixture("gpt2-fan-in-fan-out", "testdata/gpt2-base", true);
+}
+
+#[test]
+fn rank_and_alpha_patterns_resolve_like_peft() {
+    let text =
+        std::fs::read_to_string(root().join("testdata/lora/rank-pattern/adapter_config.json"))
+            .unwrap();
+    let c = AdapterConfig::from_json_str(&text).unwrap();
+    assert_eq!(c.rank_for("model.layers.0.self_attn.q_proj"), 2);
+    assert_eq!(c.rank_for("model.layers.1.self_attn.q_proj"), 8);
+    assert_eq!(c.rank_for("model.layers.1.self_attn.v_proj"), 12);
+    assert_eq!(c.rank_for("model.layers.0.mlp.down_proj"), 4);
+    assert_eq!(c.alpha_for("model.layers.1.self_attn.k_proj"), 32.0);
+    assert_eq!(c.alpha_for("model.layers.0.self_attn.o_proj"), 5.0);
+    assert_eq!(c.alpha_for("model.layers.11.self_attn.k_proj"), 16.0);
+    assert_eq!(c.scaling_for("model.layers.0.self_attn.q_proj"), 2.0);
+}
+
+fn config_with(field: &str, value: &str) -> Result<AdapterConfig, LoraError> {
+    let text =
+        std::fs::read_to_string(root().join("testdata/lora/basic/adapter_config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[field] = serde_json::from_str(value).unwrap();
+    AdapterConfig::from_json_str(&v.to_string())
+}
+
+#[test]
+fn config_errors_are_typed() {
+    type Case = (&'static str, &'static str, fn(&LoraError) -> bool);
+    let cases: &[Case] = &[
+        (
+            "peft_type",
+            "\"IA3\"",
+            |e| matches!(e, LoraError::PeftType(t) if t == "IA3"),
+        ),
+        ("lora_bias", "true", |e| {
+            matches!(e, LoraError::Unsupported(_))
+        }),
+        (
+            "bias",
+            "\"all\"",
+            |e| matches!(e, LoraError::Config { field, .. } if field == "bias"),
+        ),
+        (
+            "init_lora_weights",
+            "\"pissa\"",
+            |e| matches!(e, LoraError::Config { field, .. } if field == "init_lora_weights"),
+        ),
+        (
+            "use_qalora",
+            "true",
+            |e| matches!(e, LoraError::Config { field, .. } if field == "use_qalora"),
+        ),
+        (
+            "some_future_field",
+            "1.5",
+            |e| matches!(e, LoraError::Config { field, .. } if field == "some_future_field"),
+        ),
+        (
+            "rank_pattern",
+            "{\"(\": 2}",
+            |e| matches!(e, LoraError::Config { field, .. } if field == "rank_pattern"),
+        ),
+        ("r", "\"eight\"", |e| {
+            matches!(e, LoraError::ConfigJson { .. })
+        }),
+    ];
+    for (field, value, ok) in cases {
+        let err = config_with(field, value).unwrap_err();
+        assert!(ok(&err), "{field}={value}: {err:?}");
+    }
+    // Bookkeeping fields and "nothing" values are accepted.
+    config_with("base_model_name_or_path", "\"meta/llama\"").unwrap();
+    config_with("layer_replication", "null").unwrap();
+}
+
+#[test]
+fn missing_config_is_an_io_error() {
+    let err = Adapter::open(root().join("testdata/tiny-llama")).unwrap_err();
+    assert!(matches!(err, LoraError::Io { .. }), "{err:?}");
+}
+
+fn basic_config() -> AdapterConfig {
+    let text =
+        std::fs::read_to_string(root().join("testdata/lora/basic/adapter_config.json")).unwrap();
+    AdapterConfig::from_json_str(&text).unwrap()
+}
+
+#[test]
+fn adapter_errors_name_the_tensor() {
+    let key = |m: &str, s: &str| format!("base_model.model.{m}.{s}");
+    let q = "model.layers.0.self_attn.q_proj";
+    // Rank mismatch between A and B.
+    let err = Adapter::from_tensors(
+        basic_config(),
+        [
+            (key(q, "lora_A.weight"), vec![8, 64], vec![0.0; 512]),
+            (key(q, "lora_B.weight"), vec![64, 4], vec![0.0; 256]),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, LoraError::RankMismatch { module, a: 8, b: 4, config: 8 } if module == q)
+    );
+    // Missing B.
+    let err = Adapter::from_tensors(
+        basic_config(),
+        [(key(q, "lora_A.weight"), vec![8, 64], vec![0.0; 512])],
+    )
+    .unwrap_err();
+    assert!(matches!(&err, LoraError::MissingFactor { module, missing: "lora_B" } if module == q));
+    // Unknown key.
+    let err = Adapter::from_tensors(basic_config(), [("foo.weight".into(), vec![1], vec![0.0])])
+        .unwrap_err();
+    assert!(matches!(&err, LoraError::UnknownKey(k) if k == "foo.weight"));
+    // Shape mismatch with the base, and a module the base lacks.
+    let base = weightkit_io::open(root().join(LLAMA)).unwrap();
+    for (module, a_cols, want) in [
+        (q, 65, "shape"),
+        ("model.layers.9.self_attn.q_proj", 64, "missing"),
+    ] {
+        let adapter = Adapter::from_tensors(
+            basic_config(),
+            [
+                (
+                    key(module, "lora_A.weight"),
+                    vec![8, a_cols],
+                    vec![0.0; 8 * a_cols],
+                ),
+                (key(module, "lora_B.weight"), vec![64, 8], vec![0.0; 512]),
+            ],
+        )
+        .unwrap();
+        let out = tmp("never.safetensors");
+        let err = merge_lora(base.source(), &adapter, &out, &MergeOptions::default()).unwrap_err();
+        match want {
+            "shape" => assert!(
+                matches!(&err, LoraError::Shape { name, .. } if name == "model.layers.0.self_attn.q_proj.weight"),
+                "{err:?}"
+            ),
+            _ => assert!(
+                matches!(&err, LoraError::MissingBaseTensor { .. }),
+                "{err:?}"
+            ),
+        }
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn safe_merge_rejects_non_finite() {
+    let q = "model.layers.0.self_attn.q_proj";
+    let mut a = vec![0.0; 512];
+    a[0] = f32::INFINITY;
+    let adapter = Adapter::from_tensors(
+        basic_config(),
+        [
+            (
+                format!("base_model.model.{q}.lora_A.weight"),
+                vec![8, 64],
+                a,
+            ),
+            (
+                format!("base_model.model.{q}.lora_B.weight"),
+                vec![64, 8],
+                vec![1.0; 512],
+            ),
+        ],
+    )
+    .unwrap();
+    let base = weightkit_io::open(root().join(LLAMA)).unwrap();
+    let out = tmp("nan.safetensors");
+    let opts = MergeOptions {
+        safe_merge: true,
+        ..MergeOptions::default()
+    };
+    let err = merge_lora(base.source(), &adapter, &out, &opts).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::NonFinite(n) if n == "model.layers.0.self_attn.q_proj.weight")
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn scale_zero_is_identity_and_embedding_lora_is_transposed() {
+    let emb = "model.embed_tokens";
+    // A (r=1, vocab=256) one-hot on token 3; B (dim=64, r=1) all 2.
+    let mut a = vec![0.0; 256];
+    a[3] = 1.0;
+    let adapter = Adapter::from_tensors(
+        basic_config(),
+        [
+            (
+                format!("base_model.model.{emb}.lora_embedding_A"),
+                vec![1, 256],
+                a,
+            ),
+            (
+                format!("base_model.model.{emb}.lora_embedding_B"),
+                vec![64, 1],
+                vec![2.0; 64],
+            ),
+        ],
+    );
+    // rank 1 disagrees with r = 8 in the config.
+    assert!(matches!(adapter, Err(LoraError::RankMismatch { .. })));
+    let text =
+        std::fs::read_to_string(root().join("testdata/lora/basic/adapter_config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["r"] = 1.into();
+    v["lora_alpha"] = 1.into();
+    v["target_modules"] = serde_json::json!(["embed_tokens"]);
+    let config = AdapterConfig::from_json_str(&v.to_string()).unwrap();
+    let mut a = vec![0.0; 256];
+    a[3] = 1.0;
+    let adapter = Adapter::from_tensors(
+        config,
+        [
+            (
+                format!("base_model.model.{emb}.lora_embedding_A"),
+                vec![1, 256],
+                a,
+            ),
+            (
+                format!("base_model.model.{emb}.lora_embedding_B"),
+                vec![64, 1],
+                vec![2.0; 64],
+            ),
+        ],
+    )
+    .unwrap();
+    let base_file = root().join(LLAMA).join("model.safetensors");
+    let base = weightkit_io::open(&base_file).unwrap();
+    for scale in [0.0f32, 1.0] {
+        let out = tmp(&format!("emb-{scale}.safetensors"));
+        let opts = MergeOptions {
+            scale,
+            ..MergeOptions::default()
+        };
+        merge_lora(base.source(), &adapter, &out, &opts).unwrap();
+        let merged = tensors(&out);
+        let orig = tensors(&base_file);
+        for ((name, m), (_, o)) in merged.iter().zip(&orig) {
+            if name == "model.embed_tokens.weight" && scale == 1.0 {
+                for (i, (x, y)) in m.iter().zip(o).enumerate() {
+                    let want = if i / 64 == 3 { y + 2.0 } else { *y };
+                    assert_eq!(*x, want, "element {i}");
+                }
+            } else {
+                assert_eq!(m, o, "{name}");
+            }
+        }
+        std::fs::remove_file(out).unwrap();
+    }
+}
