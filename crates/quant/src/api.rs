@@ -175,7 +175,7 @@ pub fn quantize_into(
     }
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => {
-            if let Some((i, &v)) = src.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            if let Some((i, &v)) = crate::common::first_non_finite(src).map(|i| (i, &src[i])) {
                 return Err(QuantError::NonFiniteInput { index: i, value: v });
             }
             weightkit_core::convert::encode_f32(dtype, src, dst).map_err(|_| {
@@ -459,7 +459,7 @@ pub fn matvec(
     check_len("weights", row_bytes.saturating_mul(rows), w.len(), "bytes")?;
     check_len("x", cols, x.len(), "elements")?;
     check_len("y", rows, y.len(), "elements")?;
-    if let Some((i, &v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+    if let Some((i, &v)) = crate::common::first_non_finite(x).map(|i| (i, &x[i])) {
         return Err(QuantError::NonFiniteInput { index: i, value: v });
     }
     let xq = quantize(dot_type, x, cols, None)?;

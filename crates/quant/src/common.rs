@@ -27,9 +27,41 @@ pub fn fp16_to_fp32(h: f16) -> f32 {
     h.to_f32()
 }
 
+/// Index of the first NaN or infinity in `x`. Scans 64-value chunks with
+/// a branch-free (vectorisable) test and only searches inside a chunk that
+/// has one, so the check costs a fraction of any quantizer.
+#[inline]
+pub fn first_non_finite(x: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    for (c, chunk) in x.chunks(64).enumerate() {
+        let bad = chunk
+            .iter()
+            .fold(0u32, |acc, v| acc | u32::from(v.to_bits() & EXP == EXP));
+        if bad != 0 {
+            return chunk
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| c * 64 + i);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_non_finite_finds_the_first() {
+        let mut x = vec![1.0f32; 300];
+        assert_eq!(first_non_finite(&x), None);
+        x[200] = f32::NAN;
+        x[250] = f32::INFINITY;
+        assert_eq!(first_non_finite(&x), Some(200));
+        x[3] = f32::NEG_INFINITY;
+        assert_eq!(first_non_finite(&x), Some(3));
+        assert_eq!(first_non_finite(&[f32::MAX, f32::MIN_POSITIVE, -0.0]), None);
+    }
 
     #[test]
     fn nearest_int_is_round_half_even() {

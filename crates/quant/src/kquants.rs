@@ -717,7 +717,7 @@ fn check_row(
 }
 
 fn check_finite(x: &[f32]) -> Result<(), QuantError> {
-    match x.iter().position(|v| !v.is_finite()) {
+    match crate::common::first_non_finite(x) {
         Some(index) => Err(QuantError::NonFiniteInput {
             index,
             value: x[index],
