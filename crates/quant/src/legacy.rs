@@ -509,6 +509,7 @@ fn pack_q5(levels: &[u8; 32]) -> ([u8; 16], [u8; 4]) {
 // Q4_0
 // ---------------------------------------------------------------------------
 
+#[inline(always)]
 fn q4_0_block_ref(x: &[f32; 32]) -> BlockQ4_0 {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
@@ -569,6 +570,38 @@ pub fn quantize_row_q4_0_ref(x: &[f32], y: &mut [BlockQ4_0]) -> Result<(), Quant
     Ok(())
 }
 
+/// The reference path over whole blocks, inlined into each instruction-set
+/// instance below.
+#[inline(always)]
+fn q4_0_blocks_generic(src: &[f32], dst: &mut [BlockQ4_0]) {
+    for (xb, yb) in src.as_chunks::<QK4_0>().0.iter().zip(dst.iter_mut()) {
+        *yb = q4_0_block_ref(xb);
+    }
+}
+
+/// [`q4_0_blocks_generic`] compiled for AVX2: the same IEEE operations in
+/// the same order (AVX2 without FMA, so no operation is fused), hence the
+/// same bytes, on wider registers.
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_0_blocks_avx2(src: &[f32], dst: &mut [BlockQ4_0]) {
+    q4_0_blocks_generic(src, dst);
+}
+
+fn q4_0_blocks(src: &[f32], dst: &mut [BlockQ4_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::Level::Avx2 {
+        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
+        unsafe { q4_0_blocks_avx2(src, dst) };
+        return;
+    }
+    q4_0_blocks_generic(src, dst);
+}
+
 /// ggml's `quantize_q4_0`: quantizes `src` as rows of `n_per_row` elements.
 ///
 /// Without `imatrix` this is [`quantize_row_q4_0_ref`]; with it (one
@@ -593,11 +626,7 @@ pub fn quantize_q4_0(
         return Ok(());
     }
     match imatrix {
-        None => {
-            for (xb, yb) in src.as_chunks::<QK4_0>().0.iter().zip(dst.iter_mut()) {
-                *yb = q4_0_block_ref(xb);
-            }
-        }
+        None => q4_0_blocks(src, dst),
         Some(qw) => {
             let per_row = n_per_row / QK4_0;
             for (x, y) in src
@@ -633,6 +662,7 @@ pub fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]) -> Result<(), QuantEr
 // Q4_1
 // ---------------------------------------------------------------------------
 
+#[inline(always)]
 fn q4_1_block_ref(x: &[f32; 32]) -> BlockQ4_1 {
     let mut min = f32::MAX;
     let mut max = -f32::MAX;
@@ -695,6 +725,37 @@ pub fn quantize_row_q4_1_ref(x: &[f32], y: &mut [BlockQ4_1]) -> Result<(), Quant
     Ok(())
 }
 
+/// The reference path over whole blocks, inlined into each instruction-set
+/// instance below.
+#[inline(always)]
+fn q4_1_blocks_generic(src: &[f32], dst: &mut [BlockQ4_1]) {
+    for (xb, yb) in src.as_chunks::<QK4_1>().0.iter().zip(dst.iter_mut()) {
+        *yb = q4_1_block_ref(xb);
+    }
+}
+
+/// [`q4_1_blocks_generic`] compiled for AVX2 (no FMA: the same IEEE
+/// operations in the same order, hence the same bytes).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_1_blocks_avx2(src: &[f32], dst: &mut [BlockQ4_1]) {
+    q4_1_blocks_generic(src, dst);
+}
+
+fn q4_1_blocks(src: &[f32], dst: &mut [BlockQ4_1]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::Level::Avx2 {
+        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
+        unsafe { q4_1_blocks_avx2(src, dst) };
+        return;
+    }
+    q4_1_blocks_generic(src, dst);
+}
+
 /// ggml's `quantize_q4_1`: rows of `n_per_row`; with `imatrix`, ggml's
 /// `quantize_row_q4_1_impl` (weights as in [`quantize_q4_0`], then
 /// `make_qkx3_quants` with 37 candidate scales), else
@@ -713,11 +774,7 @@ pub fn quantize_q4_1(
         return Ok(());
     }
     match imatrix {
-        None => {
-            for (xb, yb) in src.as_chunks::<QK4_1>().0.iter().zip(dst.iter_mut()) {
-                *yb = q4_1_block_ref(xb);
-            }
-        }
+        None => q4_1_blocks(src, dst),
         Some(qw) => {
             let per_row = n_per_row / QK4_1;
             for (x, y) in src
@@ -754,6 +811,7 @@ pub fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]) -> Result<(), QuantEr
 // Q5_0
 // ---------------------------------------------------------------------------
 
+#[inline(always)]
 fn q5_0_block_ref(x: &[f32; 32]) -> BlockQ5_0 {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
@@ -811,6 +869,37 @@ pub fn quantize_row_q5_0_ref(x: &[f32], y: &mut [BlockQ5_0]) -> Result<(), Quant
     Ok(())
 }
 
+/// The reference path over whole blocks, inlined into each instruction-set
+/// instance below.
+#[inline(always)]
+fn q5_0_blocks_generic(src: &[f32], dst: &mut [BlockQ5_0]) {
+    for (xb, yb) in src.as_chunks::<QK5_0>().0.iter().zip(dst.iter_mut()) {
+        *yb = q5_0_block_ref(xb);
+    }
+}
+
+/// [`q5_0_blocks_generic`] compiled for AVX2 (no FMA: the same IEEE
+/// operations in the same order, hence the same bytes).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q5_0_blocks_avx2(src: &[f32], dst: &mut [BlockQ5_0]) {
+    q5_0_blocks_generic(src, dst);
+}
+
+fn q5_0_blocks(src: &[f32], dst: &mut [BlockQ5_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::Level::Avx2 {
+        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
+        unsafe { q5_0_blocks_avx2(src, dst) };
+        return;
+    }
+    q5_0_blocks_generic(src, dst);
+}
+
 /// ggml's `quantize_q5_0`: rows of `n_per_row`; with `imatrix`, ggml's
 /// `quantize_row_q5_0_impl` (`make_qx_quants` with `nmax = 16`), else
 /// [`quantize_row_q5_0_ref`].
@@ -828,11 +917,7 @@ pub fn quantize_q5_0(
         return Ok(());
     }
     match imatrix {
-        None => {
-            for (xb, yb) in src.as_chunks::<QK5_0>().0.iter().zip(dst.iter_mut()) {
-                *yb = q5_0_block_ref(xb);
-            }
-        }
+        None => q5_0_blocks(src, dst),
         Some(qw) => {
             let per_row = n_per_row / QK5_0;
             for (x, y) in src
@@ -871,6 +956,7 @@ pub fn dequantize_row_q5_0(x: &[BlockQ5_0], y: &mut [f32]) -> Result<(), QuantEr
 // Q5_1
 // ---------------------------------------------------------------------------
 
+#[inline(always)]
 fn q5_1_block_ref(x: &[f32; 32]) -> BlockQ5_1 {
     let mut min = f32::MAX;
     let mut max = -f32::MAX;
@@ -932,6 +1018,37 @@ pub fn quantize_row_q5_1_ref(x: &[f32], y: &mut [BlockQ5_1]) -> Result<(), Quant
     Ok(())
 }
 
+/// The reference path over whole blocks, inlined into each instruction-set
+/// instance below.
+#[inline(always)]
+fn q5_1_blocks_generic(src: &[f32], dst: &mut [BlockQ5_1]) {
+    for (xb, yb) in src.as_chunks::<QK5_1>().0.iter().zip(dst.iter_mut()) {
+        *yb = q5_1_block_ref(xb);
+    }
+}
+
+/// [`q5_1_blocks_generic`] compiled for AVX2 (no FMA: the same IEEE
+/// operations in the same order, hence the same bytes).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn q5_1_blocks_avx2(src: &[f32], dst: &mut [BlockQ5_1]) {
+    q5_1_blocks_generic(src, dst);
+}
+
+fn q5_1_blocks(src: &[f32], dst: &mut [BlockQ5_1]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::Level::Avx2 {
+        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
+        unsafe { q5_1_blocks_avx2(src, dst) };
+        return;
+    }
+    q5_1_blocks_generic(src, dst);
+}
+
 /// ggml's `quantize_q5_1`: rows of `n_per_row`; with `imatrix`, ggml's
 /// `quantize_row_q5_1_impl` (`make_qkx3_quants` with `nmax = 31`), else
 /// [`quantize_row_q5_1_ref`].
@@ -949,11 +1066,7 @@ pub fn quantize_q5_1(
         return Ok(());
     }
     match imatrix {
-        None => {
-            for (xb, yb) in src.as_chunks::<QK5_1>().0.iter().zip(dst.iter_mut()) {
-                *yb = q5_1_block_ref(xb);
-            }
-        }
+        None => q5_1_blocks(src, dst),
         Some(qw) => {
             let per_row = n_per_row / QK5_1;
             for (x, y) in src
