@@ -31,9 +31,12 @@ commands:
             checkpoint with weightkit's TorchWriter and load it with
             torch.load(weights_only=True), comparing every tensor; also
             writes the torch-made fixtures (testdata/pickle/torch/ holds a
-            committed copy) to target/interop/torch-fixtures; then runs
+            committed copy) to target/interop/torch-fixtures and PEFT's
+            lora_bias adapter (testdata/lora/gpt2-lora-bias/ holds a
+            committed copy) to target/interop/gpt2-lora-bias; then runs
             weightkit's F32/Q8_0/Q4_K_M GGUF of the tiny Llama in llama.cpp
-            (llama-cpp-python) and compares logits with transformers'
+            (llama-cpp-python, pinned; its first install builds llama.cpp,
+            ~20 minutes) and compares logits with transformers'
   help      print this message
 ";
 
@@ -41,6 +44,13 @@ commands:
 const TORCH_VERSION: &str = "2.15.0";
 /// The safetensors version `cargo xtask interop` installs.
 const SAFETENSORS_VERSION: &str = "0.8.0";
+/// The transformers version `cargo xtask interop` installs (the fixtures').
+const TRANSFORMERS_VERSION: &str = "5.24.0";
+/// The PEFT version `cargo xtask interop` installs (the fixtures').
+const PEFT_VERSION: &str = "0.21.2";
+/// The llama-cpp-python version `cargo xtask interop` installs (its source
+/// distribution builds llama.cpp: about 20 minutes on 2 cores, once).
+const LLAMA_CPP_PYTHON_VERSION: &str = "0.3.36";
 
 /// Scripts that regenerate committed test data, run from the workspace root.
 const FIXTURE_SCRIPTS: &[&str] = &[
@@ -141,7 +151,8 @@ fn fixtures() -> Result<(), Failure> {
     )
 }
 
-/// Writes a checkpoint with weightkit and loads it with real torch.
+/// Cross-checks against the real tools: torch loads weightkit's checkpoint,
+/// llama.cpp runs weightkit's GGUFs, PEFT regenerates the lora_bias fixture.
 fn interop() -> Result<(), Failure> {
     let root = workspace_root();
     let venv = root.join("target/interop-venv");
@@ -159,6 +170,9 @@ fn interop() -> Result<(), Failure> {
             "--quiet",
             &format!("torch=={TORCH_VERSION}"),
             &format!("safetensors=={SAFETENSORS_VERSION}"),
+            &format!("transformers=={TRANSFORMERS_VERSION}"),
+            &format!("peft=={PEFT_VERSION}"),
+            &format!("llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"),
             "numpy",
         ],
     )?;
@@ -182,6 +196,70 @@ fn interop() -> Result<(), Failure> {
         &[
             "xtask/interop/make_torch_fixtures.py",
             "target/interop/torch-fixtures",
+        ],
+    )?;
+    // testdata/lora/gpt2-lora-bias/ holds a committed copy.
+    run(
+        &py,
+        &[
+            "xtask/interop/make_lora_bias_fixture.py",
+            "target/interop/gpt2-lora-bias",
+        ],
+    )?;
+    llama_cpp(&root, &py)
+}
+
+/// Converts the tiny Llama (with a Llama-3 tokenizer) to F32, Q8_0 and
+/// Q4_K_M GGUF with the weightkit CLI and runs them in llama.cpp.
+fn llama_cpp(root: &Path, py: &str) -> Result<(), Failure> {
+    let dir = root.join("target/interop/llama-cpp");
+    let model = dir.join("model");
+    let io = |e: std::io::Error| Failure::Step(format!("{}: {e}", dir.display()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+    }
+    std::fs::create_dir_all(&model).map_err(io)?;
+    for from in [
+        "testdata/tiny-llama/safetensors-f32",
+        "testdata/arch/tok-llama3",
+    ] {
+        for entry in std::fs::read_dir(root.join(from)).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            std::fs::copy(entry.path(), model.join(entry.file_name())).map_err(io)?;
+        }
+    }
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let cli = ["run", "--quiet", "--release", "-p", "weightkit-cli", "--"];
+    let f32_gguf = s(dir.join("f32.gguf"));
+    run_cargo(&[&cli[..], &["convert", &s(model), &f32_gguf]].concat())?;
+    // 172-wide ffn_down rows have no Q8_0 fallback (nor in llama-quantize).
+    run_cargo(
+        &[
+            &cli[..],
+            &[
+                "quantize",
+                &f32_gguf,
+                &s(dir.join("q8_0.gguf")),
+                "q8_0",
+                "--override",
+                "ffn_down=f16",
+            ],
+        ]
+        .concat(),
+    )?;
+    run_cargo(
+        &[
+            &cli[..],
+            &["quantize", &f32_gguf, &s(dir.join("q4_k_m.gguf")), "q4_k_m"],
+        ]
+        .concat(),
+    )?;
+    run(
+        py,
+        &[
+            "xtask/interop/check_llama_cpp.py",
+            &s(dir),
+            "testdata/tiny-llama/reference_logits.safetensors",
         ],
     )
 }

@@ -135,7 +135,8 @@ pub struct AdapterConfig {
     /// DoRA: the adapter holds `lora_magnitude_vector`s.
     #[serde(default)]
     pub use_dora: bool,
-    /// LoRA-B carries a bias (not supported yet: rejected).
+    /// `lora_B` carries a bias, merged as `bias += scaling * lora_B.bias`
+    /// (PEFT's `lora_bias`; not with DoRA or embeddings, as PEFT).
     #[serde(default)]
     pub lora_bias: bool,
     /// Modules whose full weights the adapter stores and replaces.
@@ -211,9 +212,11 @@ impl AdapterConfig {
         if !self.lora_alpha.is_finite() {
             return Err(config_err("lora_alpha", "must be finite"));
         }
-        if self.lora_bias {
-            return Err(LoraError::Unsupported(
-                "lora_bias = true (LoRA-B bias merging)".into(),
+        if self.lora_bias && self.use_dora {
+            // PEFT's LoraConfig raises the same.
+            return Err(config_err(
+                "lora_bias",
+                "true is not supported with use_dora",
             ));
         }
         if self.bias != "none" {
@@ -323,6 +326,9 @@ pub struct LoraModule {
     pub scaling: f64,
     /// DoRA magnitude per output feature.
     pub magnitude: Option<Vec<f32>>,
+    /// `lora_B.bias` (length `b_rows`) with `lora_bias`; it changes the base
+    /// tensor [`LoraModule::bias_target`] by `scaling * bias`.
+    pub bias: Option<Vec<f32>>,
     /// An embedding LoRA (`lora_embedding_A/B`: delta is `(B @ A)^T`).
     pub embedding: bool,
 }
@@ -332,6 +338,11 @@ impl LoraModule {
     /// (`fan_in_fan_out` bases and embeddings).
     pub fn transposed(&self, config: &AdapterConfig) -> bool {
         self.embedding || config.fan_in_fan_out
+    }
+
+    /// The base bias tensor `lora_B.bias` changes (`<module>.bias`).
+    pub fn bias_target(&self) -> String {
+        format!("{}.bias", self.module)
     }
 
     /// The base tensor shape this module fits.
@@ -357,6 +368,7 @@ struct Parts {
     a: Option<(Vec<usize>, Vec<f32>)>,
     b: Option<(Vec<usize>, Vec<f32>)>,
     m: Option<(Vec<usize>, Vec<f32>)>,
+    bias: Option<(Vec<usize>, Vec<f32>)>,
     embedding: bool,
 }
 
@@ -419,9 +431,10 @@ impl Adapter {
             let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
                 return Err(LoraError::UnknownKey(key));
             };
-            let suffixes: [(&str, u8, bool); 6] = [
+            let suffixes: [(&str, u8, bool); 7] = [
                 (".lora_A.weight", b'a', false),
                 (".lora_B.weight", b'b', false),
+                (".lora_B.bias", b'c', false),
                 (".lora_magnitude_vector.weight", b'm', false),
                 (".lora_magnitude_vector", b'm', false),
                 (".lora_embedding_A", b'a', true),
@@ -436,11 +449,13 @@ impl Adapter {
                 let slot = match kind {
                     b'a' => &mut p.a,
                     b'b' => &mut p.b,
+                    b'c' => &mut p.bias,
                     _ => &mut p.m,
                 };
                 *slot = Some((shape, values));
-            } else if rest.ends_with(".lora_A.bias") || rest.ends_with(".lora_B.bias") {
-                return Err(LoraError::Unsupported(format!("LoRA bias tensor `{key}`")));
+            } else if rest.ends_with(".lora_A.bias") {
+                // PEFT's lora_A never has a bias.
+                return Err(LoraError::UnknownKey(key));
             } else if config.saves(rest) {
                 saved.push((rest.to_owned(), shape, values));
             } else {
@@ -507,6 +522,42 @@ impl Adapter {
                 }
                 (None, false) => None,
             };
+            let bias = match (p.bias, config.lora_bias) {
+                (Some(_), true) if p.embedding => {
+                    // PEFT raises for lora_bias on embeddings.
+                    return Err(LoraError::Unsupported(format!(
+                        "lora_bias on embedding module `{module}`"
+                    )));
+                }
+                (Some((shape, bias)), true) => {
+                    if shape != [b_rows] {
+                        return Err(shape_err(
+                            &format!("{module}.lora_B.bias"),
+                            vec![b_rows],
+                            &shape,
+                        ));
+                    }
+                    Some(bias)
+                }
+                (None, true) if p.embedding => {
+                    return Err(LoraError::Unsupported(format!(
+                        "lora_bias on embedding module `{module}`"
+                    )));
+                }
+                (None, true) => {
+                    return Err(LoraError::MissingFactor {
+                        module,
+                        missing: "lora_B.bias",
+                    });
+                }
+                (Some(_), false) => {
+                    return Err(config_err(
+                        "lora_bias",
+                        format!("false, but `{module}` has a lora_B.bias"),
+                    ));
+                }
+                (None, false) => None,
+            };
             modules.push(LoraModule {
                 target: format!("{module}.weight"),
                 scaling: config.scaling_for(&module),
@@ -517,6 +568,7 @@ impl Adapter {
                 b,
                 b_rows,
                 magnitude,
+                bias,
                 embedding: p.embedding,
             });
         }

@@ -8,4 +8,4 @@ pub mod merge;
 
 pub use adapter::{Adapter, AdapterConfig, LoraModule, TargetModules};
 pub use error::{BoxError, LoraError};
-pub use merge::{MergeOptions, MergeReport, apply_module, merge_lora, unmerge_lora};
+pub use merge::{MergeOptions, MergeReport, apply_bias, apply_module, merge_lora, unmerge_lora};

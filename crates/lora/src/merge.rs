@@ -48,6 +48,8 @@ pub struct MergeReport {
 
 enum Action {
     Lora(usize),
+    /// `bias += scaling * lora_B.bias` of module `.0` (`lora_bias`).
+    Bias(usize),
     Replace(usize),
 }
 
@@ -104,6 +106,32 @@ fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>,
             )));
         }
         actions.insert(m.target.clone(), Action::Lora(i));
+        if m.bias.is_some() {
+            let name = m.bias_target();
+            // PEFT: "Impossible to merge LoRA with `lora_bias=True` because
+            // the base layer has no bias."
+            let info = base
+                .position(&name)
+                .and_then(|p| base.tensor_infos().get(p))
+                .ok_or_else(|| LoraError::MissingBaseTensor {
+                    module: m.module.clone(),
+                    tensor: name.clone(),
+                })?;
+            if info.shape.dims() != [m.b_rows] {
+                return Err(LoraError::Shape {
+                    name,
+                    expected: vec![m.b_rows],
+                    found: info.shape.dims().to_vec(),
+                });
+            }
+            if !is_mergeable(info.dtype) {
+                return Err(LoraError::Unsupported(format!(
+                    "base tensor `{name}` has dtype {:?} (f32, f16 and bf16 only)",
+                    info.dtype
+                )));
+            }
+            actions.insert(name, Action::Bias(i));
+        }
     }
     for (i, (name, shape, _)) in adapter.saved_tensors().iter().enumerate() {
         let info = base
@@ -124,6 +152,11 @@ fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>,
             return Err(LoraError::Unsupported(format!(
                 "base tensor `{name}` has dtype {:?} (f32, f16 and bf16 only)",
                 info.dtype
+            )));
+        }
+        if actions.contains_key(name) {
+            return Err(LoraError::Unsupported(format!(
+                "`{name}` is both LoRA-adapted and in modules_to_save"
             )));
         }
         actions.insert(name.clone(), Action::Replace(i));
@@ -179,6 +212,13 @@ fn run(
                 apply_module(adapter.config(), module, &mut w, options.scale, unmerge);
                 report.merged.push(info.name.clone());
                 w
+            }
+            Some(Action::Bias(m)) => {
+                let mut b = view.to_f32_vec().map_err(conv)?;
+                let module = &adapter.modules()[*m];
+                apply_bias(module, &mut b, options.scale, unmerge);
+                report.merged.push(info.name.clone());
+                b
             }
             Some(Action::Replace(s)) => {
                 report.replaced.push(info.name.clone());
@@ -239,6 +279,22 @@ pub fn apply_module(
     }
     if let Some(m) = &module.magnitude {
         dora_rescale(weight, rows, cols, m, module.transposed(config));
+    }
+}
+
+/// Applies `lora_B.bias` to the base bias already widened to f32:
+/// `bias += s * scaling * lora_B.bias`, or `-=` when `unmerge` (PEFT's
+/// `lora_bias`). Does nothing for modules without a LoRA bias.
+///
+/// `bias.len()` must equal `module.b_rows`; otherwise this panics.
+pub fn apply_bias(module: &LoraModule, bias: &mut [f32], scale: f32, unmerge: bool) {
+    let Some(lb) = &module.bias else {
+        return;
+    };
+    assert_eq!(bias.len(), module.b_rows, "bias size for {}", module.module);
+    let factor = (module.scaling as f32) * scale * if unmerge { -1.0 } else { 1.0 };
+    for (b, &x) in bias.iter_mut().zip(lb) {
+        *b += x * factor;
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use weightkit_core::TensorSink;
 use weightkit_lora::{Adapter, AdapterConfig, LoraError, MergeOptions, merge_lora, unmerge_lora};
 
 fn root() -> PathBuf {
@@ -58,7 +59,12 @@ fn check_fixture(name: &str, base: &str, unmergeable: bool) {
         ..MergeOptions::default()
     };
     let report = merge_lora(base.source(), &adapter, &out, &opts).unwrap();
-    assert_eq!(report.merged.len(), adapter.modules().len());
+    let with_bias = adapter
+        .modules()
+        .iter()
+        .filter(|m| m.bias.is_some())
+        .count();
+    assert_eq!(report.merged.len(), adapter.modules().len() + with_bias);
     let (abs, rel) = compare(&out, &dir.join("merged_reference.safetensors"));
     eprintln!("{name}: max abs diff vs PEFT {abs:e}, relative {rel:e}");
     assert!(
@@ -115,6 +121,137 @@ fn gpt2_fan_in_fan_out_matches_peft() {
 }
 
 #[test]
+fn gpt2_lora_bias_matches_peft() {
+    // PEFT 0.21.2, lora_bias=True on Conv1D c_attn/c_fc (fan_in_fan_out),
+    // rank_pattern c_fc -> 2: the base biases change by scaling * lora_B.bias.
+    check_fixture("gpt2-lora-bias", "testdata/gpt2-base", true);
+    let adapter = Adapter::open(root().join("testdata/lora/gpt2-lora-bias")).unwrap();
+    assert_eq!(adapter.modules().len(), 4);
+    assert!(adapter.modules().iter().all(|m| m.bias.is_some()));
+}
+
+fn lora_bias_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    tensors(&root().join("testdata/lora/gpt2-lora-bias/adapter_model.safetensors"))
+        .into_iter()
+        .map(|(n, v)| {
+            let shape = if n.ends_with("bias") {
+                vec![v.len()]
+            } else if n.ends_with("lora_A.weight") {
+                let r = if n.contains("c_fc") { 2 } else { 4 };
+                vec![r, v.len() / r]
+            } else {
+                let r = if n.contains("c_fc") { 2 } else { 4 };
+                vec![v.len() / r, r]
+            };
+            (n, shape, v)
+        })
+        .collect()
+}
+
+fn lora_bias_config(edit: impl FnOnce(&mut serde_json::Value)) -> Result<AdapterConfig, LoraError> {
+    let text =
+        std::fs::read_to_string(root().join("testdata/lora/gpt2-lora-bias/adapter_config.json"))
+            .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut v);
+    AdapterConfig::from_json_str(&v.to_string())
+}
+
+#[test]
+fn lora_bias_errors_are_typed() {
+    // DoRA with lora_bias: PEFT's LoraConfig raises too.
+    let err = lora_bias_config(|v| v["use_dora"] = true.into()).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::Config { field, .. } if field == "lora_bias"),
+        "{err:?}"
+    );
+    // lora_bias = false but the file has lora_B.bias tensors.
+    let c = lora_bias_config(|v| v["lora_bias"] = false.into()).unwrap();
+    let err = Adapter::from_tensors(c, lora_bias_tensors()).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::Config { field, .. } if field == "lora_bias"),
+        "{err:?}"
+    );
+    // lora_bias = true but a module lacks its bias.
+    let c = lora_bias_config(|_| {}).unwrap();
+    let mut t = lora_bias_tensors();
+    t.retain(|(n, _, _)| n != "base_model.model.transformer.h.1.mlp.c_fc.lora_B.bias");
+    let err = Adapter::from_tensors(c.clone(), t).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::MissingFactor { module, missing } if module == "transformer.h.1.mlp.c_fc" && *missing == "lora_B.bias"),
+        "{err:?}"
+    );
+    // A bias of the wrong length.
+    let mut t = lora_bias_tensors();
+    for (n, shape, v) in &mut t {
+        if n == "base_model.model.transformer.h.0.attn.c_attn.lora_B.bias" {
+            v.pop();
+            *shape = vec![v.len()];
+        }
+    }
+    let err = Adapter::from_tensors(c.clone(), t).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::Shape { name, .. } if name.ends_with("c_attn.lora_B.bias")),
+        "{err:?}"
+    );
+    // lora_A never has a bias in PEFT.
+    let mut t = lora_bias_tensors();
+    t.push((
+        "base_model.model.transformer.h.0.attn.c_attn.lora_A.bias".into(),
+        vec![4],
+        vec![0.0; 4],
+    ));
+    let err = Adapter::from_tensors(c.clone(), t).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::UnknownKey(k) if k.ends_with("lora_A.bias")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn lora_bias_needs_a_base_bias() {
+    // PEFT: "Impossible to merge LoRA with `lora_bias=True` because the base
+    // layer has no bias." Drop the base's c_fc biases and merge.
+    let base = tensors(&root().join("testdata/gpt2-base/model.safetensors"));
+    let dir = tmp("no-bias-base");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let kept: Vec<_> = base
+        .iter()
+        .filter(|(n, _)| !n.ends_with("c_fc.bias"))
+        .collect();
+    let original = weightkit_io::open(root().join("testdata/gpt2-base/model.safetensors")).unwrap();
+    let infos: Vec<_> = original
+        .source()
+        .tensor_infos()
+        .iter()
+        .filter(|t| !t.name.ends_with("c_fc.bias"))
+        .cloned()
+        .collect();
+    let mut w = weightkit_safetensors::SafetensorsWriter::create(
+        &path,
+        infos,
+        &weightkit_core::Metadata::new(),
+    )
+    .unwrap();
+    for (n, v) in kept {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        w.write_tensor(n, &bytes).unwrap();
+    }
+    w.finish().unwrap();
+    let adapter = Adapter::open(root().join("testdata/lora/gpt2-lora-bias")).unwrap();
+    let model = weightkit_io::open(&path).unwrap();
+    let out = dir.join("merged.safetensors");
+    let err = merge_lora(model.source(), &adapter, &out, &MergeOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::MissingBaseTensor { tensor, .. } if tensor == "transformer.h.0.mlp.c_fc.bias"),
+        "{err:?}"
+    );
+    assert!(!out.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn rank_and_alpha_patterns_resolve_like_peft() {
     let text =
         std::fs::read_to_string(root().join("testdata/lora/rank-pattern/adapter_config.json"))
@@ -147,8 +284,8 @@ fn config_errors_are_typed() {
             "\"IA3\"",
             |e| matches!(e, LoraError::PeftType(t) if t == "IA3"),
         ),
-        ("lora_bias", "true", |e| {
-            matches!(e, LoraError::Unsupported(_))
+        ("lora_bias", "\"yes\"", |e| {
+            matches!(e, LoraError::ConfigJson { .. })
         }),
         (
             "bias",
