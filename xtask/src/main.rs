@@ -201,10 +201,7 @@ fn interop() -> Result<(), Failure> {
     // testdata/lora/gpt2-lora-bias/ holds a committed copy.
     run(
         &py,
-        &[
-            "xtask/interop/make_lora_bias_fixture.py",
-            "target/interop/gpt2-lora-bias",
-        ],
+        &["xtask/interop/make_lora_bias_fixture.py", "target/interop"],
     )?;
     llama_cpp(&root, &py)
 }

@@ -145,7 +145,9 @@ pub struct AdapterConfig {
     /// The modules LoRA was applied to.
     #[serde(default)]
     pub target_modules: Option<TargetModules>,
-    /// Which biases were trained (`"none"` only; others are rejected).
+    /// Which base biases were trained and saved with the adapter: `"none"`,
+    /// `"all"` (every bias) or `"lora_only"` (the adapted modules' biases);
+    /// saved biases replace the base's when merging.
     #[serde(default = "default_bias")]
     pub bias: String,
     /// How the factors were initialised; PiSSA/OLoRA/LoftQ/CorDA/EVA-style
@@ -219,10 +221,13 @@ impl AdapterConfig {
                 "true is not supported with use_dora",
             ));
         }
-        if self.bias != "none" {
+        if !matches!(self.bias.as_str(), "none" | "all" | "lora_only") {
             return Err(config_err(
                 "bias",
-                format!("{:?} is not supported (only \"none\")", self.bias),
+                format!(
+                    "{:?} is not one of \"none\", \"all\", \"lora_only\"",
+                    self.bias
+                ),
             ));
         }
         match &self.init_lora_weights {
@@ -427,6 +432,9 @@ impl Adapter {
         config.validate()?;
         let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
         let mut saved = Vec::new();
+        // Trained base biases (`bias = "all" | "lora_only"`): (module, base
+        // tensor name, shape, values).
+        let mut biases = Vec::new();
         for (key, shape, values) in tensors {
             let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
                 return Err(LoraError::UnknownKey(key));
@@ -458,9 +466,25 @@ impl Adapter {
                 return Err(LoraError::UnknownKey(key));
             } else if config.saves(rest) {
                 saved.push((rest.to_owned(), shape, values));
+            } else if config.bias != "none" && rest.ends_with(".bias") {
+                // PEFT keeps wrapped layers' own bias under `base_layer`.
+                let module = rest
+                    .strip_suffix(".base_layer.bias")
+                    .or_else(|| rest.strip_suffix(".bias"))
+                    .unwrap_or(rest);
+                biases.push((module.to_owned(), format!("{module}.bias"), shape, values));
             } else {
                 return Err(LoraError::UnknownKey(key));
             }
+        }
+        for (module, name, shape, values) in biases {
+            if config.bias == "lora_only" && !parts.contains_key(&module) {
+                return Err(config_err(
+                    "bias",
+                    format!("\"lora_only\", but `{name}` belongs to no LoRA module"),
+                ));
+            }
+            saved.push((name, shape, values));
         }
         let mut modules = Vec::new();
         for (module, p) in parts {
@@ -589,7 +613,9 @@ impl Adapter {
         &self.modules
     }
 
-    /// `modules_to_save` tensors: base tensor name, shape and values.
+    /// Tensors that replace the base's: `modules_to_save` weights and trained
+    /// biases (`bias = "all" | "lora_only"`), as base tensor name, shape and
+    /// values.
     pub fn saved_tensors(&self) -> &[(String, Vec<usize>, Vec<f32>)] {
         &self.saved
     }

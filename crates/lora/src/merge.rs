@@ -48,8 +48,13 @@ pub struct MergeReport {
 
 enum Action {
     Lora(usize),
-    /// `bias += scaling * lora_B.bias` of module `.0` (`lora_bias`).
-    Bias(usize),
+    /// `bias += scaling * lora_B.bias` of module `module` (`lora_bias`),
+    /// after replacing the base bias by saved tensor `replace` if any
+    /// (`bias = "all"`: PEFT loads the trained bias, then merges).
+    Bias {
+        module: usize,
+        replace: Option<usize>,
+    },
     Replace(usize),
 }
 
@@ -130,7 +135,13 @@ fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>,
                     info.dtype
                 )));
             }
-            actions.insert(name, Action::Bias(i));
+            actions.insert(
+                name,
+                Action::Bias {
+                    module: i,
+                    replace: None,
+                },
+            );
         }
     }
     for (i, (name, shape, _)) in adapter.saved_tensors().iter().enumerate() {
@@ -154,12 +165,17 @@ fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>,
                 info.dtype
             )));
         }
-        if actions.contains_key(name) {
-            return Err(LoraError::Unsupported(format!(
-                "`{name}` is both LoRA-adapted and in modules_to_save"
-            )));
+        match actions.get_mut(name) {
+            Some(Action::Bias { replace, .. }) if replace.is_none() => *replace = Some(i),
+            Some(_) => {
+                return Err(LoraError::Unsupported(format!(
+                    "`{name}` is both LoRA-adapted and saved in full by the adapter"
+                )));
+            }
+            None => {
+                actions.insert(name.clone(), Action::Replace(i));
+            }
         }
-        actions.insert(name.clone(), Action::Replace(i));
     }
     Ok(actions)
 }
@@ -178,7 +194,9 @@ fn run(
     }
     if unmerge && !adapter.saved_tensors().is_empty() {
         return Err(LoraError::Unsupported(
-            "unmerging modules_to_save (the replaced base weights are gone)".into(),
+            "unmerging an adapter that replaces base tensors (modules_to_save or trained \
+             biases): the replaced base weights are gone"
+                .into(),
         ));
     }
     let actions = plan(base, adapter)?;
@@ -213,9 +231,12 @@ fn run(
                 report.merged.push(info.name.clone());
                 w
             }
-            Some(Action::Bias(m)) => {
-                let mut b = view.to_f32_vec().map_err(conv)?;
-                let module = &adapter.modules()[*m];
+            Some(Action::Bias { module, replace }) => {
+                let mut b = match replace {
+                    Some(s) => adapter.saved_tensors()[*s].2.clone(),
+                    None => view.to_f32_vec().map_err(conv)?,
+                };
+                let module = &adapter.modules()[*module];
                 apply_bias(module, &mut b, options.scale, unmerge);
                 report.merged.push(info.name.clone());
                 b

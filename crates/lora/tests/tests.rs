@@ -130,22 +130,62 @@ fn gpt2_lora_bias_matches_peft() {
     assert!(adapter.modules().iter().all(|m| m.bias.is_some()));
 }
 
+#[test]
+fn gpt2_trained_biases_match_peft() {
+    // PEFT 0.21.2, bias="all" with lora_bias: every base bias is replaced by
+    // the adapter's trained one (wrapped layers save it as `base_layer.bias`),
+    // then the LoRA-B bias is added on top.
+    check_fixture("gpt2-bias-all", "testdata/gpt2-base", false);
+    let adapter = Adapter::open(root().join("testdata/lora/gpt2-bias-all")).unwrap();
+    // 2 x (ln_1, c_attn, c_proj, ln_2, c_fc, mlp.c_proj) + ln_f.
+    assert_eq!(adapter.saved_tensors().len(), 13);
+    assert!(
+        adapter
+            .saved_tensors()
+            .iter()
+            .any(|(n, _, _)| n == "transformer.h.1.attn.c_attn.bias")
+    );
+    // "lora_only" refuses the LayerNorm biases this adapter carries.
+    let text =
+        std::fs::read_to_string(root().join("testdata/lora/gpt2-bias-all/adapter_config.json"))
+            .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["bias"] = "lora_only".into();
+    let c = AdapterConfig::from_json_str(&v.to_string()).unwrap();
+    let t = adapter_tensors("gpt2-bias-all");
+    let err = Adapter::from_tensors(c, t).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::Config { field, .. } if field == "bias"),
+        "{err:?}"
+    );
+}
+
 fn lora_bias_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    tensors(&root().join("testdata/lora/gpt2-lora-bias/adapter_model.safetensors"))
-        .into_iter()
-        .map(|(n, v)| {
-            let shape = if n.ends_with("bias") {
-                vec![v.len()]
-            } else if n.ends_with("lora_A.weight") {
-                let r = if n.contains("c_fc") { 2 } else { 4 };
-                vec![r, v.len() / r]
-            } else {
-                let r = if n.contains("c_fc") { 2 } else { 4 };
-                vec![v.len() / r, r]
-            };
-            (n, shape, v)
-        })
-        .collect()
+    adapter_tensors("gpt2-lora-bias")
+}
+
+/// A GPT-2 adapter's tensors with their shapes (ranks 4, and 2 for c_fc).
+fn adapter_tensors(name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    tensors(
+        &root()
+            .join("testdata/lora")
+            .join(name)
+            .join("adapter_model.safetensors"),
+    )
+    .into_iter()
+    .map(|(n, v)| {
+        let shape = if n.ends_with("bias") {
+            vec![v.len()]
+        } else if n.ends_with("lora_A.weight") {
+            let r = if n.contains("c_fc") { 2 } else { 4 };
+            vec![r, v.len() / r]
+        } else {
+            let r = if n.contains("c_fc") { 2 } else { 4 };
+            vec![v.len() / r, r]
+        };
+        (n, shape, v)
+    })
+    .collect()
 }
 
 fn lora_bias_config(edit: impl FnOnce(&mut serde_json::Value)) -> Result<AdapterConfig, LoraError> {
@@ -289,7 +329,7 @@ fn config_errors_are_typed() {
         }),
         (
             "bias",
-            "\"all\"",
+            "\"some\"",
             |e| matches!(e, LoraError::Config { field, .. } if field == "bias"),
         ),
         (
