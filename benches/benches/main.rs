@@ -12,6 +12,7 @@ use criterion::{criterion_group, criterion_main};
 mod convert;
 mod gguf;
 mod init;
+mod lora;
 mod pickle;
 mod quant;
 mod safetensors;
@@ -26,6 +27,7 @@ criterion_group!(
     pickle::read,
     quant::quant,
     init::init,
+    lora::lora,
     safetensors::write
 );
 criterion_main!(benches);
