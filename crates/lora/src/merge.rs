@@ -85,56 +85,48 @@ fn is_mergeable(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
 }
 
+/// Checks that `base` holds `name` with the shape the adapter implies
+/// (`expected`) and a dtype the merge can widen to f32.
+fn check_base(
+    base: &dyn Source,
+    module: &str,
+    name: &str,
+    expected: &[usize],
+) -> Result<(), LoraError> {
+    let info = base
+        .position(name)
+        .and_then(|p| base.tensor_infos().get(p))
+        .ok_or_else(|| LoraError::MissingBaseTensor {
+            module: module.to_owned(),
+            tensor: name.to_owned(),
+        })?;
+    if info.shape.dims() != expected {
+        return Err(LoraError::Shape {
+            name: name.to_owned(),
+            expected: expected.to_vec(),
+            found: info.shape.dims().to_vec(),
+        });
+    }
+    if !is_mergeable(info.dtype) {
+        return Err(LoraError::Unsupported(format!(
+            "base tensor `{name}` has dtype {:?} (f32, f16 and bf16 only)",
+            info.dtype
+        )));
+    }
+    Ok(())
+}
+
 fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>, LoraError> {
     let config = adapter.config();
     let mut actions = HashMap::new();
     for (i, m) in adapter.modules().iter().enumerate() {
-        let info = base
-            .position(&m.target)
-            .and_then(|p| base.tensor_infos().get(p))
-            .ok_or_else(|| LoraError::MissingBaseTensor {
-                module: m.module.clone(),
-                tensor: m.target.clone(),
-            })?;
-        let expected = m.expected_shape(config);
-        if info.shape.dims() != expected {
-            return Err(LoraError::Shape {
-                name: info.name.clone(),
-                expected: expected.to_vec(),
-                found: info.shape.dims().to_vec(),
-            });
-        }
-        if !is_mergeable(info.dtype) {
-            return Err(LoraError::Unsupported(format!(
-                "base tensor `{}` has dtype {:?} (f32, f16 and bf16 only)",
-                info.name, info.dtype
-            )));
-        }
+        check_base(base, &m.module, &m.target, &m.expected_shape(config))?;
         actions.insert(m.target.clone(), Action::Lora(i));
         if m.bias.is_some() {
-            let name = m.bias_target();
             // PEFT: "Impossible to merge LoRA with `lora_bias=True` because
             // the base layer has no bias."
-            let info = base
-                .position(&name)
-                .and_then(|p| base.tensor_infos().get(p))
-                .ok_or_else(|| LoraError::MissingBaseTensor {
-                    module: m.module.clone(),
-                    tensor: name.clone(),
-                })?;
-            if info.shape.dims() != [m.b_rows] {
-                return Err(LoraError::Shape {
-                    name,
-                    expected: vec![m.b_rows],
-                    found: info.shape.dims().to_vec(),
-                });
-            }
-            if !is_mergeable(info.dtype) {
-                return Err(LoraError::Unsupported(format!(
-                    "base tensor `{name}` has dtype {:?} (f32, f16 and bf16 only)",
-                    info.dtype
-                )));
-            }
+            let name = m.bias_target();
+            check_base(base, &m.module, &name, &[m.b_rows])?;
             actions.insert(
                 name,
                 Action::Bias {
@@ -145,26 +137,7 @@ fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>,
         }
     }
     for (i, (name, shape, _)) in adapter.saved_tensors().iter().enumerate() {
-        let info = base
-            .position(name)
-            .and_then(|p| base.tensor_infos().get(p))
-            .ok_or_else(|| LoraError::MissingBaseTensor {
-                module: name.clone(),
-                tensor: name.clone(),
-            })?;
-        if info.shape.dims() != shape.as_slice() {
-            return Err(LoraError::Shape {
-                name: name.clone(),
-                expected: info.shape.dims().to_vec(),
-                found: shape.clone(),
-            });
-        }
-        if !is_mergeable(info.dtype) {
-            return Err(LoraError::Unsupported(format!(
-                "base tensor `{name}` has dtype {:?} (f32, f16 and bf16 only)",
-                info.dtype
-            )));
-        }
+        check_base(base, name, name, shape)?;
         match actions.get_mut(name) {
             Some(Action::Bias { replace, .. }) if replace.is_none() => *replace = Some(i),
             Some(_) => {
@@ -288,7 +261,7 @@ pub fn apply_module(
         module.module
     );
     let r = module.rank;
-    let factor = (module.scaling as f32) * scale * if unmerge { -1.0 } else { 1.0 };
+    let factor = signed_scaling(module, scale, unmerge);
     if module.transposed(config) {
         // W (in, out) += A^T (in, r) @ B^T (r, out).
         let lhs = transpose(&module.a, r, module.a_cols);
@@ -303,6 +276,11 @@ pub fn apply_module(
     }
 }
 
+/// `s * scaling`, negated to unmerge.
+fn signed_scaling(module: &LoraModule, scale: f32, unmerge: bool) -> f32 {
+    (module.scaling as f32) * scale * if unmerge { -1.0 } else { 1.0 }
+}
+
 /// Applies `lora_B.bias` to the base bias already widened to f32:
 /// `bias += s * scaling * lora_B.bias`, or `-=` when `unmerge` (PEFT's
 /// `lora_bias`). Does nothing for modules without a LoRA bias.
@@ -313,7 +291,7 @@ pub fn apply_bias(module: &LoraModule, bias: &mut [f32], scale: f32, unmerge: bo
         return;
     };
     assert_eq!(bias.len(), module.b_rows, "bias size for {}", module.module);
-    let factor = (module.scaling as f32) * scale * if unmerge { -1.0 } else { 1.0 };
+    let factor = signed_scaling(module, scale, unmerge);
     for (b, &x) in bias.iter_mut().zip(lb) {
         *b += x * factor;
     }
