@@ -15,8 +15,12 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
     let x: Vec<f32> = (0..n * rows)
         .map(|i| 0.1 + 2.0 * ((i % n) as f32).cos())
         .collect();
-    println!("| type | quantize GB/s | dequantize GB/s |");
-    println!("|---|---|---|");
+    // An importance vector like llama-imatrix's (positive, uneven).
+    let imatrix: Vec<f32> = (0..n)
+        .map(|i| 0.5 + ((i * 37) % 101) as f32 / 50.0)
+        .collect();
+    println!("| type | quantize GB/s | with imatrix GB/s | dequantize GB/s |");
+    println!("|---|---|---|---|");
     for dtype in [
         DType::Q4_0,
         DType::Q4_1,
@@ -36,6 +40,12 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
             quantize_into(dtype, &x, n, None, &mut q)?;
             best_q = best_q.min(t.elapsed().as_secs_f64());
         }
+        let mut best_w = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            quantize_into(dtype, &x, n, Some(&imatrix), &mut q)?;
+            best_w = best_w.min(t.elapsed().as_secs_f64());
+        }
         let mut y = vec![0f32; x.len()];
         let mut best_d = f64::MAX;
         for _ in 0..20 {
@@ -45,9 +55,10 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
         }
         let gb = (x.len() * 4) as f64 / f64::from(1u32 << 30);
         println!(
-            "| {} | {:.3} | {:.2} |",
+            "| {} | {:.3} | {:.3} | {:.2} |",
             dtype.name(),
             gb / best_q,
+            gb / best_w,
             gb / best_d
         );
     }

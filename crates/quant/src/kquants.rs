@@ -28,12 +28,14 @@ use weightkit_core::DType;
 
 use crate::QuantError;
 use crate::common::{fp16_to_fp32, fp32_to_fp16};
+use crate::lanes::{self, F8, I8};
+use crate::simd::Level;
 
 /// Elements in one k-quant super-block.
 pub const QK_K: usize = 256;
 
 /// ggml's `GROUP_MAX_EPS`: below this amplitude a group counts as all zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Q2_K super-block: 16 sub-blocks of 16 elements, 2-bit quants, 4-bit
 /// scales and mins. `x = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4)`.
@@ -798,16 +800,77 @@ fn check_matrix(
     Ok(())
 }
 
+/// A k-quant block type's two quantizers, generic over how the per-group
+/// scale searches run: `LANES = false` is the scalar reference (one group at
+/// a time, as ggml), `LANES = true` searches eight groups at once in
+/// [`crate::lanes`] (the same operations per group, hence the same bytes).
+pub(crate) trait KQuantize: Sized {
+    /// ggml's `quantize_row_*_ref` for one super-block.
+    fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self;
+    /// ggml's `quantize_row_*_impl` for one super-block with its importance.
+    fn impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Self;
+}
+
+/// Quantizes `src` into `dst` (`src.len() == QK_K * dst.len()`, checked by
+/// the callers); with `qw` (as long as `src`, one row's importance) the
+/// `impl` path.
+#[inline(always)]
+fn run_blocks_generic<B: KQuantize, const LANES: bool>(
+    src: &[f32],
+    qw: Option<&[f32]>,
+    dst: &mut [B],
+) {
+    let xs = src.as_chunks::<QK_K>().0;
+    match qw {
+        None => {
+            for (xb, yb) in xs.iter().zip(dst.iter_mut()) {
+                *yb = B::ref_block::<LANES>(xb);
+            }
+        }
+        Some(qw) => {
+            for ((xb, qb), yb) in xs.iter().zip(qw.as_chunks::<QK_K>().0).zip(dst.iter_mut()) {
+                *yb = B::impl_block::<LANES>(xb, qb);
+            }
+        }
+    }
+}
+
+/// [`run_blocks_generic`] with the eight-lane searches, compiled for AVX2
+/// (without FMA: no operation is fused, so the bytes stay the reference's).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_blocks_avx2<B: KQuantize>(src: &[f32], qw: Option<&[f32]>, dst: &mut [B]) {
+    run_blocks_generic::<B, true>(src, qw, dst);
+}
+
+/// Runs the fastest instance `level` (already capped at what the CPU
+/// supports) allows; the scalar level runs the one-group-at-a-time
+/// reference.
+fn run_blocks<B: KQuantize>(level: Level, src: &[f32], qw: Option<&[f32]>, dst: &mut [B]) {
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 {
+        // SAFETY: `level` is capped at `simd::supported()`, which reports
+        // AVX2 only when the CPU has it.
+        unsafe { run_blocks_avx2(src, qw, dst) };
+        return;
+    }
+    let _ = level;
+    run_blocks_generic::<B, false>(src, qw, dst);
+}
+
 /// Runs `quantize_T` over rows: the reference path without importance, the
 /// `impl` path (one row at a time, importance per column) with it.
-fn quantize_rows<B>(
+fn quantize_rows<B: KQuantize>(
+    level: Level,
     dtype: DType,
     src: &[f32],
     dst: &mut [B],
     n_per_row: usize,
     imatrix: Option<&[f32]>,
-    ref_block: fn(&[f32; QK_K]) -> B,
-    impl_block: fn(&[f32; QK_K], &[f32; QK_K]) -> B,
 ) -> Result<(), QuantError> {
     check_matrix(dtype, src.len(), dst.len(), n_per_row, imatrix)?;
     check_finite(src)?;
@@ -816,47 +879,51 @@ fn quantize_rows<B>(
     }
     let per_row = n_per_row / QK_K;
     match imatrix {
-        None => {
-            for (xb, yb) in src.chunks_exact(QK_K).zip(dst.iter_mut()) {
-                *yb = ref_block(as_block(xb));
-            }
-        }
+        None => run_blocks(level, src, None, dst),
         Some(qw) => {
             for (xr, yr) in src
                 .chunks_exact(n_per_row)
                 .zip(dst.chunks_exact_mut(per_row))
             {
-                for ((xb, qb), yb) in xr
-                    .chunks_exact(QK_K)
-                    .zip(qw.chunks_exact(QK_K))
-                    .zip(yr.iter_mut())
-                {
-                    *yb = impl_block(as_block(xb), as_block(qb));
-                }
+                run_blocks(level, xr, Some(qw), yr);
             }
         }
     }
     Ok(())
 }
 
-fn quantize_row_ref<B>(
-    dtype: DType,
-    x: &[f32],
-    y: &mut [B],
-    ref_block: fn(&[f32; QK_K]) -> B,
+/// `quantize_q*_k` for any k-quant block type at `level` (already capped at
+/// what the CPU supports), for [`crate::simd::dispatch`].
+#[allow(private_bounds)]
+pub(crate) fn quantize_k_at<B: KQuantize + KDType>(
+    level: Level,
+    src: &[f32],
+    dst: &mut [B],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
-    check_row(dtype, x.len(), y.len(), "quantize destination")?;
-    check_finite(x)?;
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-        *yb = ref_block(as_block(xb));
-    }
-    Ok(())
+    quantize_rows(level, B::DTYPE, src, dst, n_per_row, imatrix)
 }
 
-#[inline(always)]
-fn as_block(x: &[f32]) -> &[f32; QK_K] {
-    // `chunks_exact(QK_K)` always yields QK_K elements.
-    x.first_chunk::<QK_K>().unwrap_or(&[0.0; QK_K])
+/// The [`DType`] of a k-quant block.
+pub(crate) trait KDType {
+    const DTYPE: DType;
+}
+
+macro_rules! kdtype {
+    ($($b:ty => $d:expr),*) => {
+        $(impl KDType for $b { const DTYPE: DType = $d; })*
+    };
+}
+
+kdtype!(BlockQ2K => DType::Q2_K, BlockQ3K => DType::Q3_K, BlockQ4K => DType::Q4_K,
+    BlockQ5K => DType::Q5_K, BlockQ6K => DType::Q6_K);
+
+fn quantize_row_ref<B: KQuantize>(dtype: DType, x: &[f32], y: &mut [B]) -> Result<(), QuantError> {
+    check_row(dtype, x.len(), y.len(), "quantize destination")?;
+    check_finite(x)?;
+    run_blocks(crate::simd::level(), x, None, y);
+    Ok(())
 }
 
 fn check_dot(nx: usize, ny: usize) -> Result<(), QuantError> {
@@ -873,7 +940,8 @@ fn check_dot(nx: usize, ny: usize) -> Result<(), QuantError> {
 
 // ====================================================================== Q2_K
 
-fn q2_k_ref_block(x: &[f32; QK_K]) -> BlockQ2K {
+#[inline(always)]
+fn q2_k_ref_block<const LANES: bool>(x: &[f32; QK_K]) -> BlockQ2K {
     const Q4SCALE: f32 = 15.0;
     let mut y = BlockQ2K {
         scales: [0; 16],
@@ -882,36 +950,53 @@ fn q2_k_ref_block(x: &[f32; QK_K]) -> BlockQ2K {
         dmin: f16::ZERO,
     };
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
-    let mut weights = [0f32; 16];
     let mut mins = [0f32; QK_K / 16];
     let mut scales = [0f32; QK_K / 16];
 
+    if LANES {
+        for h in 0..2 {
+            let xh = &x[128 * h..128 * h + 128];
+            let mut xt = [F8::splat(0.0); 16];
+            lanes::transpose_in(xh, &mut xt);
+            let w = xt.map(F8::abs);
+            let mut lt = [I8::splat(0); 16];
+            let (sc, m) =
+                lanes::make_qkx_quants::<16, false>(3, &xt, &w, &mut lt, -0.5, 0.1, 15, true);
+            scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
+            mins[8 * h..8 * h + 8].copy_from_slice(&m.0);
+            lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as u8);
+        }
+    } else {
+        let mut laux = [0u8; 16];
+        let mut weights = [0f32; 16];
+        for j in 0..QK_K / 16 {
+            let xs = &x[16 * j..16 * j + 16];
+            for (w, &xi) in weights.iter_mut().zip(xs) {
+                *w = xi.abs();
+            }
+            let (s, m) = make_qkx2_quants(
+                3,
+                xs,
+                &weights,
+                &mut l[16 * j..16 * j + 16],
+                &mut laux,
+                -0.5,
+                0.1,
+                15,
+                true,
+            );
+            scales[j] = s;
+            mins[j] = m;
+        }
+    }
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
     for j in 0..QK_K / 16 {
-        let xs = &x[16 * j..16 * j + 16];
-        for (w, &xi) in weights.iter_mut().zip(xs) {
-            *w = xi.abs();
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        let (s, m) = make_qkx2_quants(
-            3,
-            xs,
-            &weights,
-            &mut l[16 * j..16 * j + 16],
-            &mut laux,
-            -0.5,
-            0.1,
-            15,
-            true,
-        );
-        scales[j] = s;
-        mins[j] = m;
-        if s > max_scale {
-            max_scale = s;
-        }
-        if m > max_min {
-            max_min = m;
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
 
@@ -935,20 +1020,32 @@ fn q2_k_ref_block(x: &[f32; QK_K]) -> BlockQ2K {
     } else {
         y.dmin = fp32_to_fp16(0.0);
     }
-    q2_k_requantize(x, &y, fp16_to_fp32(y.d), fp16_to_fp32(y.dmin), &mut l);
+    q2_k_requantize::<LANES>(x, &y, fp16_to_fp32(y.d), fp16_to_fp32(y.dmin), &mut l);
     pack_2bit(&l, &mut y.qs);
     y
 }
 
 /// The final pass of both Q2_K quantizers: every sub-block with a non-zero
 /// scale is requantized against the stored (f16-rounded) scales.
-fn q2_k_requantize(x: &[f32; QK_K], y: &BlockQ2K, dall: f32, dmin: f32, l: &mut [u8; QK_K]) {
+#[inline(always)]
+fn q2_k_requantize<const LANES: bool>(
+    x: &[f32; QK_K],
+    y: &BlockQ2K,
+    dall: f32,
+    dmin: f32,
+    l: &mut [u8; QK_K],
+) {
     for j in 0..QK_K / 16 {
         let d = dall * (y.scales[j] & 0xF) as f32;
         if d == 0.0 {
             continue;
         }
         let dm = dmin * (y.scales[j] >> 4) as f32;
+        if LANES {
+            let (xs, ls) = (&x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+            lanes::requantize(xs, Some(dm), d, 0, 3, ls, |v| v as u8);
+            continue;
+        }
         for ii in 0..16 {
             let li = nearest_int((x[16 * j + ii] + dm) / d);
             l[16 * j + ii] = clampi(li, 0, 3) as u8;
@@ -956,7 +1053,8 @@ fn q2_k_requantize(x: &[f32; QK_K], y: &BlockQ2K, dall: f32, dmin: f32, l: &mut 
     }
 }
 
-fn q2_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ2K {
+#[inline(always)]
+fn q2_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ2K {
     let mut y = BlockQ2K {
         scales: [0; 16],
         qs: [0; 64],
@@ -964,11 +1062,9 @@ fn q2_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ2K {
         dmin: f16::ZERO,
     };
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
     let mut mins = [0f32; QK_K / 16];
     let mut scales = [0f32; QK_K / 16];
     let mut sw = [0f32; QK_K / 16];
-    let mut weight = [0f32; 16];
     let mut ls = [0u8; QK_K / 16];
     let mut lm = [0u8; QK_K / 16];
 
@@ -977,28 +1073,53 @@ fn q2_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ2K {
         sumx2 += xi * xi;
     }
     let sigma2 = sumx2 / QK_K as f32;
-    for j in 0..QK_K / 16 {
-        let xs = &x[16 * j..16 * j + 16];
-        let q = &qw[16 * j..16 * j + 16];
-        for k in 0..16 {
-            weight[k] = q[k] * (sigma2 + xs[k] * xs[k]).sqrt();
+    if LANES {
+        let s2 = F8::splat(sigma2);
+        for h in 0..2 {
+            let mut xt = [F8::splat(0.0); 16];
+            let mut qt = [F8::splat(0.0); 16];
+            lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
+            lanes::transpose_in(&qw[128 * h..128 * h + 128], &mut qt);
+            let mut w = [F8::splat(0.0); 16];
+            let mut sumw = F8::splat(0.0);
+            for k in 0..16 {
+                w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
+                sumw = sumw.add(w[k]);
+            }
+            sw[8 * h..8 * h + 8].copy_from_slice(&sumw.0);
+            let mut lt = [I8::splat(0); 16];
+            let (sc, m) =
+                lanes::make_qkx_quants::<16, true>(3, &xt, &w, &mut lt, -0.9, 0.05, 36, false);
+            scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
+            mins[8 * h..8 * h + 8].copy_from_slice(&m.0);
+            lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as u8);
         }
-        for &w in &weight {
-            sw[j] += w;
+    } else {
+        let mut laux = [0u8; 16];
+        let mut weight = [0f32; 16];
+        for j in 0..QK_K / 16 {
+            let xs = &x[16 * j..16 * j + 16];
+            let q = &qw[16 * j..16 * j + 16];
+            for k in 0..16 {
+                weight[k] = q[k] * (sigma2 + xs[k] * xs[k]).sqrt();
+            }
+            for &w in &weight {
+                sw[j] += w;
+            }
+            let (s, m) = make_qkx3_quants(
+                3,
+                xs,
+                &weight,
+                &mut l[16 * j..16 * j + 16],
+                &mut laux,
+                -0.9,
+                0.05,
+                36,
+                false,
+            );
+            scales[j] = s;
+            mins[j] = m;
         }
-        let (s, m) = make_qkx3_quants(
-            3,
-            xs,
-            &weight,
-            &mut l[16 * j..16 * j + 16],
-            &mut laux,
-            -0.9,
-            0.05,
-            36,
-            false,
-        );
-        scales[j] = s;
-        mins[j] = m;
     }
 
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
@@ -1010,15 +1131,26 @@ fn q2_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ2K {
     for j in 0..QK_K / 16 {
         y.scales[j] = ls[j] | ((lm[j] as u32) << 4) as u8;
     }
-    q2_k_requantize(x, &y, dm, mm, &mut l);
+    q2_k_requantize::<LANES>(x, &y, dm, mm, &mut l);
     pack_2bit(&l, &mut y.qs);
     y
+}
+
+impl KQuantize for BlockQ2K {
+    #[inline(always)]
+    fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
+        q2_k_ref_block::<LANES>(x)
+    }
+    #[inline(always)]
+    fn impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Self {
+        q2_k_impl_block::<LANES>(x, qw)
+    }
 }
 
 /// ggml's `quantize_row_q2_K_ref`: `x.len()` must be a multiple of
 /// [`QK_K`] and `y` must hold `x.len() / QK_K` blocks.
 pub fn quantize_row_q2_k_ref(x: &[f32], y: &mut [BlockQ2K]) -> Result<(), QuantError> {
-    quantize_row_ref(DType::Q2_K, x, y, q2_k_ref_block)
+    quantize_row_ref(DType::Q2_K, x, y)
 }
 
 /// ggml's `quantize_q2_K`: quantizes `src` (rows of `n_per_row` elements,
@@ -1032,13 +1164,12 @@ pub fn quantize_q2_k(
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
     quantize_rows(
+        crate::simd::level(),
         DType::Q2_K,
         src,
         dst,
         n_per_row,
         imatrix,
-        q2_k_ref_block,
-        q2_k_impl_block,
     )
 }
 
@@ -1074,12 +1205,22 @@ pub fn dequantize_row_q2_k(x: &[BlockQ2K], y: &mut [f32]) -> Result<(), QuantErr
 
 // ====================================================================== Q3_K
 
-fn q3_k_finish(x: &[f32; QK_K], mut y: BlockQ3K, l: &mut [i8; QK_K]) -> BlockQ3K {
+#[inline(always)]
+fn q3_k_finish<const LANES: bool>(
+    x: &[f32; QK_K],
+    mut y: BlockQ3K,
+    l: &mut [i8; QK_K],
+) -> BlockQ3K {
     let dall = fp16_to_fp32(y.d);
     for j in 0..QK_K / 16 {
         let sc = q3_scale_at(&y.scales, j);
         let d = dall * sc as f32;
         if d == 0.0 {
+            continue;
+        }
+        if LANES {
+            let (xs, ls) = (&x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+            lanes::requantize(xs, None, d, -4, 3, ls, |v| (v + 4) as i8);
             continue;
         }
         for ii in 0..16 {
@@ -1113,18 +1254,32 @@ fn q3_k_finish(x: &[f32; QK_K], mut y: BlockQ3K, l: &mut [i8; QK_K]) -> BlockQ3K
     y
 }
 
-fn q3_k_ref_block(x: &[f32; QK_K]) -> BlockQ3K {
+#[inline(always)]
+fn q3_k_ref_block<const LANES: bool>(x: &[f32; QK_K]) -> BlockQ3K {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; QK_K / 16];
+    if LANES {
+        for h in 0..2 {
+            let mut xt = [F8::splat(0.0); 16];
+            lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
+            let mut lt = [I8::splat(0); 16];
+            let sc = lanes::make_q3_quants(4, &xt, &mut lt);
+            scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
+            lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as i8);
+        }
+    } else {
+        for j in 0..QK_K / 16 {
+            scales[j] = make_q3_quants(
+                4,
+                &x[16 * j..16 * j + 16],
+                &mut l[16 * j..16 * j + 16],
+                true,
+            );
+        }
+    }
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
     for j in 0..QK_K / 16 {
-        scales[j] = make_q3_quants(
-            4,
-            &x[16 * j..16 * j + 16],
-            &mut l[16 * j..16 * j + 16],
-            true,
-        );
         let scale = scales[j].abs();
         if scale > amax {
             amax = scale;
@@ -1149,13 +1304,43 @@ fn q3_k_ref_block(x: &[f32; QK_K]) -> BlockQ3K {
     } else {
         y.d = fp32_to_fp16(0.0);
     }
-    q3_k_finish(x, y, &mut l)
+    q3_k_finish::<LANES>(x, y, &mut l)
 }
 
-fn q3_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ3K {
+/// The per-group searches of [`q3_k_impl_block`], eight groups at a time.
+#[inline(always)]
+fn q3_k_impl_lanes(
+    x: &[f32; QK_K],
+    qw: &[f32; QK_K],
+    sigma2: f32,
+    l: &mut [i8; QK_K],
+    scales: &mut [f32; QK_K / 16],
+    sw: &mut [f32; QK_K / 16],
+) {
+    let s2 = F8::splat(sigma2);
+    for h in 0..2 {
+        let mut xt = [F8::splat(0.0); 16];
+        let mut qt = [F8::splat(0.0); 16];
+        lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
+        lanes::transpose_in(&qw[128 * h..128 * h + 128], &mut qt);
+        let mut w = [F8::splat(0.0); 16];
+        let mut sumw = F8::splat(0.0);
+        for k in 0..16 {
+            w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
+            sumw = sumw.add(w[k]);
+        }
+        sw[8 * h..8 * h + 8].copy_from_slice(&sumw.0);
+        let mut lt = [I8::splat(0); 16];
+        let sc = lanes::make_qx_quants(4, &xt, &w, &mut lt);
+        scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
+        lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as i8);
+    }
+}
+
+#[inline(always)]
+fn q3_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ3K {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; QK_K / 16];
-    let mut weight = [0f32; 16];
     let mut sw = [0f32; QK_K / 16];
     let mut ls = [0i8; QK_K / 16];
 
@@ -1164,18 +1349,23 @@ fn q3_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ3K {
         sumx2 += xi * xi;
     }
     let sigma2 = 2.0 * sumx2 / QK_K as f32;
-    for j in 0..QK_K / 16 {
-        let xs = &x[16 * j..16 * j + 16];
-        let q = &qw[16 * j..16 * j + 16];
-        for k in 0..16 {
-            weight[k] = q[k] * (sigma2 + xs[k] * xs[k]).sqrt();
+    if LANES {
+        q3_k_impl_lanes(x, qw, sigma2, &mut l, &mut scales, &mut sw);
+    } else {
+        let mut weight = [0f32; 16];
+        for j in 0..QK_K / 16 {
+            let xs = &x[16 * j..16 * j + 16];
+            let q = &qw[16 * j..16 * j + 16];
+            for k in 0..16 {
+                weight[k] = q[k] * (sigma2 + xs[k] * xs[k]).sqrt();
+            }
+            let mut sumw = 0.0f32;
+            for &w in &weight {
+                sumw += w;
+            }
+            sw[j] = sumw;
+            scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
         }
-        let mut sumw = 0.0f32;
-        for &w in &weight {
-            sumw += w;
-        }
-        sw[j] = sumw;
-        scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
     }
 
     let d_block = make_qx_quants(32, &scales, &mut ls, 1, Some(&sw));
@@ -1189,13 +1379,24 @@ fn q3_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ3K {
         scales: pack_q3_scales(&lsi),
         d: fp32_to_fp16(d_block),
     };
-    q3_k_finish(x, y, &mut l)
+    q3_k_finish::<LANES>(x, y, &mut l)
+}
+
+impl KQuantize for BlockQ3K {
+    #[inline(always)]
+    fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
+        q3_k_ref_block::<LANES>(x)
+    }
+    #[inline(always)]
+    fn impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Self {
+        q3_k_impl_block::<LANES>(x, qw)
+    }
 }
 
 /// ggml's `quantize_row_q3_K_ref`: `x.len()` must be a multiple of
 /// [`QK_K`] and `y` must hold `x.len() / QK_K` blocks.
 pub fn quantize_row_q3_k_ref(x: &[f32], y: &mut [BlockQ3K]) -> Result<(), QuantError> {
-    quantize_row_ref(DType::Q3_K, x, y, q3_k_ref_block)
+    quantize_row_ref(DType::Q3_K, x, y)
 }
 
 /// ggml's `quantize_q3_K`: the reference quantizer without `imatrix`, the
@@ -1208,13 +1409,12 @@ pub fn quantize_q3_k(
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
     quantize_rows(
+        crate::simd::level(),
         DType::Q3_K,
         src,
         dst,
         n_per_row,
         imatrix,
-        q3_k_ref_block,
-        q3_k_impl_block,
     )
 }
 
@@ -1254,7 +1454,8 @@ pub fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]) -> Result<(), QuantErr
 
 /// The final pass shared by Q4_K and Q5_K: requantize each sub-block of 32
 /// against the stored scales, `L` in `0..=nmax`.
-fn k4_requantize(
+#[inline(always)]
+fn k4_requantize<const LANES: bool>(
     x: &[f32; QK_K],
     scales: &[u8; 12],
     d: f16,
@@ -1269,6 +1470,11 @@ fn k4_requantize(
             continue;
         }
         let dm = fp16_to_fp32(dmin) * m as f32;
+        if LANES {
+            let (xs, ls) = (&x[32 * j..32 * j + 32], &mut l[32 * j..32 * j + 32]);
+            lanes::requantize(xs, Some(dm), dd, 0, nmax, ls, |v| v as u8);
+            continue;
+        }
         for ii in 0..32 {
             let li = nearest_int((x[32 * j + ii] + dm) / dd);
             l[32 * j + ii] = clampi(li, 0, nmax) as u8;
@@ -1278,7 +1484,8 @@ fn k4_requantize(
 
 /// Reference search shared by Q4_K (`nmax` 15) and Q5_K (`nmax` 31):
 /// returns `(scales, d, dmin, L)`.
-fn k4_ref_search(
+#[inline(always)]
+fn k4_ref_search<const LANES: bool>(
     x: &[f32; QK_K],
     nmax: i32,
     rmin: f32,
@@ -1286,40 +1493,59 @@ fn k4_ref_search(
     nstep: i32,
 ) -> ([u8; 12], f16, f16, [u8; QK_K]) {
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 32];
-    let mut weights = [0f32; 32];
     let mut mins = [0f32; QK_K / 32];
     let mut scales = [0f32; QK_K / 32];
+    if LANES {
+        let mut xt = [F8::splat(0.0); 32];
+        lanes::transpose_in(x, &mut xt);
+        let mut sum_x2 = F8::splat(0.0);
+        for xi in &xt {
+            sum_x2 = sum_x2.add(xi.mul(*xi));
+        }
+        let av_x = sum_x2.div(F8::splat(32.0)).sqrt();
+        let w = xt.map(|xi| av_x.add(xi.abs()));
+        let mut lt = [I8::splat(0); 32];
+        let (sc, m) =
+            lanes::make_qkx_quants::<32, false>(nmax, &xt, &w, &mut lt, rmin, rdelta, nstep, false);
+        scales = sc.0;
+        mins = m.0;
+        lanes::transpose_out(&lt, &mut l, |v| v as u8);
+    } else {
+        let mut laux = [0u8; 32];
+        let mut weights = [0f32; 32];
+        for j in 0..QK_K / 32 {
+            let xs = &x[32 * j..32 * j + 32];
+            let mut sum_x2 = 0.0f32;
+            for &xi in xs {
+                sum_x2 += xi * xi;
+            }
+            let av_x = (sum_x2 / 32.0).sqrt();
+            for (w, &xi) in weights.iter_mut().zip(xs) {
+                *w = av_x + xi.abs();
+            }
+            let (s, m) = make_qkx2_quants(
+                nmax,
+                xs,
+                &weights,
+                &mut l[32 * j..32 * j + 32],
+                &mut laux,
+                rmin,
+                rdelta,
+                nstep,
+                false,
+            );
+            scales[j] = s;
+            mins[j] = m;
+        }
+    }
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
     for j in 0..QK_K / 32 {
-        let xs = &x[32 * j..32 * j + 32];
-        let mut sum_x2 = 0.0f32;
-        for &xi in xs {
-            sum_x2 += xi * xi;
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, &xi) in weights.iter_mut().zip(xs) {
-            *w = av_x + xi.abs();
-        }
-        let (s, m) = make_qkx2_quants(
-            nmax,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut laux,
-            rmin,
-            rdelta,
-            nstep,
-            false,
-        );
-        scales[j] = s;
-        mins[j] = m;
-        if s > max_scale {
-            max_scale = s;
-        }
-        if m > max_min {
-            max_min = m;
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {
@@ -1339,23 +1565,22 @@ fn k4_ref_search(
     let packed = pack_scale_min_k4(&ls, &lm);
     let d = fp32_to_fp16(max_scale / 63.0);
     let dmin = fp32_to_fp16(max_min / 63.0);
-    k4_requantize(x, &packed, d, dmin, nmax, &mut l);
+    k4_requantize::<LANES>(x, &packed, d, dmin, nmax, &mut l);
     (packed, d, dmin, l)
 }
 
 /// Importance-weighted search shared by Q4_K and Q5_K (`clamp63` is Q5_K's
 /// extra `MIN(63, ·)` on the packed scales).
-fn k4_impl_search(
+#[inline(always)]
+fn k4_impl_search<const LANES: bool>(
     x: &[f32; QK_K],
     qw: &[f32; QK_K],
     nmax: i32,
     clamp63: bool,
 ) -> ([u8; 12], f16, f16, [u8; QK_K]) {
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 32];
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
-    let mut weights = [0f32; 32];
     let mut sw = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut scales = [0f32; 8];
@@ -1365,30 +1590,53 @@ fn k4_impl_search(
         sum_x2 += xi * xi;
     }
     let sigma2 = 2.0 * sum_x2 / QK_K as f32;
-    for j in 0..QK_K / 32 {
-        let xs = &x[32 * j..32 * j + 32];
-        let q = &qw[32 * j..32 * j + 32];
+    if LANES {
+        let mut xt = [F8::splat(0.0); 32];
+        let mut qt = [F8::splat(0.0); 32];
+        lanes::transpose_in(x, &mut xt);
+        lanes::transpose_in(qw, &mut qt);
+        let s2 = F8::splat(sigma2);
+        let mut w = [F8::splat(0.0); 32];
+        let mut sumw = F8::splat(0.0);
         for k in 0..32 {
-            weights[k] = q[k] * (sigma2 + xs[k] * xs[k]).sqrt();
+            w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
+            sumw = sumw.add(w[k]);
         }
-        let mut sumw = 0.0f32;
-        for &w in &weights {
-            sumw += w;
+        sw = sumw.0;
+        let mut lt = [I8::splat(0); 32];
+        let (sc, m) =
+            lanes::make_qkx_quants::<32, true>(nmax, &xt, &w, &mut lt, -0.9, 0.05, 36, false);
+        scales = sc.0;
+        mins = m.0;
+        lanes::transpose_out(&lt, &mut l, |v| v as u8);
+    } else {
+        let mut laux = [0u8; 32];
+        let mut weights = [0f32; 32];
+        for j in 0..QK_K / 32 {
+            let xs = &x[32 * j..32 * j + 32];
+            let q = &qw[32 * j..32 * j + 32];
+            for k in 0..32 {
+                weights[k] = q[k] * (sigma2 + xs[k] * xs[k]).sqrt();
+            }
+            let mut sumw = 0.0f32;
+            for &w in &weights {
+                sumw += w;
+            }
+            sw[j] = sumw;
+            let (s, m) = make_qkx3_quants(
+                nmax,
+                xs,
+                &weights,
+                &mut l[32 * j..32 * j + 32],
+                &mut laux,
+                -0.9,
+                0.05,
+                36,
+                false,
+            );
+            scales[j] = s;
+            mins[j] = m;
         }
-        sw[j] = sumw;
-        let (s, m) = make_qkx3_quants(
-            nmax,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut laux,
-            -0.9,
-            0.05,
-            36,
-            false,
-        );
-        scales[j] = s;
-        mins[j] = m;
     }
     let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
     let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
@@ -1400,7 +1648,7 @@ fn k4_impl_search(
     let packed = pack_scale_min_k4(&ls, &lm);
     let d = fp32_to_fp16(d_block);
     let dmin = fp32_to_fp16(m_block);
-    k4_requantize(x, &packed, d, dmin, nmax, &mut l);
+    k4_requantize::<LANES>(x, &packed, d, dmin, nmax, &mut l);
     (packed, d, dmin, l)
 }
 
@@ -1419,20 +1667,33 @@ fn q4_k_pack(scales: [u8; 12], d: f16, dmin: f16, l: &[u8; QK_K]) -> BlockQ4K {
     y
 }
 
-fn q4_k_ref_block(x: &[f32; QK_K]) -> BlockQ4K {
-    let (s, d, dmin, l) = k4_ref_search(x, 15, -1.0, 0.1, 20);
+#[inline(always)]
+fn q4_k_ref_block<const LANES: bool>(x: &[f32; QK_K]) -> BlockQ4K {
+    let (s, d, dmin, l) = k4_ref_search::<LANES>(x, 15, -1.0, 0.1, 20);
     q4_k_pack(s, d, dmin, &l)
 }
 
-fn q4_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ4K {
-    let (s, d, dmin, l) = k4_impl_search(x, qw, 15, false);
+#[inline(always)]
+fn q4_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ4K {
+    let (s, d, dmin, l) = k4_impl_search::<LANES>(x, qw, 15, false);
     q4_k_pack(s, d, dmin, &l)
+}
+
+impl KQuantize for BlockQ4K {
+    #[inline(always)]
+    fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
+        q4_k_ref_block::<LANES>(x)
+    }
+    #[inline(always)]
+    fn impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Self {
+        q4_k_impl_block::<LANES>(x, qw)
+    }
 }
 
 /// ggml's `quantize_row_q4_K_ref`: `x.len()` must be a multiple of
 /// [`QK_K`] and `y` must hold `x.len() / QK_K` blocks.
 pub fn quantize_row_q4_k_ref(x: &[f32], y: &mut [BlockQ4K]) -> Result<(), QuantError> {
-    quantize_row_ref(DType::Q4_K, x, y, q4_k_ref_block)
+    quantize_row_ref(DType::Q4_K, x, y)
 }
 
 /// ggml's `quantize_q4_K`: the reference quantizer without `imatrix`, the
@@ -1445,13 +1706,12 @@ pub fn quantize_q4_k(
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
     quantize_rows(
+        crate::simd::level(),
         DType::Q4_K,
         src,
         dst,
         n_per_row,
         imatrix,
-        q4_k_ref_block,
-        q4_k_impl_block,
     )
 }
 
@@ -1511,20 +1771,33 @@ fn q5_k_pack(scales: [u8; 12], d: f16, dmin: f16, l: &[u8; QK_K]) -> BlockQ5K {
     y
 }
 
-fn q5_k_ref_block(x: &[f32; QK_K]) -> BlockQ5K {
-    let (s, d, dmin, l) = k4_ref_search(x, 31, -0.5, 0.1, 15);
+#[inline(always)]
+fn q5_k_ref_block<const LANES: bool>(x: &[f32; QK_K]) -> BlockQ5K {
+    let (s, d, dmin, l) = k4_ref_search::<LANES>(x, 31, -0.5, 0.1, 15);
     q5_k_pack(s, d, dmin, &l)
 }
 
-fn q5_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ5K {
-    let (s, d, dmin, l) = k4_impl_search(x, qw, 31, true);
+#[inline(always)]
+fn q5_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ5K {
+    let (s, d, dmin, l) = k4_impl_search::<LANES>(x, qw, 31, true);
     q5_k_pack(s, d, dmin, &l)
+}
+
+impl KQuantize for BlockQ5K {
+    #[inline(always)]
+    fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
+        q5_k_ref_block::<LANES>(x)
+    }
+    #[inline(always)]
+    fn impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Self {
+        q5_k_impl_block::<LANES>(x, qw)
+    }
 }
 
 /// ggml's `quantize_row_q5_K_ref`: `x.len()` must be a multiple of
 /// [`QK_K`] and `y` must hold `x.len() / QK_K` blocks.
 pub fn quantize_row_q5_k_ref(x: &[f32], y: &mut [BlockQ5K]) -> Result<(), QuantError> {
-    quantize_row_ref(DType::Q5_K, x, y, q5_k_ref_block)
+    quantize_row_ref(DType::Q5_K, x, y)
 }
 
 /// ggml's `quantize_q5_K`: the reference quantizer without `imatrix`, the
@@ -1537,13 +1810,12 @@ pub fn quantize_q5_k(
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
     quantize_rows(
+        crate::simd::level(),
         DType::Q5_K,
         src,
         dst,
         n_per_row,
         imatrix,
-        q5_k_ref_block,
-        q5_k_impl_block,
     )
 }
 
@@ -1581,21 +1853,39 @@ pub fn dequantize_row_q5_k(x: &[BlockQ5K], y: &mut [f32]) -> Result<(), QuantErr
 
 // ====================================================================== Q6_K
 
-fn q6_k_block(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>) -> BlockQ6K {
+#[inline(always)]
+fn q6_k_block<const LANES: bool>(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>) -> BlockQ6K {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; QK_K / 16];
+    if LANES {
+        for h in 0..2 {
+            let mut xt = [F8::splat(0.0); 16];
+            lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
+            let mut w = xt.map(|v| v.mul(v));
+            if let Some(q) = qw {
+                lanes::transpose_in(&q[128 * h..128 * h + 128], &mut w);
+            }
+            let mut lt = [I8::splat(0); 16];
+            let sc = lanes::make_qx_quants(32, &xt, &w, &mut lt);
+            scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
+            lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as i8);
+        }
+    } else {
+        for ib in 0..QK_K / 16 {
+            let w = qw.map(|q| &q[16 * ib..16 * ib + 16]);
+            scales[ib] = make_qx_quants(
+                32,
+                &x[16 * ib..16 * ib + 16],
+                &mut l[16 * ib..16 * ib + 16],
+                1,
+                w,
+            );
+        }
+    }
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
     for ib in 0..QK_K / 16 {
-        let w = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-        let scale = make_qx_quants(
-            32,
-            &x[16 * ib..16 * ib + 16],
-            &mut l[16 * ib..16 * ib + 16],
-            1,
-            w,
-        );
-        scales[ib] = scale;
+        let scale = scales[ib];
         let abs_scale = scale.abs();
         if abs_scale > max_abs_scale {
             max_abs_scale = abs_scale;
@@ -1624,6 +1914,11 @@ fn q6_k_block(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>) -> BlockQ6K {
         if d == 0.0 {
             continue;
         }
+        if LANES {
+            let (xs, ls) = (&x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+            lanes::requantize(xs, None, d, -32, 31, ls, |v| (v + 32) as i8);
+            continue;
+        }
         for ii in 0..16 {
             let li = clampi(nearest_int(x[16 * j + ii] / d), -32, 31);
             l[16 * j + ii] = (li + 32) as i8;
@@ -1645,18 +1940,21 @@ fn q6_k_block(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>) -> BlockQ6K {
     y
 }
 
-fn q6_k_ref_block(x: &[f32; QK_K]) -> BlockQ6K {
-    q6_k_block(x, None)
-}
-
-fn q6_k_impl_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ6K {
-    q6_k_block(x, Some(qw))
+impl KQuantize for BlockQ6K {
+    #[inline(always)]
+    fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
+        q6_k_block::<LANES>(x, None)
+    }
+    #[inline(always)]
+    fn impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Self {
+        q6_k_block::<LANES>(x, Some(qw))
+    }
 }
 
 /// ggml's `quantize_row_q6_K_ref`: `x.len()` must be a multiple of
 /// [`QK_K`] and `y` must hold `x.len() / QK_K` blocks.
 pub fn quantize_row_q6_k_ref(x: &[f32], y: &mut [BlockQ6K]) -> Result<(), QuantError> {
-    quantize_row_ref(DType::Q6_K, x, y, q6_k_ref_block)
+    quantize_row_ref(DType::Q6_K, x, y)
 }
 
 /// ggml's `quantize_q6_K`: the reference quantizer without `imatrix`, the
@@ -1669,13 +1967,12 @@ pub fn quantize_q6_k(
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
     quantize_rows(
+        crate::simd::level(),
         DType::Q6_K,
         src,
         dst,
         n_per_row,
         imatrix,
-        q6_k_ref_block,
-        q6_k_impl_block,
     )
 }
 
@@ -1745,7 +2042,12 @@ fn q8_k_block(x: &[f32; QK_K]) -> BlockQ8K {
 /// [`QK_K`] and `y` must hold `x.len() / QK_K` blocks. (ggml leaves `bsums`
 /// unwritten for an all-zero block; they are zero here.)
 pub fn quantize_row_q8_k_ref(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), QuantError> {
-    quantize_row_ref(DType::Q8_K, x, y, q8_k_block)
+    check_row(DType::Q8_K, x.len(), y.len(), "quantize destination")?;
+    check_finite(x)?;
+    for (xb, yb) in x.as_chunks::<QK_K>().0.iter().zip(y.iter_mut()) {
+        *yb = q8_k_block(xb);
+    }
+    Ok(())
 }
 
 /// ggml's `dequantize_row_q8_K`: `y.len()` must be `x.len() * QK_K`.

@@ -35,6 +35,7 @@ pub mod common;
 mod error;
 pub mod iquants;
 pub mod kquants;
+mod lanes;
 pub mod legacy;
 pub mod simd;
 

@@ -10,7 +10,9 @@ use bytemuck::Zeroable;
 use half::f16;
 use proptest::prelude::*;
 use weightkit_quant::QuantError;
-use weightkit_quant::kquants::{self, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use weightkit_quant::kquants::{
+    self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
+};
 use weightkit_quant::legacy::{self, BlockQ4_0, BlockQ8_0};
 use weightkit_quant::simd::{Level, dispatch, supported};
 
@@ -777,4 +779,162 @@ fn levels_above_the_cpu_are_capped() {
     let mut q = vec![BlockQ8_0::zeroed(); 2];
     dispatch::quantize_row_q8_0_at(Level::Avx512, &x, &mut q).unwrap();
     assert_eq!(q, q8_0(&x));
+}
+
+// ------------------------------------------------- k-quant scale searches
+
+/// A k-quant matrix quantizer at a chosen level.
+type KQuantAt<B> = fn(Level, &[f32], &mut [B], usize, Option<&[f32]>) -> Result<(), QuantError>;
+
+/// Quantizes `x` (one row) at every level, with and without `imatrix`, and
+/// checks the bytes against the scalar level (ggml's one-group search).
+fn check_kquant<B: Copy + Zeroable + PartialEq + std::fmt::Debug>(
+    name: &str,
+    x: &[f32],
+    imatrix: &[f32],
+    at: KQuantAt<B>,
+) -> Result<(), TestCaseError> {
+    let nb = x.len() / QK_K;
+    for qw in [None, Some(imatrix)] {
+        let mut want = vec![B::zeroed(); nb];
+        at(Level::Scalar, x, &mut want, x.len(), qw).unwrap();
+        for level in levels() {
+            let mut got = vec![B::zeroed(); nb];
+            at(level, x, &mut got, x.len(), qw).unwrap();
+            prop_assert_eq!(
+                &got,
+                &want,
+                "{} at {:?}, imatrix: {}",
+                name,
+                level,
+                qw.is_some()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn kquantizers(x: &[f32], imatrix: &[f32]) -> Result<(), TestCaseError> {
+    check_kquant::<BlockQ2K>("q2_K", x, imatrix, dispatch::quantize_q2_k_at)?;
+    check_kquant::<BlockQ3K>("q3_K", x, imatrix, dispatch::quantize_q3_k_at)?;
+    check_kquant::<BlockQ4K>("q4_K", x, imatrix, dispatch::quantize_q4_k_at)?;
+    check_kquant::<BlockQ5K>("q5_K", x, imatrix, dispatch::quantize_q5_k_at)?;
+    check_kquant::<BlockQ6K>("q6_K", x, imatrix, dispatch::quantize_q6_k_at)
+}
+
+/// Rows whose 16-value groups each take a different hard case, so that the
+/// eight groups searched side by side disagree about which branch to take:
+/// flat groups (all equal, all zero, all positive), one-sided groups, tiny
+/// and huge spreads, outliers.
+fn mixed_group_rows(nb: usize) -> Vec<(String, Vec<f32>)> {
+    let kinds = 12;
+    let group = |kind: usize, g: usize| -> Vec<f32> {
+        (0..16)
+            .map(|i| {
+                let t = ((i * 7 + g * 3) % 16) as f32 - 7.5;
+                match kind {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => 3.25,
+                    3 => -1.5,
+                    4 => t.abs() + 0.5,
+                    5 => -(t.abs() + 0.5),
+                    6 => t * 1e-40,
+                    7 => t * 1e-20,
+                    8 => t * 1000.0,
+                    9 => {
+                        if i == 5 {
+                            1e4
+                        } else {
+                            t * 0.01
+                        }
+                    }
+                    10 => {
+                        if i % 2 == 0 {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    }
+                    _ => (t * 0.37).sin(),
+                }
+            })
+            .collect()
+    };
+    (0..kinds)
+        .map(|shift| {
+            let x = (0..nb * QK_K / 16)
+                .flat_map(|g| group((g + shift) % kinds, g))
+                .collect();
+            (format!("mixed groups, shift {shift}"), x)
+        })
+        .collect()
+}
+
+fn importance(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match i % 11 {
+            0 => 0.0,
+            3 => 1e-30,
+            5 => 1e6,
+            _ => 0.5 + (i % 13) as f32,
+        })
+        .collect()
+}
+
+#[test]
+fn kquant_searches_match_scalar_on_adversarial_rows() {
+    for nb in [1, 2] {
+        let qw = importance(nb * QK_K);
+        for (name, x) in adversarial_rows(nb * QK_K) {
+            kquantizers(&x, &qw).unwrap_or_else(|e| panic!("{name}, {nb} blocks: {e}"));
+        }
+        for (name, x) in mixed_group_rows(nb) {
+            kquantizers(&x, &qw).unwrap_or_else(|e| panic!("{name}, {nb} blocks: {e}"));
+        }
+    }
+}
+
+/// A row of `QK_K * (1..=2)` values whose 16-value groups each have their
+/// own magnitude (so the searched groups differ), and an importance row.
+fn kquant_case() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+    (1usize..=2).prop_flat_map(|nb| {
+        let n = nb * QK_K;
+        (
+            proptest::collection::vec(value(), n),
+            proptest::collection::vec(-30i32..30, n / 16),
+            proptest::collection::vec(
+                prop_oneof![4 => 0.0f32..10.0, 1 => Just(0.0f32), 1 => 0.0f32..1e-30],
+                n,
+            ),
+        )
+            .prop_map(|(v, exps, qw)| {
+                let x = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| {
+                        let e = exps[i / 16];
+                        // Some groups flat or sign-free, most scaled.
+                        match e {
+                            29 => 0.0,
+                            28 => 1.0,
+                            27 => a.abs(),
+                            _ => Some(a * 2f32.powi(e / 3))
+                                .filter(|s| s.is_finite())
+                                .unwrap_or(a),
+                        }
+                    })
+                    .collect();
+                (x, qw)
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn kquant_searches_match_scalar((x, qw) in kquant_case()) {
+        kquantizers(&x, &qw)?;
+    }
 }

@@ -21,7 +21,7 @@
 //! above this crate's MSRV.)
 
 use crate::QuantError;
-use crate::kquants::{self, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use crate::kquants::{self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::legacy::{self, BlockQ4_0, BlockQ8_0};
 
 #[cfg(target_arch = "x86_64")]
@@ -180,6 +180,37 @@ quantizer! {
     /// written then.
     quantize_row_q8_k / quantize_row_q8_k_at = quantize_q8_k_impl,
     BlockQ8K, kquants::QK_K, kquants::quantize_row_q8_k_ref
+}
+
+// ------------------------------------------------------ k-quant quantizers
+
+macro_rules! kquantizer {
+    ($($(#[$doc:meta])* $name:ident = $block:ty, $scalar:ident;)*) => {$(
+        $(#[$doc])*
+        #[doc = concat!(
+            "[`kquants::", stringify!($scalar), "`] at `level`, capped at what this CPU ",
+            "[`supported`]s: [`Level::Scalar`] runs ggml's one-group-at-a-time search, ",
+            "AVX2 and above search eight groups per instruction (the same operations per ",
+            "group, so the same bytes).\n\n# Errors\nAs [`kquants::", stringify!($scalar), "`]."
+        )]
+        pub fn $name(
+            level: Level,
+            src: &[f32],
+            dst: &mut [$block],
+            n_per_row: usize,
+            imatrix: Option<&[f32]>,
+        ) -> Result<(), QuantError> {
+            kquants::quantize_k_at(level.min(supported()), src, dst, n_per_row, imatrix)
+        }
+    )*};
+}
+
+kquantizer! {
+    quantize_q2_k_at = BlockQ2K, quantize_q2_k;
+    quantize_q3_k_at = BlockQ3K, quantize_q3_k;
+    quantize_q4_k_at = BlockQ4K, quantize_q4_k;
+    quantize_q5_k_at = BlockQ5K, quantize_q5_k;
+    quantize_q6_k_at = BlockQ6K, quantize_q6_k;
 }
 
 // ------------------------------------------------------------- dot products
