@@ -579,24 +579,12 @@ fn q4_0_blocks_generic(src: &[f32], dst: &mut [BlockQ4_0]) {
     }
 }
 
-/// [`q4_0_blocks_generic`] compiled for AVX2: the same IEEE operations in
-/// the same order (AVX2 without FMA, so no operation is fused), hence the
-/// same bytes, on wider registers.
-///
-/// # Safety
-///
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn q4_0_blocks_avx2(src: &[f32], dst: &mut [BlockQ4_0]) {
-    q4_0_blocks_generic(src, dst);
-}
-
 fn q4_0_blocks(src: &[f32], dst: &mut [BlockQ4_0]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
-        unsafe { q4_0_blocks_avx2(src, dst) };
+        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
+        // the CPU has them; the values were checked finite.
+        unsafe { crate::simd::x86::quantize_row_q4_0(src, dst) };
         return;
     }
     q4_0_blocks_generic(src, dst);
@@ -734,23 +722,12 @@ fn q4_1_blocks_generic(src: &[f32], dst: &mut [BlockQ4_1]) {
     }
 }
 
-/// [`q4_1_blocks_generic`] compiled for AVX2 (no FMA: the same IEEE
-/// operations in the same order, hence the same bytes).
-///
-/// # Safety
-///
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn q4_1_blocks_avx2(src: &[f32], dst: &mut [BlockQ4_1]) {
-    q4_1_blocks_generic(src, dst);
-}
-
 fn q4_1_blocks(src: &[f32], dst: &mut [BlockQ4_1]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
-        unsafe { q4_1_blocks_avx2(src, dst) };
+        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
+        // the CPU has them; the values were checked finite.
+        unsafe { crate::simd::x86::quantize_row_q4_1(src, dst) };
         return;
     }
     q4_1_blocks_generic(src, dst);
@@ -878,23 +855,12 @@ fn q5_0_blocks_generic(src: &[f32], dst: &mut [BlockQ5_0]) {
     }
 }
 
-/// [`q5_0_blocks_generic`] compiled for AVX2 (no FMA: the same IEEE
-/// operations in the same order, hence the same bytes).
-///
-/// # Safety
-///
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn q5_0_blocks_avx2(src: &[f32], dst: &mut [BlockQ5_0]) {
-    q5_0_blocks_generic(src, dst);
-}
-
 fn q5_0_blocks(src: &[f32], dst: &mut [BlockQ5_0]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
-        unsafe { q5_0_blocks_avx2(src, dst) };
+        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
+        // the CPU has them; the values were checked finite.
+        unsafe { crate::simd::x86::quantize_row_q5_0(src, dst) };
         return;
     }
     q5_0_blocks_generic(src, dst);
@@ -1027,23 +993,12 @@ fn q5_1_blocks_generic(src: &[f32], dst: &mut [BlockQ5_1]) {
     }
 }
 
-/// [`q5_1_blocks_generic`] compiled for AVX2 (no FMA: the same IEEE
-/// operations in the same order, hence the same bytes).
-///
-/// # Safety
-///
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn q5_1_blocks_avx2(src: &[f32], dst: &mut [BlockQ5_1]) {
-    q5_1_blocks_generic(src, dst);
-}
-
 fn q5_1_blocks(src: &[f32], dst: &mut [BlockQ5_1]) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 only when the CPU has it.
-        unsafe { q5_1_blocks_avx2(src, dst) };
+        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
+        // the CPU has them; the values were checked finite.
+        unsafe { crate::simd::x86::quantize_row_q5_1(src, dst) };
         return;
     }
     q5_1_blocks_generic(src, dst);

@@ -116,6 +116,27 @@ fn adversarial_rows(n: usize) -> Vec<(&'static str, Vec<f32>)> {
         ("ties", ties),
         ("signs", signs),
         ("constant", vec![-7.25; n]),
+        (
+            // Zero extremes of both signs: ggml keeps the first zero it meets.
+            "signed zeros above",
+            (0..n)
+                .map(|i| match (i + i / 32) % 3 {
+                    0 => -0.0,
+                    1 => 0.0,
+                    _ => (i % 5) as f32,
+                })
+                .collect(),
+        ),
+        (
+            "signed zeros below",
+            (0..n)
+                .map(|i| match (i + i / 32) % 3 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => -((i % 5) as f32),
+                })
+                .collect(),
+        ),
     ]
 }
 
@@ -278,9 +299,69 @@ fn raw_dequantizers(bytes: &[u8]) -> Result<(), TestCaseError> {
 // --------------------------------------------------------------- quantizers
 
 /// The Q8_0 and Q8_K quantizers at every level give the reference bytes.
+/// A block quantizer at a chosen level.
+type QuantAt<B> = fn(Level, &[f32], &mut [B]) -> Result<(), QuantError>;
+
+/// Quantizes `x` at every level (also from an unaligned copy) and checks the
+/// bytes against the scalar reference.
+fn check_quant<B: Copy + Zeroable + bytemuck::Pod>(
+    name: &str,
+    x: &[f32],
+    block: usize,
+    scalar: fn(&[f32], &mut [B]) -> Result<(), QuantError>,
+    at: QuantAt<B>,
+) -> Result<(), TestCaseError> {
+    let mut want = vec![B::zeroed(); x.len() / block];
+    scalar(x, &mut want).unwrap();
+    let shifted = Shifted::new(x);
+    for level in levels() {
+        for input in [x, shifted.get()] {
+            let mut got = vec![B::zeroed(); want.len()];
+            at(level, input, &mut got).unwrap();
+            prop_assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&got),
+                bytemuck::cast_slice::<_, u8>(&want),
+                "{} at {:?}",
+                name,
+                level
+            );
+        }
+    }
+    Ok(())
+}
+
 fn quantizers(x: &[f32]) -> Result<(), TestCaseError> {
     let shifted = Shifted::new(x);
     if x.len().is_multiple_of(32) {
+        use legacy::*;
+        check_quant(
+            "q4_0",
+            x,
+            32,
+            quantize_row_q4_0_ref,
+            dispatch::quantize_row_q4_0_at,
+        )?;
+        check_quant(
+            "q4_1",
+            x,
+            32,
+            quantize_row_q4_1_ref,
+            dispatch::quantize_row_q4_1_at,
+        )?;
+        check_quant(
+            "q5_0",
+            x,
+            32,
+            quantize_row_q5_0_ref,
+            dispatch::quantize_row_q5_0_at,
+        )?;
+        check_quant(
+            "q5_1",
+            x,
+            32,
+            quantize_row_q5_1_ref,
+            dispatch::quantize_row_q5_1_at,
+        )?;
         let want = q8_0(x);
         for level in levels() {
             for input in [x, shifted.get()] {

@@ -22,7 +22,7 @@
 
 use crate::QuantError;
 use crate::kquants::{self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
-use crate::legacy::{self, BlockQ4_0, BlockQ8_0};
+use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 
 #[cfg(target_arch = "x86_64")]
 use super::x86;
@@ -168,6 +168,46 @@ quantizer! {
     /// written then.
     quantize_row_q8_0 / quantize_row_q8_0_at = quantize_q8_0_impl,
     BlockQ8_0, legacy::QK8_0, legacy::quantize_row_q8_0_ref
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q4_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q4_0 / quantize_row_q4_0_at = quantize_q4_0_impl,
+    BlockQ4_0, legacy::QK4_0, legacy::quantize_row_q4_0_ref
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q4_1_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q4_1 / quantize_row_q4_1_at = quantize_q4_1_impl,
+    BlockQ4_1, legacy::QK4_1, legacy::quantize_row_q4_1_ref
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q5_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q5_0 / quantize_row_q5_0_at = quantize_q5_0_impl,
+    BlockQ5_0, legacy::QK5_0, legacy::quantize_row_q5_0_ref
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q5_1_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q5_1 / quantize_row_q5_1_at = quantize_q5_1_impl,
+    BlockQ5_1, legacy::QK5_1, legacy::quantize_row_q5_1_ref
 }
 
 quantizer! {

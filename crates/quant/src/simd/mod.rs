@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 pub mod dispatch;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 /// An instruction-set level, in increasing order of capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

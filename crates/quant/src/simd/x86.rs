@@ -37,7 +37,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use crate::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
-use crate::legacy::{BlockQ4_0, BlockQ8_0, QK8_0};
+use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK8_0};
 
 // ------------------------------------------------------------------ helpers
 
@@ -435,6 +435,194 @@ pub(crate) unsafe fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
         let q = v.map(|v| _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, idv))));
         yb.d = f2h(d);
         store_i8x32(&mut yb.qs, low_bytes(q[0], q[1], q[2], q[3]));
+    }
+}
+
+/// A block of 32 floats as four vectors.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_block(xb: &[f32; 32]) -> [__m256; 4] {
+    let (v, _) = xb.as_chunks::<8>();
+    [
+        load_f32x8(&v[0]),
+        load_f32x8(&v[1]),
+        load_f32x8(&v[2]),
+        load_f32x8(&v[3]),
+    ]
+}
+
+/// Bit `i` set where element `i` of the block satisfies the comparison.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mask32(m: [__m256; 4]) -> u32 {
+    let b = m.map(|m| _mm256_movemask_ps(m) as u32);
+    b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+}
+
+/// The value ggml's `if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`
+/// loop keeps, starting from zeros: the first element of largest magnitude,
+/// or `+0.0` when every element is a zero. Finite input.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn first_abs_max(xb: &[f32; 32], v: [__m256; 4]) -> f32 {
+    let m01 = _mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1]));
+    let m23 = _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]));
+    let amax = hmax_i32x8(_mm256_max_epi32(m01, m23));
+    if amax == 0 {
+        return 0.0;
+    }
+    let a = _mm256_set1_epi32(amax);
+    let hits = v.map(|v| _mm256_castsi256_ps(_mm256_cmpeq_epi32(abs_bits(v), a)));
+    xb[mask32(hits).trailing_zeros() as usize]
+}
+
+/// The `(min, max)` of ggml's `if (v < min) min = v; if (v > max) max = v;`
+/// loop from `(FLT_MAX, -FLT_MAX)`. The values are the true extremes; only a
+/// zero extreme can differ in sign between orders, and the loop keeps the
+/// first zero it meets, so that case looks the first one up. Finite input.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn first_min_max(xb: &[f32; 32], v: [__m256; 4]) -> (f32, f32) {
+    let lo = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+    let hi = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+    let lo = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps::<1>(lo));
+    let hi = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps::<1>(hi));
+    let lo = _mm_min_ps(lo, _mm_movehl_ps(lo, lo));
+    let hi = _mm_max_ps(hi, _mm_movehl_ps(hi, hi));
+    let mut min = _mm_cvtss_f32(_mm_min_ss(lo, _mm_movehdup_ps(lo)));
+    let mut max = _mm_cvtss_f32(_mm_max_ss(hi, _mm_movehdup_ps(hi)));
+    if min == 0.0 || max == 0.0 {
+        let z = _mm256_setzero_ps();
+        let zeros = mask32(v.map(|v| _mm256_cmp_ps::<_CMP_EQ_OQ>(v, z)));
+        let first_zero = xb[zeros.trailing_zeros() as usize];
+        if min == 0.0 {
+            min = first_zero;
+        }
+        if max == 0.0 {
+            max = first_zero;
+        }
+    }
+    (min, max)
+}
+
+/// C's `(int8_t)(x)` of each lane (`cvttps2dq`, low byte, sign-extended).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn c_i8(x: __m256) -> __m256i {
+    _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(_mm256_cvttps_epi32(x)))
+}
+
+/// `MIN(hi, (int8_t)((x + add) * 1))` per element of the four vectors, as
+/// 32 low bytes in element order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn levels_i8(q: [__m256; 4], add: f32, hi: i32) -> __m256i {
+    let a = _mm256_set1_ps(add);
+    let h = _mm256_set1_epi32(hi);
+    let l = q.map(|q| _mm256_min_epi32(h, c_i8(_mm256_add_ps(q, a))));
+    low_bytes(l[0], l[1], l[2], l[3])
+}
+
+/// ggml's nibble packing: byte `j` = `L[j] | L[j + 16] << 4` (low bytes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_nibbles_x32(levels: __m256i) -> [u8; 16] {
+    let lo = _mm256_castsi256_si128(levels);
+    let hi = _mm256_extracti128_si256::<1>(levels);
+    let hi = _mm_and_si128(_mm_slli_epi16::<4>(hi), _mm_set1_epi8(0xF0u8 as i8));
+    let mut out = [0u8; 16];
+    // SAFETY: `out` is 16 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm_or_si128(lo, hi)) };
+    out
+}
+
+/// Q5 packing: low nibbles as [`pack_nibbles_x32`] of `L & 15`, and `qh`
+/// bit `i` = bit 4 of `L[i]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_q5_x32(levels: __m256i) -> ([u8; 16], [u8; 4]) {
+    let qh = _mm256_movemask_epi8(_mm256_slli_epi16::<3>(levels)) as u32;
+    let low = _mm256_and_si256(levels, _mm256_set1_epi8(0x0F));
+    (pack_nibbles_x32(low), qh.to_le_bytes())
+}
+
+/// `d != 0 ? 1/d : 0`, as ggml.
+#[inline]
+fn inv_or_zero(d: f32) -> f32 {
+    if d != 0.0 { 1.0 / d } else { 0.0 }
+}
+
+/// ggml's `quantize_row_q4_0_ref`, byte for byte. The values must be finite
+/// (the caller checks).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
+    for (xb, yb) in x.as_chunks::<32>().0.iter().zip(y.iter_mut()) {
+        let v = load_block(xb);
+        let d = first_abs_max(xb, v) / -8.0;
+        let id = _mm256_set1_ps(inv_or_zero(d));
+        let q = v.map(|v| _mm256_mul_ps(v, id));
+        yb.d = f2h(d);
+        yb.qs = pack_nibbles_x32(levels_i8(q, 8.5, 15));
+    }
+}
+
+/// ggml's `quantize_row_q4_1_ref`, byte for byte (finite values).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
+    for (xb, yb) in x.as_chunks::<32>().0.iter().zip(y.iter_mut()) {
+        let v = load_block(xb);
+        let (min, max) = first_min_max(xb, v);
+        let d = (max - min) / 15.0;
+        let id = _mm256_set1_ps(inv_or_zero(d));
+        let mv = _mm256_set1_ps(min);
+        let q = v.map(|v| _mm256_mul_ps(_mm256_sub_ps(v, mv), id));
+        yb.d = f2h(d);
+        yb.m = f2h(min);
+        yb.qs = pack_nibbles_x32(levels_i8(q, 0.5, 15));
+    }
+}
+
+/// ggml's `quantize_row_q5_0_ref`, byte for byte (finite values).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
+    for (xb, yb) in x.as_chunks::<32>().0.iter().zip(y.iter_mut()) {
+        let v = load_block(xb);
+        let d = first_abs_max(xb, v) / -16.0;
+        let id = _mm256_set1_ps(inv_or_zero(d));
+        let q = v.map(|v| _mm256_mul_ps(v, id));
+        yb.d = f2h(d);
+        (yb.qs, yb.qh) = pack_q5_x32(levels_i8(q, 16.5, 31));
+    }
+}
+
+/// ggml's `quantize_row_q5_1_ref`, byte for byte (finite values).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1]) {
+    for (xb, yb) in x.as_chunks::<32>().0.iter().zip(y.iter_mut()) {
+        let v = load_block(xb);
+        let (min, max) = first_min_max(xb, v);
+        let d = (max - min) / 31.0;
+        let id = _mm256_set1_ps(inv_or_zero(d));
+        let mv = _mm256_set1_ps(min);
+        let q = v.map(|v| _mm256_mul_ps(_mm256_sub_ps(v, mv), id));
+        yb.d = f2h(d);
+        yb.m = f2h(min);
+        // `(uint8_t)(x + 0.5f)`: the low byte, no clamp.
+        let a = _mm256_set1_ps(0.5);
+        let l = q.map(|q| _mm256_cvttps_epi32(_mm256_add_ps(q, a)));
+        (yb.qs, yb.qh) = pack_q5_x32(low_bytes(l[0], l[1], l[2], l[3]));
     }
 }
 
