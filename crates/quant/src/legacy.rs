@@ -45,6 +45,8 @@ use weightkit_core::DType;
 
 use crate::QuantError;
 use crate::common::{fp16_to_fp32, fp32_to_fp16, nearest_int};
+use crate::lanes::{self, F8, I8};
+use crate::simd::Level;
 
 /// Elements per [`BlockQ4_0`].
 pub const QK4_0: usize = 32;
@@ -506,6 +508,220 @@ fn pack_q5(levels: &[u8; 32]) -> ([u8; 16], [u8; 4]) {
 }
 
 // ---------------------------------------------------------------------------
+// Importance-weighted paths (ggml's `quantize_row_q*_impl`)
+// ---------------------------------------------------------------------------
+
+/// A legacy type's importance path: ggml's `quantize_row_q*_impl` searches
+/// each block with `make_qx_quants` (symmetric types) or `make_qkx3_quants`
+/// (types with a minimum) under the weights
+/// `qw[j] * sqrt(sigma2 + x[j]^2)`, then packs the levels.
+pub(crate) trait LegacyImpl: Sized {
+    /// The block's type.
+    const DTYPE: DType;
+    /// The reference quantizer over whole blocks at `level`.
+    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]);
+    /// The search's `nmax`.
+    const NMAX: i32;
+    /// `make_qkx3_quants` (with a minimum) rather than `make_qx_quants`.
+    const ASYM: bool;
+    /// The block from its 32 levels (as stored bytes), the scale and the
+    /// search's second result (`-min` for the asymmetric types).
+    fn pack(levels: &[u8; 32], d: f32, neg_min: f32) -> Self;
+}
+
+impl LegacyImpl for BlockQ4_0 {
+    const DTYPE: DType = DType::Q4_0;
+    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
+        q4_0_blocks(level, src, dst);
+    }
+    const NMAX: i32 = 8;
+    const ASYM: bool = false;
+    #[inline(always)]
+    fn pack(levels: &[u8; 32], d: f32, _: f32) -> Self {
+        let mut qs = [0u8; 16];
+        for (j, q) in qs.iter_mut().enumerate() {
+            *q = pack_nibbles(levels[j], levels[j + 16]);
+        }
+        BlockQ4_0 {
+            d: fp32_to_fp16(d),
+            qs,
+        }
+    }
+}
+
+impl LegacyImpl for BlockQ4_1 {
+    const DTYPE: DType = DType::Q4_1;
+    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
+        q4_1_blocks(level, src, dst);
+    }
+    const NMAX: i32 = 15;
+    const ASYM: bool = true;
+    #[inline(always)]
+    fn pack(levels: &[u8; 32], d: f32, neg_min: f32) -> Self {
+        let mut qs = [0u8; 16];
+        for (j, q) in qs.iter_mut().enumerate() {
+            *q = pack_nibbles(levels[j], levels[j + 16]);
+        }
+        BlockQ4_1 {
+            d: fp32_to_fp16(d),
+            m: fp32_to_fp16(-neg_min),
+            qs,
+        }
+    }
+}
+
+impl LegacyImpl for BlockQ5_0 {
+    const DTYPE: DType = DType::Q5_0;
+    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
+        q5_0_blocks(level, src, dst);
+    }
+    const NMAX: i32 = 16;
+    const ASYM: bool = false;
+    #[inline(always)]
+    fn pack(levels: &[u8; 32], d: f32, _: f32) -> Self {
+        let (qs, qh) = pack_q5(levels);
+        BlockQ5_0 {
+            d: fp32_to_fp16(d),
+            qh,
+            qs,
+        }
+    }
+}
+
+impl LegacyImpl for BlockQ5_1 {
+    const DTYPE: DType = DType::Q5_1;
+    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
+        q5_1_blocks(level, src, dst);
+    }
+    const NMAX: i32 = 31;
+    const ASYM: bool = true;
+    #[inline(always)]
+    fn pack(levels: &[u8; 32], d: f32, neg_min: f32) -> Self {
+        let (qs, qh) = pack_q5(levels);
+        BlockQ5_1 {
+            d: fp32_to_fp16(d),
+            m: fp32_to_fp16(-neg_min),
+            qh,
+            qs,
+        }
+    }
+}
+
+/// One block of the importance path, one group at a time (ggml's order).
+#[inline(always)]
+fn impl_block<B: LegacyImpl>(xb: &[f32; 32], qw: &[f32; 32], sigma2: f32) -> B {
+    let weight = block_weights(xb, qw, sigma2);
+    if B::ASYM {
+        let mut levels = [0u8; 32];
+        let (d, neg_min) = make_qkx3_quants(B::NMAX, xb, &weight, &mut levels);
+        B::pack(&levels, d, neg_min)
+    } else {
+        let mut levels = [0i8; 32];
+        let d = make_qx_quants(B::NMAX, xb, &mut levels, &weight);
+        B::pack(&levels.map(|l| l as u8), d, 0.0)
+    }
+}
+
+/// Eight consecutive blocks of the importance path, one per lane of
+/// [`crate::lanes`] (the same operations per block, hence the same bytes).
+#[inline(always)]
+fn impl_blocks_x8<B: LegacyImpl>(x: &[f32; 256], qw: &[f32; 256], sigma2: f32, y: &mut [B]) {
+    let mut xt = [F8::splat(0.0); 32];
+    let mut qt = [F8::splat(0.0); 32];
+    lanes::transpose_in(x, &mut xt);
+    lanes::transpose_in(qw, &mut qt);
+    let s2 = F8::splat(sigma2);
+    let w = std::array::from_fn::<F8, 32, _>(|k| qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt()));
+    let mut lt = [I8::splat(0); 32];
+    let (d, neg_min) = if B::ASYM {
+        lanes::make_qkx_quants::<32, true>(B::NMAX, &xt, &w, &mut lt, -0.9, 0.05, 36, false)
+    } else {
+        (
+            lanes::make_qx_quants(B::NMAX, &xt, &w, &mut lt),
+            F8::splat(0.0),
+        )
+    };
+    let mut levels = [0u8; 256];
+    lanes::transpose_out(&lt, &mut levels, |v| v as u8);
+    for (j, (lv, yb)) in levels.as_chunks::<32>().0.iter().zip(y).enumerate() {
+        *yb = B::pack(lv, d.0[j], neg_min.0[j]);
+    }
+}
+
+/// One row of the importance path (`qw` as long as the row).
+#[inline(always)]
+fn row_impl_generic<B: LegacyImpl, const LANES: bool>(x: &[f32], y: &mut [B], qw: &[f32]) {
+    let sigma2 = row_sigma2(x);
+    let mut done = 0;
+    if LANES {
+        let (x8, _) = x.as_chunks::<256>();
+        let (w8, _) = qw.as_chunks::<256>();
+        for ((xc, wc), yc) in x8.iter().zip(w8).zip(y.chunks_exact_mut(8)) {
+            impl_blocks_x8(xc, wc, sigma2, yc);
+            done += 8;
+        }
+    }
+    let (xb, _) = x.as_chunks::<32>();
+    let (wb, _) = qw.as_chunks::<32>();
+    for ((xb, wb), yb) in xb.iter().zip(wb).zip(y.iter_mut()).skip(done) {
+        *yb = impl_block(xb, wb, sigma2);
+    }
+}
+
+/// [`row_impl_generic`] with eight-block lanes, compiled for AVX2 (no FMA).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_impl_avx2<B: LegacyImpl>(x: &[f32], y: &mut [B], qw: &[f32]) {
+    row_impl_generic::<B, true>(x, y, qw);
+}
+
+/// One row of ggml's `quantize_row_q*_impl` at `level` (capped at what the
+/// CPU supports).
+fn row_impl<B: LegacyImpl>(level: Level, x: &[f32], y: &mut [B], qw: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 {
+        // SAFETY: `level` is capped at `simd::supported()`, which reports
+        // AVX2 only when the CPU has it.
+        unsafe { row_impl_avx2(x, y, qw) };
+        return;
+    }
+    let _ = level;
+    row_impl_generic::<B, false>(x, y, qw);
+}
+
+/// ggml's `quantize_q*` for a legacy type at `level` (capped at what the
+/// CPU supports): the reference quantizer without `imatrix`, the importance
+/// path row by row with it.
+pub(crate) fn quantize_legacy<B: LegacyImpl>(
+    level: Level,
+    src: &[f32],
+    dst: &mut [B],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    let nrows = check_quantize_chunk(B::DTYPE, 32, src, dst.len(), n_per_row, imatrix)?;
+    if nrows == 0 {
+        return Ok(());
+    }
+    match imatrix {
+        None => B::ref_blocks(level, src, dst),
+        Some(qw) => {
+            for (x, y) in src
+                .chunks_exact(n_per_row)
+                .zip(dst.chunks_exact_mut(n_per_row / 32))
+            {
+                row_impl(level, x, y, qw);
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Q4_0
 // ---------------------------------------------------------------------------
 
@@ -535,25 +751,6 @@ fn q4_0_block_ref(x: &[f32; 32]) -> BlockQ4_0 {
     }
 }
 
-fn q4_0_row_impl(x: &[f32], y: &mut [BlockQ4_0], qw: &[f32]) {
-    let sigma2 = row_sigma2(x);
-    let (xb, _) = x.as_chunks::<QK4_0>();
-    let (wb, _) = qw.as_chunks::<QK4_0>();
-    for ((xb, qw), yb) in xb.iter().zip(wb).zip(y.iter_mut()) {
-        let weight = block_weights(xb, qw, sigma2);
-        let mut levels = [0i8; 32];
-        let d = make_qx_quants(8, xb, &mut levels, &weight);
-        let mut qs = [0u8; 16];
-        for (j, q) in qs.iter_mut().enumerate() {
-            *q = pack_nibbles(levels[j] as u8, levels[j + 16] as u8);
-        }
-        *yb = BlockQ4_0 {
-            d: fp32_to_fp16(d),
-            qs,
-        };
-    }
-}
-
 /// ggml's `quantize_row_q4_0_ref`: `d = max / -8` where `max` is the first
 /// value of largest magnitude, `q = min(15, (int8_t)(x / d + 8.5))`.
 ///
@@ -579,14 +776,16 @@ fn q4_0_blocks_generic(src: &[f32], dst: &mut [BlockQ4_0]) {
     }
 }
 
-fn q4_0_blocks(src: &[f32], dst: &mut [BlockQ4_0]) {
+fn q4_0_blocks(level: Level, src: &[f32], dst: &mut [BlockQ4_0]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
-        // the CPU has them; the values were checked finite.
+    if level >= Level::Avx2 {
+        // SAFETY: `level` is capped at `simd::supported()`, which reports
+        // AVX2 (with FMA and F16C) only when the CPU has them; the values
+        // were checked finite.
         unsafe { crate::simd::x86::quantize_row_q4_0(src, dst) };
         return;
     }
+    let _ = level;
     q4_0_blocks_generic(src, dst);
 }
 
@@ -609,23 +808,7 @@ pub fn quantize_q4_0(
     n_per_row: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
-    let nrows = check_quantize_chunk(DType::Q4_0, QK4_0, src, dst.len(), n_per_row, imatrix)?;
-    if nrows == 0 {
-        return Ok(());
-    }
-    match imatrix {
-        None => q4_0_blocks(src, dst),
-        Some(qw) => {
-            let per_row = n_per_row / QK4_0;
-            for (x, y) in src
-                .chunks_exact(n_per_row)
-                .zip(dst.chunks_exact_mut(per_row))
-            {
-                q4_0_row_impl(x, y, qw);
-            }
-        }
-    }
-    Ok(())
+    quantize_legacy(crate::simd::level(), src, dst, n_per_row, imatrix)
 }
 
 /// ggml's `dequantize_row_q4_0`: `y = (q - 8) * d`.
@@ -679,26 +862,6 @@ fn q4_1_block_ref(x: &[f32; 32]) -> BlockQ4_1 {
     }
 }
 
-fn q4_1_row_impl(x: &[f32], y: &mut [BlockQ4_1], qw: &[f32]) {
-    let sigma2 = row_sigma2(x);
-    let (xb, _) = x.as_chunks::<QK4_1>();
-    let (wb, _) = qw.as_chunks::<QK4_1>();
-    for ((xb, qw), yb) in xb.iter().zip(wb).zip(y.iter_mut()) {
-        let weight = block_weights(xb, qw, sigma2);
-        let mut levels = [0u8; 32];
-        let (d, min) = make_qkx3_quants(15, xb, &weight, &mut levels);
-        let mut qs = [0u8; 16];
-        for (j, q) in qs.iter_mut().enumerate() {
-            *q = pack_nibbles(levels[j], levels[j + 16]);
-        }
-        *yb = BlockQ4_1 {
-            d: fp32_to_fp16(d),
-            m: fp32_to_fp16(-min),
-            qs,
-        };
-    }
-}
-
 /// ggml's `quantize_row_q4_1_ref`: `d = (max - min) / 15`, `m = min`,
 /// `q = min(15, (int8_t)((x - min) / d + 0.5))`.
 ///
@@ -722,14 +885,16 @@ fn q4_1_blocks_generic(src: &[f32], dst: &mut [BlockQ4_1]) {
     }
 }
 
-fn q4_1_blocks(src: &[f32], dst: &mut [BlockQ4_1]) {
+fn q4_1_blocks(level: Level, src: &[f32], dst: &mut [BlockQ4_1]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
-        // the CPU has them; the values were checked finite.
+    if level >= Level::Avx2 {
+        // SAFETY: `level` is capped at `simd::supported()`, which reports
+        // AVX2 (with FMA and F16C) only when the CPU has them; the values
+        // were checked finite.
         unsafe { crate::simd::x86::quantize_row_q4_1(src, dst) };
         return;
     }
+    let _ = level;
     q4_1_blocks_generic(src, dst);
 }
 
@@ -746,23 +911,7 @@ pub fn quantize_q4_1(
     n_per_row: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
-    let nrows = check_quantize_chunk(DType::Q4_1, QK4_1, src, dst.len(), n_per_row, imatrix)?;
-    if nrows == 0 {
-        return Ok(());
-    }
-    match imatrix {
-        None => q4_1_blocks(src, dst),
-        Some(qw) => {
-            let per_row = n_per_row / QK4_1;
-            for (x, y) in src
-                .chunks_exact(n_per_row)
-                .zip(dst.chunks_exact_mut(per_row))
-            {
-                q4_1_row_impl(x, y, qw);
-            }
-        }
-    }
-    Ok(())
+    quantize_legacy(crate::simd::level(), src, dst, n_per_row, imatrix)
 }
 
 /// ggml's `dequantize_row_q4_1`: `y = q * d + m`.
@@ -815,23 +964,6 @@ fn q5_0_block_ref(x: &[f32; 32]) -> BlockQ5_0 {
     }
 }
 
-fn q5_0_row_impl(x: &[f32], y: &mut [BlockQ5_0], qw: &[f32]) {
-    let sigma2 = row_sigma2(x);
-    let (xb, _) = x.as_chunks::<QK5_0>();
-    let (wb, _) = qw.as_chunks::<QK5_0>();
-    for ((xb, qw), yb) in xb.iter().zip(wb).zip(y.iter_mut()) {
-        let weight = block_weights(xb, qw, sigma2);
-        let mut levels = [0i8; 32];
-        let d = make_qx_quants(16, xb, &mut levels, &weight);
-        let (qs, qh) = pack_q5(&levels.map(|l| l as u8));
-        *yb = BlockQ5_0 {
-            d: fp32_to_fp16(d),
-            qh,
-            qs,
-        };
-    }
-}
-
 /// ggml's `quantize_row_q5_0_ref`: `d = max / -16` (signed value of largest
 /// magnitude), `q = min(31, (int8_t)(x / d + 16.5))`.
 ///
@@ -855,14 +987,16 @@ fn q5_0_blocks_generic(src: &[f32], dst: &mut [BlockQ5_0]) {
     }
 }
 
-fn q5_0_blocks(src: &[f32], dst: &mut [BlockQ5_0]) {
+fn q5_0_blocks(level: Level, src: &[f32], dst: &mut [BlockQ5_0]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
-        // the CPU has them; the values were checked finite.
+    if level >= Level::Avx2 {
+        // SAFETY: `level` is capped at `simd::supported()`, which reports
+        // AVX2 (with FMA and F16C) only when the CPU has them; the values
+        // were checked finite.
         unsafe { crate::simd::x86::quantize_row_q5_0(src, dst) };
         return;
     }
+    let _ = level;
     q5_0_blocks_generic(src, dst);
 }
 
@@ -878,23 +1012,7 @@ pub fn quantize_q5_0(
     n_per_row: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
-    let nrows = check_quantize_chunk(DType::Q5_0, QK5_0, src, dst.len(), n_per_row, imatrix)?;
-    if nrows == 0 {
-        return Ok(());
-    }
-    match imatrix {
-        None => q5_0_blocks(src, dst),
-        Some(qw) => {
-            let per_row = n_per_row / QK5_0;
-            for (x, y) in src
-                .chunks_exact(n_per_row)
-                .zip(dst.chunks_exact_mut(per_row))
-            {
-                q5_0_row_impl(x, y, qw);
-            }
-        }
-    }
-    Ok(())
+    quantize_legacy(crate::simd::level(), src, dst, n_per_row, imatrix)
 }
 
 /// ggml's `dequantize_row_q5_0`: `y = (q - 16) * d`.
@@ -952,24 +1070,6 @@ fn q5_1_block_ref(x: &[f32; 32]) -> BlockQ5_1 {
     }
 }
 
-fn q5_1_row_impl(x: &[f32], y: &mut [BlockQ5_1], qw: &[f32]) {
-    let sigma2 = row_sigma2(x);
-    let (xb, _) = x.as_chunks::<QK5_1>();
-    let (wb, _) = qw.as_chunks::<QK5_1>();
-    for ((xb, qw), yb) in xb.iter().zip(wb).zip(y.iter_mut()) {
-        let weight = block_weights(xb, qw, sigma2);
-        let mut levels = [0u8; 32];
-        let (d, min) = make_qkx3_quants(31, xb, &weight, &mut levels);
-        let (qs, qh) = pack_q5(&levels);
-        *yb = BlockQ5_1 {
-            d: fp32_to_fp16(d),
-            m: fp32_to_fp16(-min),
-            qh,
-            qs,
-        };
-    }
-}
-
 /// ggml's `quantize_row_q5_1_ref`: `d = (max - min) / 31`, `m = min`,
 /// `q = (uint8_t)((x - min) / d + 0.5)`.
 ///
@@ -993,14 +1093,16 @@ fn q5_1_blocks_generic(src: &[f32], dst: &mut [BlockQ5_1]) {
     }
 }
 
-fn q5_1_blocks(src: &[f32], dst: &mut [BlockQ5_1]) {
+fn q5_1_blocks(level: Level, src: &[f32], dst: &mut [BlockQ5_1]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::Level::Avx2 {
-        // SAFETY: `simd::level()` reports AVX2 (with FMA and F16C) only when
-        // the CPU has them; the values were checked finite.
+    if level >= Level::Avx2 {
+        // SAFETY: `level` is capped at `simd::supported()`, which reports
+        // AVX2 (with FMA and F16C) only when the CPU has them; the values
+        // were checked finite.
         unsafe { crate::simd::x86::quantize_row_q5_1(src, dst) };
         return;
     }
+    let _ = level;
     q5_1_blocks_generic(src, dst);
 }
 
@@ -1016,23 +1118,7 @@ pub fn quantize_q5_1(
     n_per_row: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<(), QuantError> {
-    let nrows = check_quantize_chunk(DType::Q5_1, QK5_1, src, dst.len(), n_per_row, imatrix)?;
-    if nrows == 0 {
-        return Ok(());
-    }
-    match imatrix {
-        None => q5_1_blocks(src, dst),
-        Some(qw) => {
-            let per_row = n_per_row / QK5_1;
-            for (x, y) in src
-                .chunks_exact(n_per_row)
-                .zip(dst.chunks_exact_mut(per_row))
-            {
-                q5_1_row_impl(x, y, qw);
-            }
-        }
-    }
-    Ok(())
+    quantize_legacy(crate::simd::level(), src, dst, n_per_row, imatrix)
 }
 
 /// ggml's `dequantize_row_q5_1`: `y = q * d + m`.

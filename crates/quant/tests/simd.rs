@@ -13,7 +13,7 @@ use weightkit_quant::QuantError;
 use weightkit_quant::kquants::{
     self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
-use weightkit_quant::legacy::{self, BlockQ4_0, BlockQ8_0};
+use weightkit_quant::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use weightkit_quant::simd::{Level, dispatch, supported};
 
 /// A dispatching dequantizer at a chosen level.
@@ -864,27 +864,28 @@ fn levels_above_the_cpu_are_capped() {
 
 // ------------------------------------------------- k-quant scale searches
 
-/// A k-quant matrix quantizer at a chosen level.
+/// A matrix quantizer (rows, optional importance) at a chosen level.
 type KQuantAt<B> = fn(Level, &[f32], &mut [B], usize, Option<&[f32]>) -> Result<(), QuantError>;
 
 /// Quantizes `x` (one row) at every level, with and without `imatrix`, and
 /// checks the bytes against the scalar level (ggml's one-group search).
-fn check_kquant<B: Copy + Zeroable + PartialEq + std::fmt::Debug>(
+fn check_kquant<B: bytemuck::Pod>(
     name: &str,
     x: &[f32],
     imatrix: &[f32],
     at: KQuantAt<B>,
 ) -> Result<(), TestCaseError> {
-    let nb = x.len() / QK_K;
+    let nb = x.len() / if name.ends_with("_K") { QK_K } else { 32 };
     for qw in [None, Some(imatrix)] {
         let mut want = vec![B::zeroed(); nb];
         at(Level::Scalar, x, &mut want, x.len(), qw).unwrap();
         for level in levels() {
             let mut got = vec![B::zeroed(); nb];
             at(level, x, &mut got, x.len(), qw).unwrap();
+            // Bytes, not `==`: extreme importance gives NaN scales (as in ggml).
             prop_assert_eq!(
-                &got,
-                &want,
+                bytemuck::cast_slice::<_, u8>(&got),
+                bytemuck::cast_slice::<_, u8>(&want),
                 "{} at {:?}, imatrix: {}",
                 name,
                 level,
@@ -895,7 +896,16 @@ fn check_kquant<B: Copy + Zeroable + PartialEq + std::fmt::Debug>(
     Ok(())
 }
 
+/// Every k-quant and legacy matrix quantizer on `x` (a multiple of 32
+/// values; the k-quants only when it is a multiple of 256).
 fn kquantizers(x: &[f32], imatrix: &[f32]) -> Result<(), TestCaseError> {
+    check_kquant::<BlockQ4_0>("q4_0", x, imatrix, dispatch::quantize_q4_0_at)?;
+    check_kquant::<BlockQ4_1>("q4_1", x, imatrix, dispatch::quantize_q4_1_at)?;
+    check_kquant::<BlockQ5_0>("q5_0", x, imatrix, dispatch::quantize_q5_0_at)?;
+    check_kquant::<BlockQ5_1>("q5_1", x, imatrix, dispatch::quantize_q5_1_at)?;
+    if !x.len().is_multiple_of(QK_K) {
+        return Ok(());
+    }
     check_kquant::<BlockQ2K>("q2_K", x, imatrix, dispatch::quantize_q2_k_at)?;
     check_kquant::<BlockQ3K>("q3_K", x, imatrix, dispatch::quantize_q3_k_at)?;
     check_kquant::<BlockQ4K>("q4_K", x, imatrix, dispatch::quantize_q4_k_at)?;
@@ -973,14 +983,21 @@ fn kquant_searches_match_scalar_on_adversarial_rows() {
         for (name, x) in mixed_group_rows(nb) {
             kquantizers(&x, &qw).unwrap_or_else(|e| panic!("{name}, {nb} blocks: {e}"));
         }
+        // Rows with blocks beyond the last group of eight (legacy types).
+        for (name, mut x) in mixed_group_rows(nb) {
+            x.extend_from_within(..96);
+            let qw = importance(x.len());
+            kquantizers(&x, &qw).unwrap_or_else(|e| panic!("{name} + 3 blocks: {e}"));
+        }
     }
 }
 
-/// A row of `QK_K * (1..=2)` values whose 16-value groups each have their
+/// A row of `QK_K * (1..=2)` values (sometimes plus a few 32-value blocks,
+/// which only the legacy types take) whose 16-value groups each have their
 /// own magnitude (so the searched groups differ), and an importance row.
 fn kquant_case() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
-    (1usize..=2).prop_flat_map(|nb| {
-        let n = nb * QK_K;
+    (1usize..=2, prop_oneof![Just(0usize), 1usize..8]).prop_flat_map(|(nb, extra)| {
+        let n = nb * QK_K + 32 * extra;
         (
             proptest::collection::vec(value(), n),
             proptest::collection::vec(-30i32..30, n / 16),

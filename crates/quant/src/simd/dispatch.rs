@@ -245,6 +245,34 @@ macro_rules! kquantizer {
     )*};
 }
 
+macro_rules! legacy_quantizer {
+    ($($name:ident = $block:ty, $scalar:ident;)*) => {$(
+        #[doc = concat!(
+            "[`legacy::", stringify!($scalar), "`] at `level`, capped at what this CPU ",
+            "[`supported`]s: [`Level::Scalar`] runs ggml's reference code block by block, ",
+            "AVX2 and above the AVX2 reference quantizer and, with an importance matrix, ",
+            "eight blocks' searches per instruction (the same bytes).\n\n# Errors\nAs [`legacy::",
+            stringify!($scalar), "`]."
+        )]
+        pub fn $name(
+            level: Level,
+            src: &[f32],
+            dst: &mut [$block],
+            n_per_row: usize,
+            imatrix: Option<&[f32]>,
+        ) -> Result<(), QuantError> {
+            legacy::quantize_legacy(level.min(supported()), src, dst, n_per_row, imatrix)
+        }
+    )*};
+}
+
+legacy_quantizer! {
+    quantize_q4_0_at = BlockQ4_0, quantize_q4_0;
+    quantize_q4_1_at = BlockQ4_1, quantize_q4_1;
+    quantize_q5_0_at = BlockQ5_0, quantize_q5_0;
+    quantize_q5_1_at = BlockQ5_1, quantize_q5_1;
+}
+
 kquantizer! {
     quantize_q2_k_at = BlockQ2K, quantize_q2_k;
     quantize_q3_k_at = BlockQ3K, quantize_q3_k;
