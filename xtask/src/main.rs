@@ -37,6 +37,12 @@ commands:
             weightkit's F32/Q8_0/Q4_K_M GGUF of the tiny Llama in llama.cpp
             (llama-cpp-python, pinned; its first install builds llama.cpp,
             ~20 minutes) and compares logits with transformers'
+  quant-perf
+            quantization speed against llama.cpp on this machine (slow, not
+            in CI): compiles llama.cpp's tests/test-quantize-perf.cpp from the
+            pinned llama-cpp-python sources against the ggml libraries that
+            `cargo xtask interop` installed, runs it and weightkit-quant's
+            `speed` example in alternating rounds and prints GB/s and ratios
   help      print this message
 ";
 
@@ -102,10 +108,10 @@ fn main() -> ExitCode {
         Some("fmt") if args.len() == 1 => run_cargo(&["fmt", "--all"]),
         Some("fixtures") if args.len() == 1 => fixtures(),
         Some("interop") if args.len() == 1 => interop(),
-        Some(cmd @ ("ci" | "fmt" | "fixtures" | "interop")) => Err(Failure::Usage(format!(
-            "`{cmd}` takes no arguments, got `{}`",
-            args[1..].join(" ")
-        ))),
+        Some("quant-perf") if args.len() == 1 => quant_perf(),
+        Some(cmd @ ("ci" | "fmt" | "fixtures" | "interop" | "quant-perf")) => Err(Failure::Usage(
+            format!("`{cmd}` takes no arguments, got `{}`", args[1..].join(" ")),
+        )),
         Some(other) => Err(Failure::Usage(format!("unknown command `{other}`"))),
     };
     match result {
@@ -204,6 +210,39 @@ fn interop() -> Result<(), Failure> {
         &["xtask/interop/make_lora_bias_fixture.py", "target/interop"],
     )?;
     llama_cpp(&root, &py)
+}
+
+/// llama.cpp's test-quantize-perf next to weightkit's `speed` example.
+fn quant_perf() -> Result<(), Failure> {
+    let root = workspace_root();
+    let python = root.join("target/interop-venv/bin/python");
+    if !python.exists() {
+        return Err(Failure::Step(
+            "target/interop-venv is missing: run `cargo xtask interop` first (it installs \
+             llama-cpp-python, whose ggml libraries the benchmark links)"
+                .to_owned(),
+        ));
+    }
+    run_cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "weightkit-quant",
+        "--example",
+        "speed",
+    ])?;
+    let speed = root.join("target/release/examples/speed");
+    run(
+        &python.to_string_lossy(),
+        &[
+            "xtask/interop/quant_perf.py",
+            LLAMA_CPP_PYTHON_VERSION,
+            "target/qperf",
+            &speed.to_string_lossy(),
+            "3",
+        ],
+    )
 }
 
 /// Converts the tiny Llama (with a Llama-3 tokenizer) to F32, Q8_0 and

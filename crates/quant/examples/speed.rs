@@ -1,27 +1,43 @@
-//! Rough single-thread timings of quantize / dequantize per type on
-//! llama.cpp's test-quantize-perf input (for quick checks; the criterion
-//! benches in `benches/` are the reference measurement).
+//! Single-thread speed of quantize (with and without an importance vector)
+//! and dequantize per type, measured the way llama.cpp's
+//! `tests/test-quantize-perf` measures it: one row of 4096 values of
+//! `0.1 + 2*cos(i)`, a warm-up, then the mean over many calls, in GB/s of
+//! f32 data (2^30 bytes). `cargo xtask quant-perf` runs this next to
+//! llama.cpp's own binary and prints the ratios.
 //!
-//! Usage: `cargo run --release -p weightkit-quant --example speed`
+//! Usage: `cargo run --release -p weightkit-quant --example speed [--types q4_0,q4_K,..]`
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
-use weightkit_quant::{dequantize, quantize_into, row_size};
+use weightkit_quant::{QuantError, dequantize, quantize_into, row_size};
 
-fn main() -> Result<(), weightkit_quant::QuantError> {
+/// Calls `f` until `budget` has passed (at least 20 times, after 5 warm-up
+/// calls) and returns the mean seconds per call.
+fn mean_secs(
+    budget: Duration,
+    mut f: impl FnMut() -> Result<(), QuantError>,
+) -> Result<f64, QuantError> {
+    for _ in 0..5 {
+        f()?;
+    }
+    let start = Instant::now();
+    let mut calls = 0u32;
+    while calls < 20 || start.elapsed() < budget {
+        f()?;
+        calls += 1;
+    }
+    Ok(start.elapsed().as_secs_f64() / f64::from(calls))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = 4096usize;
-    let rows = 64usize;
-    let x: Vec<f32> = (0..n * rows)
-        .map(|i| 0.1 + 2.0 * ((i % n) as f32).cos())
-        .collect();
+    let x: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
     // An importance vector like llama-imatrix's (positive, uneven).
     let imatrix: Vec<f32> = (0..n)
         .map(|i| 0.5 + ((i * 37) % 101) as f32 / 50.0)
         .collect();
-    println!("| type | quantize GB/s | with imatrix GB/s | dequantize GB/s |");
-    println!("|---|---|---|---|");
-    for dtype in [
+    let all = [
         DType::Q4_0,
         DType::Q4_1,
         DType::Q5_0,
@@ -32,34 +48,40 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
-    ] {
-        let mut q = vec![0u8; row_size(dtype, n)? * rows];
-        let mut best_q = f64::MAX;
-        for _ in 0..5 {
-            let t = Instant::now();
-            quantize_into(dtype, &x, n, None, &mut q)?;
-            best_q = best_q.min(t.elapsed().as_secs_f64());
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let types: Vec<DType> = match args.iter().position(|a| a == "--types") {
+        Some(i) => {
+            let list = args.get(i + 1).ok_or("--types needs a list")?;
+            list.split(',')
+                .map(|t| {
+                    all.iter()
+                        .copied()
+                        .find(|d| d.name().eq_ignore_ascii_case(t))
+                        .ok_or_else(|| format!("unknown type {t}"))
+                })
+                .collect::<Result<_, _>>()?
         }
-        let mut best_w = f64::MAX;
-        for _ in 0..5 {
-            let t = Instant::now();
-            quantize_into(dtype, &x, n, Some(&imatrix), &mut q)?;
-            best_w = best_w.min(t.elapsed().as_secs_f64());
-        }
-        let mut y = vec![0f32; x.len()];
-        let mut best_d = f64::MAX;
-        for _ in 0..20 {
-            let t = Instant::now();
-            dequantize(dtype, &q, &mut y)?;
-            best_d = best_d.min(t.elapsed().as_secs_f64());
-        }
-        let gb = (x.len() * 4) as f64 / f64::from(1u32 << 30);
+        None => all.to_vec(),
+    };
+    let budget = Duration::from_millis(300);
+    let gb = (n * 4) as f64 / f64::from(1u32 << 30);
+    println!("| type | quantize GB/s | with imatrix GB/s | dequantize GB/s |");
+    println!("|---|---|---|---|");
+    for dtype in types {
+        let mut q = vec![0u8; row_size(dtype, n)?];
+        let tq = mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?;
+        let tw = mean_secs(budget, || {
+            quantize_into(dtype, &x, n, Some(&imatrix), &mut q)
+        })?;
+        let mut y = vec![0f32; n];
+        let td = mean_secs(budget, || dequantize(dtype, &q, &mut y))?;
         println!(
             "| {} | {:.3} | {:.3} | {:.2} |",
             dtype.name(),
-            gb / best_q,
-            gb / best_w,
-            gb / best_d
+            gb / tq,
+            gb / tw,
+            gb / td
         );
     }
     Ok(())
