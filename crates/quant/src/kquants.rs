@@ -28,7 +28,7 @@ use weightkit_core::DType;
 
 use crate::QuantError;
 use crate::common::{fp16_to_fp32, fp32_to_fp16};
-use crate::lanes::{self, F8, I8};
+use crate::lanes::{self, F8, F16, I8, I16};
 use crate::simd::Level;
 
 /// Elements in one k-quant super-block.
@@ -954,14 +954,14 @@ fn q2_k_ref_block<const LANES: bool>(x: &[f32; QK_K]) -> BlockQ2K {
     let mut scales = [0f32; QK_K / 16];
 
     if LANES {
+        // Two calls of eight lanes: sixteen at once spill registers here.
         for h in 0..2 {
-            let xh = &x[128 * h..128 * h + 128];
             let mut xt = [F8::splat(0.0); 16];
-            lanes::transpose_in(xh, &mut xt);
+            lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
             let w = xt.map(F8::abs);
             let mut lt = [I8::splat(0); 16];
             let (sc, m) =
-                lanes::make_qkx_quants::<16, false>(3, &xt, &w, &mut lt, -0.5, 0.1, 15, true);
+                lanes::make_qkx_quants::<16, 8, false>(3, &xt, &w, &mut lt, -0.5, 0.1, 15, true);
             scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
             mins[8 * h..8 * h + 8].copy_from_slice(&m.0);
             lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as u8);
@@ -1074,6 +1074,7 @@ fn q2_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Bloc
     }
     let sigma2 = sumx2 / QK_K as f32;
     if LANES {
+        // Two calls of eight lanes: sixteen at once spill registers here.
         let s2 = F8::splat(sigma2);
         for h in 0..2 {
             let mut xt = [F8::splat(0.0); 16];
@@ -1089,7 +1090,7 @@ fn q2_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Bloc
             sw[8 * h..8 * h + 8].copy_from_slice(&sumw.0);
             let mut lt = [I8::splat(0); 16];
             let (sc, m) =
-                lanes::make_qkx_quants::<16, true>(3, &xt, &w, &mut lt, -0.9, 0.05, 36, false);
+                lanes::make_qkx_quants::<16, 8, true>(3, &xt, &w, &mut lt, -0.9, 0.05, 36, false);
             scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
             mins[8 * h..8 * h + 8].copy_from_slice(&m.0);
             lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as u8);
@@ -1259,14 +1260,12 @@ fn q3_k_ref_block<const LANES: bool>(x: &[f32; QK_K]) -> BlockQ3K {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; QK_K / 16];
     if LANES {
-        for h in 0..2 {
-            let mut xt = [F8::splat(0.0); 16];
-            lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
-            let mut lt = [I8::splat(0); 16];
-            let sc = lanes::make_q3_quants(4, &xt, &mut lt);
-            scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
-            lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as i8);
-        }
+        let mut xt = [F16::splat(0.0); 16];
+        lanes::transpose_in(x, &mut xt);
+        let mut lt = [I16::splat(0); 16];
+        let sc = lanes::make_q3_quants(4, &xt, &mut lt);
+        scales = sc.0;
+        lanes::transpose_out(&lt, &mut l, |v| v as i8);
     } else {
         for j in 0..QK_K / 16 {
             scales[j] = make_q3_quants(
@@ -1317,24 +1316,22 @@ fn q3_k_impl_lanes(
     scales: &mut [f32; QK_K / 16],
     sw: &mut [f32; QK_K / 16],
 ) {
-    let s2 = F8::splat(sigma2);
-    for h in 0..2 {
-        let mut xt = [F8::splat(0.0); 16];
-        let mut qt = [F8::splat(0.0); 16];
-        lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
-        lanes::transpose_in(&qw[128 * h..128 * h + 128], &mut qt);
-        let mut w = [F8::splat(0.0); 16];
-        let mut sumw = F8::splat(0.0);
-        for k in 0..16 {
-            w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
-            sumw = sumw.add(w[k]);
-        }
-        sw[8 * h..8 * h + 8].copy_from_slice(&sumw.0);
-        let mut lt = [I8::splat(0); 16];
-        let sc = lanes::make_qx_quants(4, &xt, &w, &mut lt);
-        scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
-        lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as i8);
+    let s2 = F16::splat(sigma2);
+    let mut xt = [F16::splat(0.0); 16];
+    let mut qt = [F16::splat(0.0); 16];
+    lanes::transpose_in(x, &mut xt);
+    lanes::transpose_in(qw, &mut qt);
+    let mut w = [F16::splat(0.0); 16];
+    let mut sumw = F16::splat(0.0);
+    for k in 0..16 {
+        w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
+        sumw = sumw.add(w[k]);
     }
+    *sw = sumw.0;
+    let mut lt = [I16::splat(0); 16];
+    let sc = lanes::make_qx_quants(4, &xt, &w, &mut lt);
+    *scales = sc.0;
+    lanes::transpose_out(&lt, l, |v| v as i8);
 }
 
 #[inline(always)]
@@ -1505,8 +1502,9 @@ fn k4_ref_search<const LANES: bool>(
         let av_x = sum_x2.div(F8::splat(32.0)).sqrt();
         let w = xt.map(|xi| av_x.add(xi.abs()));
         let mut lt = [I8::splat(0); 32];
-        let (sc, m) =
-            lanes::make_qkx_quants::<32, false>(nmax, &xt, &w, &mut lt, rmin, rdelta, nstep, false);
+        let (sc, m) = lanes::make_qkx_quants::<32, 8, false>(
+            nmax, &xt, &w, &mut lt, rmin, rdelta, nstep, false,
+        );
         scales = sc.0;
         mins = m.0;
         lanes::transpose_out(&lt, &mut l, |v| v as u8);
@@ -1605,7 +1603,7 @@ fn k4_impl_search<const LANES: bool>(
         sw = sumw.0;
         let mut lt = [I8::splat(0); 32];
         let (sc, m) =
-            lanes::make_qkx_quants::<32, true>(nmax, &xt, &w, &mut lt, -0.9, 0.05, 36, false);
+            lanes::make_qkx_quants::<32, 8, true>(nmax, &xt, &w, &mut lt, -0.9, 0.05, 36, false);
         scales = sc.0;
         mins = m.0;
         lanes::transpose_out(&lt, &mut l, |v| v as u8);
@@ -1858,18 +1856,16 @@ fn q6_k_block<const LANES: bool>(x: &[f32; QK_K], qw: Option<&[f32; QK_K]>) -> B
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; QK_K / 16];
     if LANES {
-        for h in 0..2 {
-            let mut xt = [F8::splat(0.0); 16];
-            lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
-            let mut w = xt.map(|v| v.mul(v));
-            if let Some(q) = qw {
-                lanes::transpose_in(&q[128 * h..128 * h + 128], &mut w);
-            }
-            let mut lt = [I8::splat(0); 16];
-            let sc = lanes::make_qx_quants(32, &xt, &w, &mut lt);
-            scales[8 * h..8 * h + 8].copy_from_slice(&sc.0);
-            lanes::transpose_out(&lt, &mut l[128 * h..128 * h + 128], |v| v as i8);
+        let mut xt = [F16::splat(0.0); 16];
+        lanes::transpose_in(x, &mut xt);
+        let mut w = xt.map(|v| v.mul(v));
+        if let Some(q) = qw {
+            lanes::transpose_in(q, &mut w);
         }
+        let mut lt = [I16::splat(0); 16];
+        let sc = lanes::make_qx_quants(32, &xt, &w, &mut lt);
+        scales = sc.0;
+        lanes::transpose_out(&lt, &mut l, |v| v as i8);
     } else {
         for ib in 0..QK_K / 16 {
             let w = qw.map(|q| &q[16 * ib..16 * ib + 16]);

@@ -634,7 +634,7 @@ fn impl_blocks_x8<B: LegacyImpl>(x: &[f32; 256], qw: &[f32; 256], sigma2: f32, y
     let w = std::array::from_fn::<F8, 32, _>(|k| qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt()));
     let mut lt = [I8::splat(0); 32];
     let (d, neg_min) = if B::ASYM {
-        lanes::make_qkx_quants::<32, true>(B::NMAX, &xt, &w, &mut lt, -0.9, 0.05, 36, false)
+        lanes::make_qkx_quants::<32, 8, true>(B::NMAX, &xt, &w, &mut lt, -0.9, 0.05, 36, false)
     } else {
         (
             lanes::make_qx_quants(B::NMAX, &xt, &w, &mut lt),
