@@ -7,12 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Write;
 use std::path::Path;
 
 use regex::Regex;
 use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use weightkit_core::atomic::AtomicFile;
+use weightkit_core::{DType, Metadata, TensorInfo, TensorSink, Value, convert};
 use weightkit_io::Source;
+use weightkit_safetensors::SafetensorsWriter;
 
 use crate::error::LoraError;
 
@@ -73,8 +78,19 @@ fn compile(pattern: &str, field: &str) -> Result<Regex, LoraError> {
 }
 
 /// A JSON object read in file order (PEFT's pattern dicts are first-match-wins).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// It serializes as a JSON object in the same order.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OrderedMap<T>(pub Vec<(String, T)>);
+
+impl<T: Serialize> Serialize for OrderedMap<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -110,7 +126,7 @@ fn default_bias() -> String {
 }
 
 /// The fields of `adapter_config.json` that change the merged weights.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AdapterConfig {
     /// Must be `"LORA"`.
     pub peft_type: String,
@@ -301,12 +317,105 @@ impl AdapterConfig {
         }
     }
 
+    /// `adapter_config.json` text as PEFT writes it: every field this crate
+    /// models under PEFT's name (PEFT's default where the file read had
+    /// none: `init_lora_weights` becomes `true`), every other field read
+    /// kept as it was, keys sorted and indented by two spaces (PEFT's
+    /// `json.dumps(..., indent=2, sort_keys=True)`). `rank_pattern` and
+    /// `alpha_pattern` keep their order, since the first match wins here.
+    /// Whole-number alphas are written as integers (PEFT's `int` type).
+    pub fn to_json_string(&self) -> Result<String, LoraError> {
+        let mut fields: BTreeMap<&str, ConfigField<'_>> = self
+            .other
+            .iter()
+            .map(|(k, v)| (k.as_str(), ConfigField::Json(v.clone())))
+            .collect();
+        let json = |v: serde_json::Value| ConfigField::Json(v);
+        let init = match &self.init_lora_weights {
+            serde_json::Value::Null => serde_json::Value::Bool(true),
+            v => v.clone(),
+        };
+        let modeled = [
+            ("peft_type", json(self.peft_type.clone().into())),
+            ("r", json(self.r.into())),
+            ("lora_alpha", json(json_number(self.lora_alpha))),
+            ("use_rslora", json(self.use_rslora.into())),
+            ("rank_pattern", ConfigField::Ranks(&self.rank_pattern)),
+            (
+                "alpha_pattern",
+                ConfigField::Alphas(OrderedMap(
+                    self.alpha_pattern
+                        .0
+                        .iter()
+                        .map(|(k, a)| (k.clone(), json_number(*a)))
+                        .collect(),
+                )),
+            ),
+            ("fan_in_fan_out", json(self.fan_in_fan_out.into())),
+            ("use_dora", json(self.use_dora.into())),
+            ("lora_bias", json(self.lora_bias.into())),
+            (
+                "modules_to_save",
+                json(match &self.modules_to_save {
+                    Some(m) => m.clone().into(),
+                    None => serde_json::Value::Null,
+                }),
+            ),
+            (
+                "target_modules",
+                json(match &self.target_modules {
+                    Some(TargetModules::List(l)) => l.clone().into(),
+                    Some(TargetModules::Regex(r)) => r.clone().into(),
+                    None => serde_json::Value::Null,
+                }),
+            ),
+            ("bias", json(self.bias.clone().into())),
+            ("init_lora_weights", json(init)),
+        ];
+        fields.extend(modeled);
+        let mut text = serde_json::to_string_pretty(&fields).map_err(|e| LoraError::Save {
+            path: "adapter_config.json".into(),
+            source: Box::new(e),
+        })?;
+        text.push('\n');
+        Ok(text)
+    }
+
     fn saves(&self, tensor: &str) -> bool {
         let module = tensor.rsplit_once('.').map_or(tensor, |(m, _)| m);
         self.modules_to_save.as_ref().is_some_and(|ms| {
             ms.iter()
                 .any(|m| module == m || module.ends_with(&format!(".{m}")))
         })
+    }
+}
+
+/// One value of the written `adapter_config.json`.
+enum ConfigField<'a> {
+    Json(serde_json::Value),
+    Ranks(&'a OrderedMap<usize>),
+    Alphas(OrderedMap<serde_json::Value>),
+}
+
+impl Serialize for ConfigField<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ConfigField::Json(v) => v.serialize(s),
+            ConfigField::Ranks(m) => m.serialize(s),
+            ConfigField::Alphas(m) => m.serialize(s),
+        }
+    }
+}
+
+/// A whole number in `i64`'s exact range as a JSON integer (PEFT types
+/// alphas as `int`), anything else as a float.
+fn json_number(x: f64) -> serde_json::Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if x.fract() == 0.0 && x.abs() <= EXACT {
+        // In range and whole: the conversion is exact.
+        serde_json::Value::from(x as i64)
+    } else {
+        serde_json::Value::from(x)
     }
 }
 
@@ -366,14 +475,55 @@ pub struct Adapter {
     config: AdapterConfig,
     modules: Vec<LoraModule>,
     saved: Vec<(String, Vec<usize>, Vec<f32>)>,
+    /// Every tensor of the adapter file: PEFT key, dtype, where it lives.
+    entries: Vec<Entry>,
+}
+
+/// Where an adapter file tensor's values live in an [`Adapter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    A(usize),
+    B(usize),
+    Magnitude(usize),
+    Bias(usize),
+    Saved(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    dtype: DType,
+    slot: Slot,
+}
+
+/// One tensor of an adapter as PEFT saves it (see [`Adapter::peft_tensors`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeftTensor<'a> {
+    /// PEFT's key (`base_model.model.<module>.lora_A.weight` ...).
+    pub key: &'a str,
+    /// The dtype it was read in (f32, f16 or bf16; f32 for adapters built
+    /// from f32 values or read from other dtypes).
+    pub dtype: DType,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// The values.
+    pub values: &'a [f32],
+}
+
+/// One tensor of the adapter file on its way into [`Adapter`].
+struct Part {
+    key: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    values: Vec<f32>,
 }
 
 #[derive(Default)]
 struct Parts {
-    a: Option<(Vec<usize>, Vec<f32>)>,
-    b: Option<(Vec<usize>, Vec<f32>)>,
-    m: Option<(Vec<usize>, Vec<f32>)>,
-    bias: Option<(Vec<usize>, Vec<f32>)>,
+    a: Option<Part>,
+    b: Option<Part>,
+    m: Option<Part>,
+    bias: Option<Part>,
     embedding: bool,
 }
 
@@ -382,6 +532,14 @@ fn shape_err(name: &str, expected: Vec<usize>, found: &[usize]) -> LoraError {
         name: name.to_owned(),
         expected,
         found: found.to_vec(),
+    }
+}
+
+/// The dtypes an adapter tensor keeps when saved: those f32 holds exactly.
+fn kept_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => dtype,
+        _ => DType::F32,
     }
 }
 
@@ -410,7 +568,9 @@ impl Adapter {
         Self::from_source(config, model.source())
     }
 
-    /// Builds an adapter from a config and a tensor source holding PEFT's keys.
+    /// Builds an adapter from a config and a tensor source holding PEFT's
+    /// keys. F16 and BF16 tensors remember their dtype (for
+    /// [`Adapter::save`]); every other dtype is saved as f32.
     pub fn from_source(config: AdapterConfig, source: &dyn Source) -> Result<Self, LoraError> {
         let mut tensors = Vec::new();
         for (i, info) in source.tensor_infos().iter().enumerate() {
@@ -419,25 +579,55 @@ impl Adapter {
                 name: info.name.clone(),
                 source,
             })?;
-            tensors.push((info.name.clone(), info.shape.dims().to_vec(), values));
+            tensors.push(Part {
+                key: info.name.clone(),
+                dtype: kept_dtype(info.dtype),
+                shape: info.shape.dims().to_vec(),
+                values,
+            });
         }
-        Self::from_tensors(config, tensors)
+        Self::build(config, tensors)
     }
 
-    /// Builds an adapter from `(PEFT key, shape, f32 values)` triples.
+    /// Builds an adapter from `(PEFT key, shape, f32 values)` triples (saved
+    /// as f32 by [`Adapter::save`]).
     pub fn from_tensors(
         config: AdapterConfig,
         tensors: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
     ) -> Result<Self, LoraError> {
+        Self::build(
+            config,
+            tensors.into_iter().map(|(key, shape, values)| Part {
+                key,
+                dtype: DType::F32,
+                shape,
+                values,
+            }),
+        )
+    }
+
+    fn build(
+        config: AdapterConfig,
+        tensors: impl IntoIterator<Item = Part>,
+    ) -> Result<Self, LoraError> {
         config.validate()?;
         let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
         let mut saved = Vec::new();
+        let mut entries = Vec::new();
         // Trained base biases (`bias = "all" | "lora_only"`): (module, base
-        // tensor name, shape, values).
+        // tensor name, the tensor).
         let mut biases = Vec::new();
-        for (key, shape, values) in tensors {
-            let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
-                return Err(LoraError::UnknownKey(key));
+        for part in tensors {
+            let count = part.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if count != Some(part.values.len()) {
+                return Err(LoraError::ValueCount {
+                    name: part.key,
+                    shape: part.shape,
+                    values: part.values.len(),
+                });
+            }
+            let Some(rest) = part.key.strip_prefix(KEY_PREFIX) else {
+                return Err(LoraError::UnknownKey(part.key));
             };
             let suffixes: [(&str, u8, bool); 7] = [
                 (".lora_A.weight", b'a', false),
@@ -460,47 +650,75 @@ impl Adapter {
                     b'c' => &mut p.bias,
                     _ => &mut p.m,
                 };
-                *slot = Some((shape, values));
+                if let Some(first) = slot {
+                    return Err(LoraError::DuplicateTensor {
+                        first: first.key.clone(),
+                        second: part.key,
+                    });
+                }
+                *slot = Some(part);
             } else if rest.ends_with(".lora_A.bias") {
                 // PEFT's lora_A never has a bias.
-                return Err(LoraError::UnknownKey(key));
+                return Err(LoraError::UnknownKey(part.key));
             } else if config.saves(rest) {
-                saved.push((rest.to_owned(), shape, values));
+                entries.push(Entry {
+                    key: part.key.clone(),
+                    dtype: part.dtype,
+                    slot: Slot::Saved(saved.len()),
+                });
+                saved.push((rest.to_owned(), part.shape, part.values));
             } else if config.bias != "none" && rest.ends_with(".bias") {
                 // PEFT keeps wrapped layers' own bias under `base_layer`.
                 let module = rest
                     .strip_suffix(".base_layer.bias")
                     .or_else(|| rest.strip_suffix(".bias"))
-                    .unwrap_or(rest);
-                biases.push((module.to_owned(), format!("{module}.bias"), shape, values));
+                    .unwrap_or(rest)
+                    .to_owned();
+                biases.push((module.clone(), format!("{module}.bias"), part));
             } else {
-                return Err(LoraError::UnknownKey(key));
+                return Err(LoraError::UnknownKey(part.key));
             }
         }
-        for (module, name, shape, values) in biases {
+        for (module, name, part) in biases {
             if config.bias == "lora_only" && !parts.contains_key(&module) {
                 return Err(config_err(
                     "bias",
                     format!("\"lora_only\", but `{name}` belongs to no LoRA module"),
                 ));
             }
-            saved.push((name, shape, values));
+            if let Some(e) = entries.iter().find(|e| match e.slot {
+                Slot::Saved(i) => saved.get(i).is_some_and(|(n, _, _)| *n == name),
+                _ => false,
+            }) {
+                // `<m>.bias` and `<m>.base_layer.bias` both given.
+                return Err(LoraError::DuplicateTensor {
+                    first: e.key.clone(),
+                    second: part.key,
+                });
+            }
+            entries.push(Entry {
+                key: part.key,
+                dtype: part.dtype,
+                slot: Slot::Saved(saved.len()),
+            });
+            saved.push((name, part.shape, part.values));
         }
         let mut modules = Vec::new();
         for (module, p) in parts {
-            let (a_shape, a) = p.a.ok_or_else(|| LoraError::MissingFactor {
+            let index = modules.len();
+            let a = p.a.ok_or_else(|| LoraError::MissingFactor {
                 module: module.clone(),
                 missing: "lora_A",
             })?;
-            let (b_shape, b) = p.b.ok_or_else(|| LoraError::MissingFactor {
+            let b = p.b.ok_or_else(|| LoraError::MissingFactor {
                 module: module.clone(),
                 missing: "lora_B",
             })?;
-            let [ra, a_cols] = a_shape[..] else {
-                return Err(shape_err(&format!("{module}.lora_A"), vec![0, 0], &a_shape));
+            let [ra, a_cols] = a.shape[..] else {
+                return Err(shape_err(&format!("{module}.lora_A"), vec![0, 0], &a.shape));
             };
-            let [b_rows, rb] = b_shape[..] else {
-                return Err(shape_err(&format!("{module}.lora_B"), vec![0, 0], &b_shape));
+            let [b_rows, rb] = b.shape[..] else {
+                return Err(shape_err(&format!("{module}.lora_B"), vec![0, 0], &b.shape));
             };
             let rank = config.rank_for(&module);
             if ra != rb || ra != rank {
@@ -517,12 +735,12 @@ impl Adapter {
                 return Err(LoraError::NotTargeted(module));
             }
             let magnitude = match (p.m, config.use_dora) {
-                (Some((shape, m)), true) => {
-                    if shape != [b_rows] {
+                (Some(m), true) => {
+                    if m.shape != [b_rows] {
                         return Err(shape_err(
                             &format!("{module}.lora_magnitude_vector"),
                             vec![b_rows],
-                            &shape,
+                            &m.shape,
                         ));
                     }
                     if p.embedding {
@@ -530,7 +748,12 @@ impl Adapter {
                             "DoRA on embedding module `{module}`"
                         )));
                     }
-                    Some(m)
+                    entries.push(Entry {
+                        key: m.key,
+                        dtype: m.dtype,
+                        slot: Slot::Magnitude(index),
+                    });
+                    Some(m.values)
                 }
                 (None, true) => {
                     return Err(LoraError::MissingFactor {
@@ -553,15 +776,20 @@ impl Adapter {
                         "lora_bias on embedding module `{module}`"
                     )));
                 }
-                (Some((shape, bias)), true) => {
-                    if shape != [b_rows] {
+                (Some(bias), true) => {
+                    if bias.shape != [b_rows] {
                         return Err(shape_err(
                             &format!("{module}.lora_B.bias"),
                             vec![b_rows],
-                            &shape,
+                            &bias.shape,
                         ));
                     }
-                    Some(bias)
+                    entries.push(Entry {
+                        key: bias.key,
+                        dtype: bias.dtype,
+                        slot: Slot::Bias(index),
+                    });
+                    Some(bias.values)
                 }
                 (None, true) if p.embedding => {
                     return Err(LoraError::Unsupported(format!(
@@ -582,24 +810,36 @@ impl Adapter {
                 }
                 (None, false) => None,
             };
+            entries.push(Entry {
+                key: a.key,
+                dtype: a.dtype,
+                slot: Slot::A(index),
+            });
+            entries.push(Entry {
+                key: b.key,
+                dtype: b.dtype,
+                slot: Slot::B(index),
+            });
             modules.push(LoraModule {
                 target: format!("{module}.weight"),
                 scaling: config.scaling_for(&module),
                 module,
                 rank,
-                a,
+                a: a.values,
                 a_cols,
-                b,
+                b: b.values,
                 b_rows,
                 magnitude,
                 bias,
                 embedding: p.embedding,
             });
         }
+        entries.sort_by(|x, y| x.key.cmp(&y.key));
         Ok(Adapter {
             config,
             modules,
             saved,
+            entries,
         })
     }
 
@@ -618,5 +858,105 @@ impl Adapter {
     /// values.
     pub fn saved_tensors(&self) -> &[(String, Vec<usize>, Vec<f32>)] {
         &self.saved
+    }
+
+    /// Every tensor as PEFT saves it, sorted by key: the keys it was read
+    /// with (`lora_magnitude_vector` or `lora_magnitude_vector.weight`,
+    /// `<m>.base_layer.bias` or `<m>.bias` ...), dtypes and shapes.
+    pub fn peft_tensors(&self) -> impl ExactSizeIterator<Item = PeftTensor<'_>> + '_ {
+        self.entries.iter().map(|e| {
+            let (shape, values): (Vec<usize>, &[f32]) = match e.slot {
+                Slot::A(i) => {
+                    let m = &self.modules[i];
+                    (vec![m.rank, m.a_cols], &m.a)
+                }
+                Slot::B(i) => {
+                    let m = &self.modules[i];
+                    (vec![m.b_rows, m.rank], &m.b)
+                }
+                Slot::Magnitude(i) => {
+                    let m = &self.modules[i];
+                    (vec![m.b_rows], m.magnitude.as_deref().unwrap_or(&[]))
+                }
+                Slot::Bias(i) => {
+                    let m = &self.modules[i];
+                    (vec![m.b_rows], m.bias.as_deref().unwrap_or(&[]))
+                }
+                Slot::Saved(i) => {
+                    let (_, shape, values) = &self.saved[i];
+                    (shape.clone(), values)
+                }
+            };
+            PeftTensor {
+                key: &e.key,
+                dtype: e.dtype,
+                shape,
+                values,
+            }
+        })
+    }
+
+    /// The number of values in the adapter file (every factor, magnitude,
+    /// bias and saved tensor).
+    pub fn parameter_count(&self) -> usize {
+        self.peft_tensors().map(|t| t.values.len()).sum()
+    }
+
+    /// Saves the adapter as a PEFT directory that `PeftModel.from_pretrained`
+    /// loads: `adapter_model.safetensors` (PEFT's keys, each tensor in the
+    /// dtype it was read in, metadata `{"format": "pt"}`, laid out as the
+    /// `safetensors` library lays it out) and `adapter_config.json`
+    /// ([`AdapterConfig::to_json_string`]). `dir` is created if missing.
+    ///
+    /// Each file is written to a temporary file beside it and renamed into
+    /// place, weights first: a failure never leaves a partial file, and
+    /// never a new config beside old weights.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), LoraError> {
+        let dir = dir.as_ref();
+        if dir.exists() && !dir.is_dir() {
+            return Err(LoraError::NotADirectory(dir.to_path_buf()));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| LoraError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let weights = dir.join("adapter_model.safetensors");
+        let save_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: weightkit_safetensors::Error| LoraError::Save {
+                path,
+                source: Box::new(e),
+            }
+        };
+        let infos: Vec<TensorInfo> = self
+            .peft_tensors()
+            .map(|t| TensorInfo::new(t.key, t.dtype, t.shape))
+            .collect();
+        let mut metadata = Metadata::new();
+        metadata.insert("format", Value::String("pt".into()));
+        let mut writer =
+            SafetensorsWriter::create(&weights, infos, &metadata).map_err(save_err(&weights))?;
+        for t in self.peft_tensors() {
+            let conv = |source| LoraError::Convert {
+                name: t.key.to_owned(),
+                source,
+            };
+            let mut bytes = vec![0u8; t.dtype.bytes_for_elems(t.values.len()).map_err(conv)?];
+            convert::encode_f32(t.dtype, t.values, &mut bytes).map_err(conv)?;
+            writer
+                .write_tensor(t.key, &bytes)
+                .map_err(save_err(&weights))?;
+        }
+        writer.finish().map_err(save_err(&weights))?;
+        let config = dir.join("adapter_config.json");
+        let io_err = |source| LoraError::Io {
+            path: config.clone(),
+            source,
+        };
+        let text = self.config.to_json_string()?;
+        let mut f = AtomicFile::create(&config).map_err(io_err)?;
+        f.write_all(text.as_bytes()).map_err(io_err)?;
+        f.commit().map_err(io_err)?;
+        Ok(())
     }
 }

@@ -104,6 +104,38 @@ pub enum LoraError {
         #[source]
         source: BoxError,
     },
+    /// A tensor's value count is not the product of its shape.
+    #[error("tensor `{name}`: shape {shape:?} does not hold {values} values")]
+    ValueCount {
+        /// The tensor.
+        name: String,
+        /// Its declared shape.
+        shape: Vec<usize>,
+        /// How many values were given.
+        values: usize,
+    },
+    /// Two adapter tensors that PEFT would load into the same place
+    /// (`lora_magnitude_vector` and `lora_magnitude_vector.weight`, a key
+    /// given twice ...).
+    #[error("adapter tensors `{first}` and `{second}` are the same PEFT weight")]
+    DuplicateTensor {
+        /// The first key.
+        first: String,
+        /// The second key.
+        second: String,
+    },
+    /// The adapter directory to save into exists and is not a directory.
+    #[error("{0}: exists and is not a directory")]
+    NotADirectory(PathBuf),
+    /// Writing a saved adapter's file failed.
+    #[error("{path}: writing adapter")]
+    Save {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// A tensor conversion failed.
     #[error("tensor `{name}`: conversion failed")]
     Convert {

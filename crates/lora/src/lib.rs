@@ -6,6 +6,6 @@ pub mod adapter;
 mod error;
 pub mod merge;
 
-pub use adapter::{Adapter, AdapterConfig, LoraModule, TargetModules};
+pub use adapter::{Adapter, AdapterConfig, LoraModule, PeftTensor, TargetModules};
 pub use error::{BoxError, LoraError};
 pub use merge::{MergeOptions, MergeReport, apply_bias, apply_module, merge_lora, unmerge_lora};

@@ -50,7 +50,19 @@ fn compare(ours: &Path, reference: &Path) -> (f32, f32) {
 
 fn check_fixture(name: &str, base: &str, unmergeable: bool) {
     let dir = root().join("testdata/lora").join(name);
-    let adapter = Adapter::open(&dir).unwrap();
+    check_adapter(name, &dir, &dir, base, unmergeable);
+}
+
+/// Merges the adapter in `adapter_dir` into `base` and compares with the
+/// fixture's PEFT-merged reference in `fixture_dir`; unmerges it again.
+fn check_adapter(name: &str, adapter_dir: &Path, dir: &Path, base: &str, unmergeable: bool) {
+    let adapter = Adapter::open(adapter_dir).unwrap();
+    // Tests run in parallel: a re-saved adapter's outputs get their own names.
+    let name = &if adapter_dir == dir {
+        name.to_owned()
+    } else {
+        format!("{name}-resaved")
+    };
     let base_path = root().join(base);
     let base = weightkit_io::open(&base_path).unwrap();
     let out = tmp(&format!("{name}-merged.safetensors"));
@@ -543,4 +555,164 @@ fn scale_zero_is_identity_and_embedding_lora_is_transposed() {
         }
         std::fs::remove_file(out).unwrap();
     }
+}
+
+const FIXTURES: &[(&str, &str, bool)] = &[
+    ("basic", LLAMA, true),
+    ("rslora", LLAMA, true),
+    ("rank-pattern", LLAMA, true),
+    ("dora", LLAMA, false),
+    ("gpt2-fan-in-fan-out", "testdata/gpt2-base", true),
+    ("gpt2-lora-bias", "testdata/gpt2-base", true),
+    ("gpt2-bias-all", "testdata/gpt2-base", false),
+];
+
+#[test]
+fn save_round_trips_every_fixture() {
+    let fixtures = std::fs::read_dir(root().join("testdata/lora"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(
+        fixtures,
+        FIXTURES.len(),
+        "a fixture is missing from FIXTURES"
+    );
+    for &(name, base, unmergeable) in FIXTURES {
+        let dir = root().join("testdata/lora").join(name);
+        let adapter = Adapter::open(&dir).unwrap();
+        let out = tmp(&format!("saved-{name}"));
+        adapter.save(&out).unwrap();
+        // The config PEFT wrote, field for field (PEFT 0.21 writes every
+        // field this crate models, so nothing is added).
+        let json = |p: &Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        assert_eq!(
+            json(&out.join("adapter_config.json")),
+            json(&dir.join("adapter_config.json")),
+            "{name}: adapter_config.json"
+        );
+        // PEFT writes the weights with safetensors' save_file: same keys,
+        // dtypes, layout and metadata give the same bytes.
+        let ours = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
+        let peft = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        assert!(ours == peft, "{name}: adapter_model.safetensors differs");
+        let again = Adapter::open(&out).unwrap();
+        assert_eq!(again.config(), adapter.config(), "{name}");
+        assert!(again.peft_tensors().eq(adapter.peft_tensors()), "{name}");
+        check_adapter(name, &out, &dir, base, unmergeable);
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
+
+#[test]
+fn save_keeps_half_precision_dtypes() {
+    // The basic adapter's factors rounded to f16 (A) and bf16 (B), as a
+    // half-precision PEFT adapter holds them.
+    let dir = root().join("testdata/lora/basic");
+    let src = weightkit_io::open(dir.join("adapter_model.safetensors")).unwrap();
+    let infos: Vec<_> = src
+        .source()
+        .tensor_infos()
+        .iter()
+        .map(|t| {
+            let dtype = if t.name.contains("lora_A") {
+                weightkit_core::DType::F16
+            } else {
+                weightkit_core::DType::BF16
+            };
+            weightkit_core::TensorInfo::new(t.name.clone(), dtype, t.shape.clone())
+        })
+        .collect();
+    let half = tmp("half");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::copy(
+        dir.join("adapter_config.json"),
+        half.join("adapter_config.json"),
+    )
+    .unwrap();
+    let mut meta = weightkit_core::Metadata::new();
+    meta.insert("format", weightkit_core::Value::String("pt".into()));
+    let file = half.join("adapter_model.safetensors");
+    let mut w =
+        weightkit_safetensors::SafetensorsWriter::create(&file, infos.clone(), &meta).unwrap();
+    for (i, info) in infos.iter().enumerate() {
+        let v = src.source().load(i).unwrap().view().to_f32_vec().unwrap();
+        let mut bytes = vec![0u8; info.byte_len().unwrap()];
+        weightkit_core::convert::encode_f32(info.dtype, &v, &mut bytes).unwrap();
+        w.write_tensor(&info.name, &bytes).unwrap();
+    }
+    w.finish().unwrap();
+    let adapter = Adapter::open(&half).unwrap();
+    let out = tmp("half-saved");
+    adapter.save(&out).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    // Built from f32 values, an adapter saves f32.
+    let t: Vec<_> = adapter
+        .peft_tensors()
+        .map(|t| (t.key.to_owned(), t.shape.clone(), t.values.to_vec()))
+        .collect();
+    let f32_adapter = Adapter::from_tensors(adapter.config().clone(), t).unwrap();
+    assert!(
+        f32_adapter
+            .peft_tensors()
+            .all(|t| t.dtype == weightkit_core::DType::F32)
+    );
+    std::fs::remove_dir_all(half).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn save_into_a_file_is_a_typed_error() {
+    let adapter = Adapter::open(root().join("testdata/lora/basic")).unwrap();
+    let file = tmp("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = adapter.save(&file).unwrap_err();
+    assert!(
+        matches!(&err, LoraError::NotADirectory(p) if *p == file),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+    std::fs::remove_file(file).unwrap();
+}
+
+#[test]
+fn duplicate_and_miscounted_tensors_are_typed_errors() {
+    let q = "base_model.model.model.layers.0.self_attn.q_proj";
+    let err = Adapter::from_tensors(
+        basic_config(),
+        [(format!("{q}.lora_A.weight"), vec![8, 64], vec![0.0; 511])],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, LoraError::ValueCount { name, values: 511, .. } if name.ends_with("lora_A.weight")),
+        "{err:?}"
+    );
+    let text =
+        std::fs::read_to_string(root().join("testdata/lora/dora/adapter_config.json")).unwrap();
+    let dora = AdapterConfig::from_json_str(&text).unwrap();
+    let err = Adapter::from_tensors(
+        dora,
+        [
+            (
+                format!("{q}.lora_magnitude_vector"),
+                vec![64],
+                vec![1.0; 64],
+            ),
+            (
+                format!("{q}.lora_magnitude_vector.weight"),
+                vec![64],
+                vec![1.0; 64],
+            ),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, LoraError::DuplicateTensor { second, .. } if second.ends_with(".weight")),
+        "{err:?}"
+    );
 }
