@@ -136,6 +136,15 @@ pub enum LoraError {
         #[source]
         source: BoxError,
     },
+    /// The caller's sink (see [`crate::merge_into`]) failed.
+    #[error("writing merged tensor `{tensor}`")]
+    Sink {
+        /// The tensor being written, or `finish` for the final step.
+        tensor: String,
+        /// The sink's error.
+        #[source]
+        source: BoxError,
+    },
     /// A tensor conversion failed.
     #[error("tensor `{name}`: conversion failed")]
     Convert {

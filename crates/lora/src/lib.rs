@@ -8,4 +8,7 @@ pub mod merge;
 
 pub use adapter::{Adapter, AdapterConfig, LoraModule, PeftTensor, TargetModules};
 pub use error::{BoxError, LoraError};
-pub use merge::{MergeOptions, MergeReport, apply_bias, apply_module, merge_lora, unmerge_lora};
+pub use merge::{
+    MergeOptions, MergeReport, apply_bias, apply_module, merge_into, merge_lora, unmerge_into,
+    unmerge_lora,
+};

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rayon::prelude::*;
-use weightkit_core::{DType, Metadata, TensorInfo, TensorSink, Value, convert};
+use weightkit_core::{DType, Metadata, TensorSink, Value, convert};
 use weightkit_io::Source;
 use weightkit_safetensors::SafetensorsWriter;
 
 use crate::adapter::{Adapter, AdapterConfig, LoraModule};
-use crate::error::LoraError;
+use crate::error::{BoxError, LoraError};
 
 /// How to merge.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +66,7 @@ pub fn merge_lora(
     out: impl AsRef<Path>,
     options: &MergeOptions,
 ) -> Result<MergeReport, LoraError> {
-    run(base, adapter, out.as_ref(), options, false)
+    to_safetensors(base, &[(adapter, 1.0)], out.as_ref(), options, false)
 }
 
 /// Undoes [`merge_lora`]: subtracts the delta. DoRA adapters cannot be
@@ -78,7 +78,66 @@ pub fn unmerge_lora(
     out: impl AsRef<Path>,
     options: &MergeOptions,
 ) -> Result<MergeReport, LoraError> {
-    run(merged, adapter, out.as_ref(), options, true)
+    to_safetensors(merged, &[(adapter, 1.0)], out.as_ref(), options, true)
+}
+
+/// Merges `adapters` into `base` one after the other, writing every base
+/// tensor (same names, dtypes, shapes and order) into `sink`, which must
+/// have been created with `base.tensor_infos()`, then finishes it. Any
+/// format's writer works (safetensors, GGUF, PyTorch).
+///
+/// Adapter `k`'s deltas are multiplied by its weight `w_k` and by
+/// `options.scale`: the result is PEFT's for merging the adapters in turn,
+/// each with `scale_layer(w_k * scale)` (including DoRA, which renormalises
+/// after each adapter's delta), except that every adapted tensor is
+/// accumulated in f32 and rounded to the base dtype once, not after each
+/// adapter. On an error the sink is dropped unfinished, so nothing is left
+/// behind.
+pub fn merge_into<S: TensorSink>(
+    base: &dyn Source,
+    adapters: &[(&Adapter, f32)],
+    sink: S,
+    options: &MergeOptions,
+) -> Result<(MergeReport, S::Output), LoraError> {
+    run(base, adapters, sink, options, false, &sink_err)
+}
+
+/// Undoes [`merge_into`] for one adapter: subtracts `options.scale` times
+/// its delta, writing into `sink` (created with `merged.tensor_infos()`).
+/// Rejected, as in [`unmerge_lora`], for DoRA and for adapters that replace
+/// base tensors.
+pub fn unmerge_into<S: TensorSink>(
+    merged: &dyn Source,
+    adapter: &Adapter,
+    sink: S,
+    options: &MergeOptions,
+) -> Result<(MergeReport, S::Output), LoraError> {
+    run(merged, &[(adapter, 1.0)], sink, options, true, &sink_err)
+}
+
+fn sink_err(tensor: &str, source: BoxError) -> LoraError {
+    LoraError::Sink {
+        tensor: tensor.to_owned(),
+        source,
+    }
+}
+
+fn to_safetensors(
+    base: &dyn Source,
+    adapters: &[(&Adapter, f32)],
+    out: &Path,
+    options: &MergeOptions,
+    unmerge: bool,
+) -> Result<MergeReport, LoraError> {
+    let write_err = |_: &str, source: BoxError| LoraError::Write {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut metadata = Metadata::new();
+    metadata.insert("format", Value::String("pt".into()));
+    let writer = SafetensorsWriter::create(out, base.tensor_infos().to_vec(), &metadata)
+        .map_err(|e| write_err("", Box::new(e)))?;
+    run(base, adapters, writer, options, unmerge, &write_err).map(|(report, _)| report)
 }
 
 fn is_mergeable(dtype: DType) -> bool {
@@ -116,18 +175,23 @@ fn check_base(
     Ok(())
 }
 
-fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>, LoraError> {
+fn plan(
+    base: &dyn Source,
+    adapter: &Adapter,
+    k: usize,
+    actions: &mut HashMap<String, Vec<(usize, Action)>>,
+) -> Result<(), LoraError> {
     let config = adapter.config();
-    let mut actions = HashMap::new();
+    let mut own: HashMap<String, Action> = HashMap::new();
     for (i, m) in adapter.modules().iter().enumerate() {
         check_base(base, &m.module, &m.target, &m.expected_shape(config))?;
-        actions.insert(m.target.clone(), Action::Lora(i));
+        own.insert(m.target.clone(), Action::Lora(i));
         if m.bias.is_some() {
             // PEFT: "Impossible to merge LoRA with `lora_bias=True` because
             // the base layer has no bias."
             let name = m.bias_target();
             check_base(base, &m.module, &name, &[m.b_rows])?;
-            actions.insert(
+            own.insert(
                 name,
                 Action::Bias {
                     module: i,
@@ -138,7 +202,7 @@ fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>,
     }
     for (i, (name, shape, _)) in adapter.saved_tensors().iter().enumerate() {
         check_base(base, name, name, shape)?;
-        match actions.get_mut(name) {
+        match own.get_mut(name) {
             Some(Action::Bias { replace, .. }) if replace.is_none() => *replace = Some(i),
             Some(_) => {
                 return Err(LoraError::Unsupported(format!(
@@ -146,79 +210,95 @@ fn plan(base: &dyn Source, adapter: &Adapter) -> Result<HashMap<String, Action>,
                 )));
             }
             None => {
-                actions.insert(name.clone(), Action::Replace(i));
+                own.insert(name.clone(), Action::Replace(i));
             }
         }
     }
-    Ok(actions)
+    for (name, action) in own {
+        actions.entry(name).or_default().push((k, action));
+    }
+    Ok(())
 }
 
-fn run(
+fn run<S: TensorSink>(
     base: &dyn Source,
-    adapter: &Adapter,
-    out: &Path,
+    adapters: &[(&Adapter, f32)],
+    mut writer: S,
     options: &MergeOptions,
     unmerge: bool,
-) -> Result<MergeReport, LoraError> {
-    if unmerge && adapter.config().use_dora {
-        return Err(LoraError::Unsupported(
-            "unmerging a DoRA adapter (the merged weights do not keep ||W + delta||)".into(),
-        ));
+    wrap: &dyn Fn(&str, BoxError) -> LoraError,
+) -> Result<(MergeReport, S::Output), LoraError> {
+    for (adapter, _) in adapters {
+        if unmerge && adapter.config().use_dora {
+            return Err(LoraError::Unsupported(
+                "unmerging a DoRA adapter (the merged weights do not keep ||W + delta||)".into(),
+            ));
+        }
+        if unmerge && !adapter.saved_tensors().is_empty() {
+            return Err(LoraError::Unsupported(
+                "unmerging an adapter that replaces base tensors (modules_to_save or trained \
+                 biases): the replaced base weights are gone"
+                    .into(),
+            ));
+        }
     }
-    if unmerge && !adapter.saved_tensors().is_empty() {
-        return Err(LoraError::Unsupported(
-            "unmerging an adapter that replaces base tensors (modules_to_save or trained \
-             biases): the replaced base weights are gone"
-                .into(),
-        ));
+    let mut actions = HashMap::new();
+    for (k, (adapter, _)) in adapters.iter().enumerate() {
+        plan(base, adapter, k, &mut actions)?;
     }
-    let actions = plan(base, adapter)?;
-    let infos: Vec<TensorInfo> = base.tensor_infos().to_vec();
-    let mut metadata = Metadata::new();
-    metadata.insert("format", Value::String("pt".into()));
-    let write_err = |e: weightkit_safetensors::Error| LoraError::Write {
-        path: out.to_path_buf(),
-        source: Box::new(e),
-    };
-    let mut writer = SafetensorsWriter::create(out, infos.clone(), &metadata).map_err(write_err)?;
     let mut report = MergeReport::default();
-    for (i, info) in infos.iter().enumerate() {
+    for (i, info) in base.tensor_infos().iter().enumerate() {
         let t = base.load(i).map_err(LoraError::Read)?;
         let view = t.view();
         let conv = |source| LoraError::Convert {
             name: info.name.clone(),
             source,
         };
-        let values = match actions.get(&info.name) {
-            None => {
-                writer
-                    .write_tensor(&info.name, view.data())
-                    .map_err(write_err)?;
-                report.copied += 1;
-                continue;
-            }
-            Some(Action::Lora(m)) => {
-                let mut w = view.to_f32_vec().map_err(conv)?;
-                let module = &adapter.modules()[*m];
-                apply_module(adapter.config(), module, &mut w, options.scale, unmerge);
-                report.merged.push(info.name.clone());
-                w
-            }
-            Some(Action::Bias { module, replace }) => {
-                let mut b = match replace {
-                    Some(s) => adapter.saved_tensors()[*s].2.clone(),
-                    None => view.to_f32_vec().map_err(conv)?,
-                };
-                let module = &adapter.modules()[*module];
-                apply_bias(module, &mut b, options.scale, unmerge);
-                report.merged.push(info.name.clone());
-                b
-            }
-            Some(Action::Replace(s)) => {
-                report.replaced.push(info.name.clone());
-                adapter.saved_tensors()[*s].2.clone()
-            }
+        let Some(steps) = actions.get(&info.name) else {
+            writer
+                .write_tensor(&info.name, view.data())
+                .map_err(|e| wrap(&info.name, Box::new(e)))?;
+            report.copied += 1;
+            continue;
         };
+        // The tensor's current value, in f32: the base's until a step
+        // replaces it.
+        let mut values: Option<Vec<f32>> = None;
+        let mut adapted = false;
+        for (k, action) in steps {
+            let (adapter, weight) = adapters[*k];
+            let scale = options.scale * weight;
+            match action {
+                Action::Lora(m) => {
+                    if values.is_none() {
+                        values = Some(view.to_f32_vec().map_err(conv)?);
+                    }
+                    let w = values.get_or_insert_with(Vec::new);
+                    let module = &adapter.modules()[*m];
+                    apply_module(adapter.config(), module, w, scale, unmerge);
+                    adapted = true;
+                }
+                Action::Bias { module, replace } => {
+                    if let Some(s) = replace {
+                        values = Some(adapter.saved_tensors()[*s].2.clone());
+                    } else if values.is_none() {
+                        values = Some(view.to_f32_vec().map_err(conv)?);
+                    }
+                    let b = values.get_or_insert_with(Vec::new);
+                    apply_bias(&adapter.modules()[*module], b, scale, unmerge);
+                    adapted = true;
+                }
+                Action::Replace(s) => {
+                    values = Some(adapter.saved_tensors()[*s].2.clone());
+                }
+            }
+        }
+        if adapted {
+            report.merged.push(info.name.clone());
+        } else {
+            report.replaced.push(info.name.clone());
+        }
+        let values = values.unwrap_or_default();
         let mut bytes = vec![0u8; view.data().len()];
         convert::encode_f32(info.dtype, &values, &mut bytes).map_err(conv)?;
         if options.safe_merge {
@@ -233,10 +313,12 @@ fn run(
                 return Err(LoraError::NonFinite(info.name.clone()));
             }
         }
-        writer.write_tensor(&info.name, &bytes).map_err(write_err)?;
+        writer
+            .write_tensor(&info.name, &bytes)
+            .map_err(|e| wrap(&info.name, Box::new(e)))?;
     }
-    writer.finish().map_err(write_err)?;
-    Ok(report)
+    let output = writer.finish().map_err(|e| wrap("finish", Box::new(e)))?;
+    Ok((report, output))
 }
 
 /// Applies one module to a base weight already widened to f32 (row-major,

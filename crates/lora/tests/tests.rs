@@ -716,3 +716,73 @@ fn duplicate_and_miscounted_tensors_are_typed_errors() {
         "{err:?}"
     );
 }
+
+#[test]
+fn merge_into_applies_adapters_in_turn() {
+    // Half the basic adapter twice is the whole adapter once: PEFT's
+    // merged reference, within rounding.
+    let dir = root().join("testdata/lora/basic");
+    let adapter = Adapter::open(&dir).unwrap();
+    let base = weightkit_io::open(root().join(LLAMA)).unwrap();
+    let out = tmp("twice-half.safetensors");
+    let w = weightkit_safetensors::SafetensorsWriter::create(
+        &out,
+        base.source().tensor_infos().to_vec(),
+        &weightkit_core::Metadata::new(),
+    )
+    .unwrap();
+    let (report, path) = weightkit_lora::merge_into(
+        base.source(),
+        &[(&adapter, 0.5), (&adapter, 0.5)],
+        w,
+        &MergeOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(path, out);
+    assert_eq!(report.merged.len(), adapter.modules().len());
+    let (abs, rel) = compare(&out, &dir.join("merged_reference.safetensors"));
+    assert!(rel <= 1e-6, "abs {abs:e} rel {rel:e}");
+    std::fs::remove_file(out).unwrap();
+}
+
+#[test]
+fn merge_into_equals_sequential_merges_on_f32() {
+    // On an f32 base, one pass over two adapters does what two merges in a
+    // row do (PEFT's sequential merge), bit for bit: the same f32 operations
+    // in the same order, rounded to f32 after each adapter either way.
+    let lora = root().join("testdata/lora");
+    let a = Adapter::open(lora.join("basic")).unwrap();
+    let b = Adapter::open(lora.join("rank-pattern")).unwrap();
+    let base = weightkit_io::open(root().join(LLAMA)).unwrap();
+    let opts = MergeOptions {
+        scale: 0.5,
+        ..MergeOptions::default()
+    };
+    let step = tmp("seq-step.safetensors");
+    let twice = tmp("seq-twice.safetensors");
+    let scaled = |w: f32| MergeOptions {
+        scale: 0.5 * w,
+        ..MergeOptions::default()
+    };
+    merge_lora(base.source(), &a, &step, &scaled(0.7)).unwrap();
+    let mid = weightkit_io::open(&step).unwrap();
+    merge_lora(mid.source(), &b, &twice, &scaled(-1.5)).unwrap();
+    let once = tmp("seq-once.safetensors");
+    let w = weightkit_safetensors::SafetensorsWriter::create(
+        &once,
+        base.source().tensor_infos().to_vec(),
+        &weightkit_core::Metadata::new(),
+    )
+    .unwrap();
+    weightkit_lora::merge_into(base.source(), &[(&a, 0.7), (&b, -1.5)], w, &opts).unwrap();
+    for ((n1, v1), (n2, v2)) in tensors(&once).iter().zip(&tensors(&twice)) {
+        assert_eq!(n1, n2);
+        assert!(
+            v1.iter().zip(v2).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{n1}"
+        );
+    }
+    for f in [step, twice, once] {
+        std::fs::remove_file(f).unwrap();
+    }
+}
