@@ -9,7 +9,9 @@
 //! `inspect` opens its input through [`source`], which detects the format by
 //! magic bytes and hands back a format-independent [`source::Model`] with
 //! every header detail; `convert` and `quantize` run `weightkit-io`'s
-//! streaming pipeline (`weightkit_io::open`, a plan, one pass).
+//! streaming pipeline (`weightkit_io::open`, a plan, one pass); `merge`,
+//! `unmerge` and `adapter inspect` load PEFT adapters with `weightkit-lora`
+//! and stream the base through its `merge_into` / `unmerge_into`.
 
 mod commands;
 mod error;
@@ -50,6 +52,15 @@ enum Command {
     /// Q8_0 ...)
     #[command(long_about = commands::quantize::LONG_ABOUT)]
     Quantize(commands::quantize::Args),
+    /// Merge PEFT LoRA adapters into a checkpoint
+    #[command(long_about = commands::merge::MERGE_LONG_ABOUT)]
+    Merge(commands::merge::MergeArgs),
+    /// Subtract a merged PEFT LoRA adapter from a checkpoint
+    #[command(long_about = commands::merge::UNMERGE_LONG_ABOUT)]
+    Unmerge(commands::merge::UnmergeArgs),
+    /// Work with PEFT LoRA adapter directories
+    #[command(subcommand)]
+    Adapter(commands::adapter::AdapterCommand),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -57,6 +68,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(args) => commands::inspect::run(&args),
         Command::Convert(args) => commands::convert::run(&args),
         Command::Quantize(args) => commands::quantize::run(&args),
+        Command::Merge(args) => commands::merge::run_merge(&args),
+        Command::Unmerge(args) => commands::merge::run_unmerge(&args),
+        Command::Adapter(command) => commands::adapter::run(&command),
     }
 }
 

@@ -1919,3 +1919,408 @@ fn quantize_with_an_importance_matrix() {
     );
     assert_eq!(tensor_bytes(&q), tensor_bytes(&plain));
 }
+
+// ---- merge, unmerge, adapter inspect (PEFT 0.21.2 fixtures) ----
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn lora_dir(name: &str) -> String {
+    format!("{ROOT}/testdata/lora/{name}")
+}
+
+const LLAMA_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/tiny-llama/safetensors-f32"
+);
+
+/// Every tensor of a checkpoint (any format) as (name, f32 values).
+fn f32_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let model = weightkit_io::open(path).unwrap();
+    let s = model.source();
+    s.tensor_infos()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let v = s.load(i).unwrap().view().to_f32_vec().unwrap();
+            (t.name.clone(), v)
+        })
+        .collect()
+}
+
+/// Max difference relative to each reference tensor's largest magnitude;
+/// the two must hold the same names in the same order.
+fn max_rel_diff(ours: &Path, reference: &Path) -> f32 {
+    let (a, b) = (f32_tensors(ours), f32_tensors(reference));
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{} vs {}",
+        ours.display(),
+        reference.display()
+    );
+    let mut rel = 0f32;
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(va.len(), vb.len(), "{na}");
+        let scale = vb
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()))
+            .max(f32::MIN_POSITIVE);
+        for (x, y) in va.iter().zip(vb) {
+            rel = rel.max((x - y).abs() / scale);
+        }
+    }
+    rel
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let o = weightkit(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// Runs a command that must fail with exit code 1 and one `error:` line.
+fn run_err(args: &[&str]) -> String {
+    let o = weightkit(args);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn merge_matches_peft_in_every_output_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, base) in [
+        ("basic", LLAMA_DIR.to_owned()),
+        ("rank-pattern", LLAMA_DIR.to_owned()),
+        ("dora", LLAMA_DIR.to_owned()),
+        ("gpt2-bias-all", format!("{ROOT}/testdata/gpt2-base")),
+    ] {
+        let reference = PathBuf::from(lora_dir(name)).join("merged_reference.safetensors");
+        for ext in ["safetensors", "gguf", "pt"] {
+            let out = tmp.path().join(format!("{name}.{ext}"));
+            let text = run_ok(&[
+                "merge",
+                &base,
+                &lora_dir(name),
+                "--safe-merge",
+                "-o",
+                path_str(&out),
+            ]);
+            assert!(text.starts_with("merged 1 adapter into "), "{text}");
+            let rel = max_rel_diff(&out, &reference);
+            assert!(rel <= 1e-6, "{name} as {ext}: relative difference {rel:e}");
+        }
+    }
+    // --to (alias --format) overrides the extension.
+    let out = tmp.path().join("merged.bin");
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        "--format",
+        "gguf",
+        "-o",
+        path_str(&out),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap()[..4], *b"GGUF");
+}
+
+#[test]
+fn merge_several_adapters_in_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let basic = lora_dir("basic");
+    let reference = PathBuf::from(&basic).join("merged_reference.safetensors");
+    let base = PathBuf::from(LLAMA_DIR).join("model.safetensors");
+    // Half the adapter twice is the adapter once (PEFT's merge).
+    let out = tmp.path().join("halves.safetensors");
+    let text = run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &basic,
+        &basic,
+        "--weights",
+        "0.5,0.5",
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(text.contains("merged 2 adapters"), "{text}");
+    assert!(max_rel_diff(&out, &reference) <= 1e-6);
+    // The adapter and its negation cancel: the base again.
+    let out = tmp.path().join("cancel.safetensors");
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &basic,
+        &basic,
+        "--weights=1,-1",
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(max_rel_diff(&out, &base) <= 1e-6);
+    // --scale 2 with weights 0.25,0.25 is the adapter once.
+    let out = tmp.path().join("scaled.safetensors");
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &basic,
+        &basic,
+        "--weights",
+        "0.25,0.25",
+        "--scale",
+        "2",
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(max_rel_diff(&out, &reference) <= 1e-6);
+    // Scale 0 leaves every tensor's bytes as they were.
+    let out = tmp.path().join("zero.safetensors");
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &basic,
+        "--scale",
+        "0",
+        "-o",
+        path_str(&out),
+    ]);
+    let (a, b) = (f32_tensors(&out), f32_tensors(&base));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn unmerge_recovers_the_base_from_peft_merged_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    // PEFT rounded W + delta to f32 and so do we after subtracting: two
+    // roundings of the merged magnitude, which for rsLoRA's larger scaling
+    // (alpha / sqrt(r)) reaches ~1.2e-6 of the base's largest value.
+    for (name, tolerance) in [("basic", 1e-6), ("rank-pattern", 1e-6), ("rslora", 2e-6)] {
+        let merged = PathBuf::from(lora_dir(name)).join("merged_reference.safetensors");
+        let out = tmp.path().join(format!("{name}.safetensors"));
+        let text = run_ok(&[
+            "unmerge",
+            path_str(&merged),
+            &lora_dir(name),
+            "-o",
+            path_str(&out),
+        ]);
+        assert!(text.starts_with("unmerged "), "{text}");
+        let base = PathBuf::from(LLAMA_DIR).join("model.safetensors");
+        let rel = max_rel_diff(&out, &base);
+        assert!(rel <= tolerance, "{name}: relative difference {rel:e}");
+    }
+    // DoRA cannot be unmerged; nothing is written.
+    let merged = PathBuf::from(lora_dir("dora")).join("merged_reference.safetensors");
+    let out = tmp.path().join("dora.safetensors");
+    let err = run_err(&[
+        "unmerge",
+        path_str(&merged),
+        &lora_dir("dora"),
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(err.contains("DoRA"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn merge_errors_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let o = path_str(&out);
+    // Not an adapter directory.
+    let err = run_err(&[
+        "merge",
+        LLAMA_DIR,
+        &format!("{ROOT}/testdata/lora"),
+        "-o",
+        o,
+    ]);
+    assert!(err.contains("adapter_config.json"), "{err}");
+    // An adapter whose config PEFT type we do not merge.
+    let bad = tmp.path().join("ia3");
+    std::fs::create_dir(&bad).unwrap();
+    let basic = PathBuf::from(lora_dir("basic"));
+    let config = std::fs::read_to_string(basic.join("adapter_config.json")).unwrap();
+    std::fs::write(
+        bad.join("adapter_config.json"),
+        config.replace("\"LORA\"", "\"IA3\""),
+    )
+    .unwrap();
+    std::fs::copy(
+        basic.join("adapter_model.safetensors"),
+        bad.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let err = run_err(&["merge", LLAMA_DIR, path_str(&bad), "-o", o]);
+    assert!(err.contains("IA3"), "{err}");
+    // A base without the adapted modules.
+    let err = run_err(&[
+        "merge",
+        &format!("{ROOT}/testdata/gpt2-base"),
+        &lora_dir("basic"),
+        "-o",
+        o,
+    ]);
+    assert!(err.contains("model.layers.0.mlp.down_proj.weight"), "{err}");
+    // One weight per adapter.
+    let err = run_err(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        "--weights",
+        "1,2",
+        "-o",
+        o,
+    ]);
+    assert!(
+        err.contains("--weights has 2 values for 1 adapter"),
+        "{err}"
+    );
+    // One output file, never the input.
+    let err = run_err(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        "-o",
+        path_str(tmp.path()),
+    ]);
+    assert!(err.contains("one file"), "{err}");
+    let input = PathBuf::from(LLAMA_DIR).join("model.safetensors");
+    let err = run_err(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        "-o",
+        path_str(&input),
+    ]);
+    assert!(err.contains("refusing"), "{err}");
+    assert!(!out.exists());
+    // --method combinations do not exist.
+    let o2 = weightkit(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        "--method",
+        "ties",
+        "-o",
+        o,
+    ]);
+    assert_eq!(o2.status.code(), Some(2));
+}
+
+/// (tensor count, parameter count, lora_A rows by module) from the
+/// adapter file's own safetensors header.
+fn adapter_header(name: &str) -> (usize, u64, Vec<(String, u64)>) {
+    let bytes =
+        std::fs::read(PathBuf::from(lora_dir(name)).join("adapter_model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut count = 0;
+    let mut params = 0;
+    let mut ranks = Vec::new();
+    for (k, v) in header.as_object().unwrap() {
+        if k == "__metadata__" {
+            continue;
+        }
+        count += 1;
+        let shape: Vec<u64> = v["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap())
+            .collect();
+        params += shape.iter().product::<u64>();
+        if let Some(m) = k.strip_suffix(".lora_A.weight") {
+            let m = m.strip_prefix("base_model.model.").unwrap();
+            ranks.push((m.to_owned(), shape[0]));
+        }
+    }
+    ranks.sort();
+    (count, params, ranks)
+}
+
+#[test]
+fn adapter_inspect_json() {
+    for name in ["basic", "rank-pattern", "dora", "gpt2-bias-all"] {
+        let r: Value =
+            serde_json::from_str(&run_ok(&["adapter", "inspect", &lora_dir(name), "--json"]))
+                .unwrap();
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(PathBuf::from(lora_dir(name)).join("adapter_config.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let (count, params, ranks) = adapter_header(name);
+        assert_eq!(r["tensor_count"], count, "{name}");
+        assert_eq!(r["parameter_count"], params, "{name}");
+        for key in ["peft_type", "r", "use_rslora", "use_dora", "target_modules"] {
+            assert_eq!(r[key], config[key], "{name}: {key}");
+        }
+        assert_eq!(r["lora_alpha"].as_f64(), config["lora_alpha"].as_f64());
+        let modules = r["modules"].as_array().unwrap();
+        let got: Vec<(String, u64)> = modules
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_owned(),
+                    m["rank"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, ranks, "{name}");
+        assert!(modules.iter().all(|m| m["dora"] == config["use_dora"]));
+    }
+    // rank_pattern / alpha_pattern resolved as PEFT does (see the fixture's
+    // config): layer 0 q_proj has r=2 and alpha 4, layer 1 v_proj r=12.
+    let r: Value = serde_json::from_str(&run_ok(&[
+        "adapter",
+        "inspect",
+        &lora_dir("rank-pattern"),
+        "--json",
+    ]))
+    .unwrap();
+    let module = |m: &str| {
+        r["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == m)
+            .unwrap()
+            .clone()
+    };
+    let q0 = module("model.layers.0.self_attn.q_proj");
+    assert_eq!(
+        (q0["rank"].as_u64(), q0["scaling"].as_f64()),
+        (Some(2), Some(2.0))
+    );
+    assert_eq!(module("model.layers.1.self_attn.v_proj")["rank"], 12);
+    let k1 = module("model.layers.1.self_attn.k_proj");
+    assert_eq!(k1["alpha"].as_f64(), Some(32.0));
+    assert_eq!(k1["scaling"].as_f64(), Some(4.0));
+}
+
+#[test]
+fn adapter_inspect_human_and_errors() {
+    let text = run_ok(&["adapter", "inspect", &lora_dir("dora")]);
+    assert!(text.contains("  dora             yes"), "{text}");
+    assert!(text.contains("  tensors          42"), "{text}");
+    let (_, params, _) = adapter_header("dora");
+    let expected = format!("  parameters       {}", {
+        let s = params.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    });
+    assert!(text.contains(&expected), "{text}");
+    assert!(text.contains("model.layers.0.self_attn.q_proj"), "{text}");
+    let err = run_err(&["adapter", "inspect", &format!("{ROOT}/testdata/tiny-llama")]);
+    assert!(err.contains("adapter_config.json"), "{err}");
+}
