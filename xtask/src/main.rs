@@ -36,7 +36,13 @@ commands:
             committed copy) to target/interop/gpt2-lora-bias; then runs
             weightkit's F32/Q8_0/Q4_K_M GGUF of the tiny Llama in llama.cpp
             (llama-cpp-python, pinned; its first install builds llama.cpp,
-            ~20 minutes) and compares logits with transformers'
+            ~20 minutes) and compares logits with transformers'; and
+            re-saves PEFT adapters with weightkit (testdata/lora basic,
+            rank-pattern, dora, and basic as a bf16 adapter_model.bin) and
+            checks PEFT gives the same logits with the copies
+  interop lora
+            only the last check (PEFT loads re-saved adapters), with the
+            packages already in target/interop-venv (no pip, no llama.cpp)
   quant-perf
             quantization speed against llama.cpp on this machine (slow, not
             in CI): compiles llama.cpp's tests/test-quantize-perf.cpp from the
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
         Some("fmt") if args.len() == 1 => run_cargo(&["fmt", "--all"]),
         Some("fixtures") if args.len() == 1 => fixtures(),
         Some("interop") if args.len() == 1 => interop(),
+        Some("interop") if args.len() == 2 && args[1] == "lora" => interop_lora(),
         Some("quant-perf") if args.len() == 1 => quant_perf(),
         Some(cmd @ ("ci" | "fmt" | "fixtures" | "interop" | "quant-perf")) => Err(Failure::Usage(
             format!("`{cmd}` takes no arguments, got `{}`", args[1..].join(" ")),
@@ -209,7 +216,55 @@ fn interop() -> Result<(), Failure> {
         &py,
         &["xtask/interop/make_lora_bias_fixture.py", "target/interop"],
     )?;
-    llama_cpp(&root, &py)
+    llama_cpp(&root, &py)?;
+    lora_resave(&root, &py)
+}
+
+/// `cargo xtask interop lora`: [`lora_resave`] with the venv as it is.
+fn interop_lora() -> Result<(), Failure> {
+    let root = workspace_root();
+    let python = root.join("target/interop-venv/bin/python");
+    if !python.exists() {
+        return Err(Failure::Step(format!(
+            "{} is missing; run `cargo xtask interop` once to create the venv",
+            python.display()
+        )));
+    }
+    lora_resave(&root, &python.to_string_lossy())
+}
+
+/// Re-saves PEFT adapters with weightkit's `Adapter::save` (the
+/// `interop_resave` example) and has PEFT load both copies onto the tiny
+/// Llama: the logits, LoRA weights, dtypes and configs must be equal.
+fn lora_resave(root: &Path, py: &str) -> Result<(), Failure> {
+    let dir = root.join("target/interop/lora-resave");
+    let io = |e: std::io::Error| Failure::Step(format!("{}: {e}", dir.display()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+    }
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let script = "xtask/interop/check_lora_resave.py";
+    run(py, &[script, "prepare", &s(dir.clone())])?;
+    for (name, from) in [
+        ("basic", root.join("testdata/lora/basic")),
+        ("rank-pattern", root.join("testdata/lora/rank-pattern")),
+        ("dora", root.join("testdata/lora/dora")),
+        ("basic-bin-bf16", dir.join("src/basic-bin-bf16")),
+    ] {
+        run_cargo(&[
+            "run",
+            "--quiet",
+            "-p",
+            "weightkit-lora",
+            "--example",
+            "interop_resave",
+            "--",
+            &s(from),
+            &s(dir.join("resaved").join(name)),
+        ])?;
+    }
+    run(py, &[script, "check", &s(dir)])
 }
 
 /// llama.cpp's test-quantize-perf next to weightkit's `speed` example.
