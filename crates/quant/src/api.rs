@@ -13,6 +13,8 @@ use crate::iquants::*;
 use crate::kquants::*;
 use crate::legacy::*;
 use crate::simd::dispatch::{
+    dequantize_row_q2_k as fast_dequantize_row_q2_k,
+    dequantize_row_q3_k as fast_dequantize_row_q3_k,
     dequantize_row_q4_0 as fast_dequantize_row_q4_0,
     dequantize_row_q4_k as fast_dequantize_row_q4_k,
     dequantize_row_q5_k as fast_dequantize_row_q5_k,
@@ -328,8 +330,8 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         DType::Q5_0 => dq!(BlockQ5_0, dequantize_row_q5_0),
         DType::Q5_1 => dq!(BlockQ5_1, dequantize_row_q5_1),
         DType::Q8_0 => dq!(BlockQ8_0, fast_dequantize_row_q8_0),
-        DType::Q2_K => dq!(BlockQ2K, dequantize_row_q2_k),
-        DType::Q3_K => dq!(BlockQ3K, dequantize_row_q3_k),
+        DType::Q2_K => dq!(BlockQ2K, fast_dequantize_row_q2_k),
+        DType::Q3_K => dq!(BlockQ3K, fast_dequantize_row_q3_k),
         DType::Q4_K => dq!(BlockQ4K, fast_dequantize_row_q4_k),
         DType::Q5_K => dq!(BlockQ5K, fast_dequantize_row_q5_k),
         DType::Q6_K => dq!(BlockQ6K, fast_dequantize_row_q6_k),

@@ -1177,31 +1177,52 @@ pub fn quantize_q2_k(
 /// ggml's `dequantize_row_q2_K`: `y.len()` must be `x.len() * QK_K`.
 pub fn dequantize_row_q2_k(x: &[BlockQ2K], y: &mut [f32]) -> Result<(), QuantError> {
     check_dequant(x.len(), y.len())?;
-    for (b, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let d = fp16_to_fp32(b.d);
-        let min = fp16_to_fp32(b.dmin);
-        let mut out = 0;
-        let mut is = 0;
-        for n in (0..QK_K).step_by(128) {
-            let q = &b.qs[n / 4..n / 4 + 32];
-            let mut shift = 0;
-            for _j in 0..4 {
-                for half in 0..2 {
-                    let sc = b.scales[is];
-                    is += 1;
-                    let dl = d * (sc & 0xF) as f32;
-                    let ml = min * (sc >> 4) as f32;
-                    for l in 0..16 {
-                        let qv = (q[l + 16 * half] >> shift) & 3;
-                        yb[out] = dl * qv as f32 - ml;
-                        out += 1;
-                    }
+    for (b, yb) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        dequantize_block_q2_k(b, yb);
+    }
+    Ok(())
+}
+
+/// [`dequantize_row_q2_k`] without the length check, compiled for AVX2 (no
+/// FMA: the same operations, so the same floats).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dequantize_row_q2_k_avx2(x: &[BlockQ2K], y: &mut [f32]) {
+    for (b, yb) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        dequantize_block_q2_k(b, yb);
+    }
+}
+
+/// One block of [`dequantize_row_q2_k`]: `y = d*(sc & 15)*q - dmin*(sc >> 4)`
+/// in ggml's order (a multiply, then a separate subtract), written over
+/// fixed runs of 16 so that an AVX2 instance (see [`crate::simd`])
+/// vectorises it with the same operations.
+#[inline(always)]
+pub(crate) fn dequantize_block_q2_k(b: &BlockQ2K, yb: &mut [f32; QK_K]) {
+    let d = fp16_to_fp32(b.d);
+    let min = fp16_to_fp32(b.dmin);
+    let (runs, _) = yb.as_chunks_mut::<16>();
+    let (qs, _) = b.qs.as_chunks::<32>();
+    for (n, q) in qs.iter().enumerate() {
+        for j in 0..4 {
+            let shift = 2 * j;
+            for half in 0..2 {
+                let is = 8 * n + 2 * j + half;
+                let sc = b.scales[is];
+                let dl = d * (sc & 0xF) as f32;
+                let ml = min * (sc >> 4) as f32;
+                let out = &mut runs[is];
+                for l in 0..16 {
+                    let qv = (q[l + 16 * half] >> shift) & 3;
+                    out[l] = dl * qv as f32 - ml;
                 }
-                shift += 2;
             }
         }
     }
-    Ok(())
 }
 
 // ====================================================================== Q3_K
@@ -1418,33 +1439,51 @@ pub fn quantize_q3_k(
 /// ggml's `dequantize_row_q3_K`: `y.len()` must be `x.len() * QK_K`.
 pub fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]) -> Result<(), QuantError> {
     check_dequant(x.len(), y.len())?;
-    for (b, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let d_all = fp16_to_fp32(b.d);
-        let scales = q3_scales_decode(&b.scales);
-        let mut m = 1u8;
-        let mut is = 0;
-        let mut out = 0;
-        for n in (0..QK_K).step_by(128) {
-            let q = &b.qs[n / 4..n / 4 + 32];
-            let mut shift = 0;
-            for _j in 0..4 {
-                for half in 0..2 {
-                    let dl = d_all * (scales[is] as i32 - 32) as f32;
-                    is += 1;
-                    for l in 0..16 {
-                        let k = l + 16 * half;
-                        let qv = ((q[k] >> shift) & 3) as i32;
-                        let h = if b.hmask[k] & m != 0 { 0 } else { 4 };
-                        yb[out] = dl * (qv - h) as f32;
-                        out += 1;
-                    }
+    for (b, yb) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        dequantize_block_q3_k(b, yb);
+    }
+    Ok(())
+}
+
+/// [`dequantize_row_q3_k`] without the length check, compiled for AVX2.
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dequantize_row_q3_k_avx2(x: &[BlockQ3K], y: &mut [f32]) {
+    for (b, yb) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        dequantize_block_q3_k(b, yb);
+    }
+}
+
+/// One block of [`dequantize_row_q3_k`]: `y = d*(sc - 32)*(q - (hbit ? 0 :
+/// 4))` as ggml computes it, over fixed runs of 16 (see
+/// [`dequantize_block_q2_k`]).
+#[inline(always)]
+pub(crate) fn dequantize_block_q3_k(b: &BlockQ3K, yb: &mut [f32; QK_K]) {
+    let d_all = fp16_to_fp32(b.d);
+    let scales = q3_scales_decode(&b.scales);
+    let (runs, _) = yb.as_chunks_mut::<16>();
+    let (qs, _) = b.qs.as_chunks::<32>();
+    for (n, q) in qs.iter().enumerate() {
+        for j in 0..4 {
+            let shift = 2 * j;
+            let m = 1u8 << (4 * n + j);
+            for half in 0..2 {
+                let is = 8 * n + 2 * j + half;
+                let dl = d_all * (scales[is] as i32 - 32) as f32;
+                let out = &mut runs[is];
+                for l in 0..16 {
+                    let k = l + 16 * half;
+                    let qv = ((q[k] >> shift) & 3) as i32;
+                    let h = if b.hmask[k] & m != 0 { 0 } else { 4 };
+                    out[l] = dl * (qv - h) as f32;
                 }
-                shift += 2;
-                m = m.wrapping_shl(1);
             }
         }
     }
-    Ok(())
 }
 
 // ============================================================== Q4_K and Q5_K

@@ -220,6 +220,24 @@ fn dequantizers(x: &[f32]) -> Result<(), TestCaseError> {
         )?;
     }
     if x.len().is_multiple_of(QK_K) {
+        let mut q = vec![BlockQ2K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q2_k_ref(x, &mut q).unwrap();
+        check_dequant(
+            "q2_K",
+            &q,
+            QK_K,
+            kquants::dequantize_row_q2_k,
+            dispatch::dequantize_row_q2_k_at,
+        )?;
+        let mut q = vec![BlockQ3K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q3_k_ref(x, &mut q).unwrap();
+        check_dequant(
+            "q3_K",
+            &q,
+            QK_K,
+            kquants::dequantize_row_q3_k,
+            dispatch::dequantize_row_q3_k_at,
+        )?;
         let mut q = vec![BlockQ4K::zeroed(); x.len() / QK_K];
         kquants::quantize_row_q4_k_ref(x, &mut q).unwrap();
         check_dequant(
@@ -272,6 +290,20 @@ fn raw_dequantizers(bytes: &[u8]) -> Result<(), TestCaseError> {
         32,
         legacy::dequantize_row_q4_0,
         dispatch::dequantize_row_q4_0_at,
+    )?;
+    check_dequant(
+        "raw q2_K",
+        &blocks::<BlockQ2K>(bytes),
+        QK_K,
+        kquants::dequantize_row_q2_k,
+        dispatch::dequantize_row_q2_k_at,
+    )?;
+    check_dequant(
+        "raw q3_K",
+        &blocks::<BlockQ3K>(bytes),
+        QK_K,
+        kquants::dequantize_row_q3_k,
+        dispatch::dequantize_row_q3_k_at,
     )?;
     check_dequant(
         "raw q4_K",

@@ -129,6 +129,50 @@ dequantizer! {
     BlockQ6K, kquants::QK_K, kquants::dequantize_row_q6_k
 }
 
+macro_rules! dequantizer_autovec {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $avx2:path, $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(x: &[$block], y: &mut [f32]) -> ()
+        }
+
+        fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) && x.len().checked_mul(kquants::QK_K) == Some(y.len()) {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2.
+                unsafe { $avx2(x, y) };
+                return Ok(());
+            }
+            let _ = level;
+            $scalar(x, y)
+        }
+    };
+}
+
+dequantizer_autovec! {
+    /// [`kquants::dequantize_row_q2_k`], bit-identical: the scalar code
+    /// compiled a second time for AVX2 (no FMA), run where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_q2_k / dequantize_row_q2_k_at = dequantize_q2_k_impl,
+    BlockQ2K, kquants::dequantize_row_q2_k_avx2, kquants::dequantize_row_q2_k
+}
+
+dequantizer_autovec! {
+    /// [`kquants::dequantize_row_q3_k`], bit-identical: the scalar code
+    /// compiled a second time for AVX2 (no FMA), run where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_q3_k / dequantize_row_q3_k_at = dequantize_q3_k_impl,
+    BlockQ3K, kquants::dequantize_row_q3_k_avx2, kquants::dequantize_row_q3_k
+}
+
 // --------------------------------------------------------------- quantizers
 
 macro_rules! quantizer {
