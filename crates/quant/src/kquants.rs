@@ -1251,19 +1251,14 @@ fn q3_k_finish<const LANES: bool>(
         }
     }
 
+    // ggml's `if (L[j] > 3) { hmask[m] |= hm; L[j] -= 4; }` with `m` cycling
+    // over 32 bytes and `hm` doubling each cycle, without the branch (which
+    // mispredicts on half of the values).
     y.hmask = [0; QK_K / 8];
-    let mut m = 0usize;
-    let mut hm = 1u8;
-    for lj in l.iter_mut() {
-        if *lj > 3 {
-            y.hmask[m] |= hm;
-            *lj -= 4;
-        }
-        m += 1;
-        if m == QK_K / 8 {
-            m = 0;
-            hm = hm.wrapping_shl(1);
-        }
+    for (i, lj) in l.iter_mut().enumerate() {
+        let hi = u8::from(*lj > 3);
+        y.hmask[i % (QK_K / 8)] |= hi << (i / (QK_K / 8));
+        *lj -= 4 * hi as i8;
     }
     let mut lu = [0u8; QK_K];
     for (u, &s) in lu.iter_mut().zip(l.iter()) {
@@ -1790,17 +1785,11 @@ fn q5_k_pack(scales: [u8; 12], d: f16, dmin: f16, l: &[u8; QK_K]) -> BlockQ5K {
     let mut m2 = 2u8;
     for (c, n) in (0..QK_K).step_by(64).enumerate() {
         for j in 0..32 {
-            let mut l1 = l[n + j];
-            if l1 > 15 {
-                l1 -= 16;
-                y.qh[j] |= m1;
-            }
-            let mut l2 = l[n + j + 32];
-            if l2 > 15 {
-                l2 -= 16;
-                y.qh[j] |= m2;
-            }
-            y.qs[32 * c + j] = l1 | (l2 << 4);
+            // ggml's `if (l > 15) { l -= 16; qh |= m; }`, branch-free.
+            let (l1, l2) = (l[n + j], l[n + j + 32]);
+            let (h1, h2) = (u8::from(l1 > 15), u8::from(l2 > 15));
+            y.qh[j] |= (m1 * h1) | (m2 * h2);
+            y.qs[32 * c + j] = (l1 - 16 * h1) | ((l2 - 16 * h2) << 4);
         }
         m1 = m1.wrapping_shl(2);
         m2 = m2.wrapping_shl(2);
