@@ -1,11 +1,14 @@
 //! ggml block quantization (`weightkit-quant`): the measurements of
 //! llama.cpp's `tests/test-quantize-perf`, per type.
 //!
-//! One group per type (`quant_<type>`, ggml's type names), four benchmarks:
+//! One group per type (`quant_<type>`, ggml's type names), five benchmarks:
 //!
 //! * `quantize (1 thread)`: [`quantize_into`] without an importance matrix
 //!   (ggml's `quantize_row_*_ref`, what `llama-quantize` runs) on 1 MiB of
 //!   f32, 64 rows of 4096. Compare with PERF.md's `quantize_row_q_reference`.
+//! * `quantize with imatrix (1 thread)`: the same with an importance
+//!   vector (ggml's `quantize_row_*_impl`, `llama-quantize --imatrix`). No
+//!   `test-quantize-perf` counterpart.
 //! * `quantize (all threads)`: [`quantize_into_parallel`] on rayon's global
 //!   pool over 64 MiB of f32 (4096 rows of 4096), larger than the caches.
 //!   No llama.cpp counterpart: its ideal is the 1-thread figure times the
@@ -13,7 +16,8 @@
 //! * `dequantize (1 thread)`: [`dequantize`] of one 4096-value row, as
 //!   `test-quantize-perf` measures `dequantize_row_q`.
 //! * `vec_dot (1 thread)`: the type's dot product over one 4096-value row
-//!   against its partner type (q8_0, q8_1 or q8_K), as `vec_dot_q`.
+//!   against its partner type (q8_0, q8_1 or q8_K), as `vec_dot_q`, through
+//!   the dispatching byte-level `vec_dot`.
 //!
 //! Throughput is `Bytes(4 * values)`: criterion's GiB/s is
 //! `test-quantize-perf`'s "float32 throughput" GB/s (2^30 bytes), so the
@@ -31,16 +35,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use bytemuck::Pod;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use weightkit_benches::quant::{REFERENCE_VALUES, generate_data};
 use weightkit_core::DType;
-use weightkit_quant::iquants::*;
-use weightkit_quant::kquants::*;
-use weightkit_quant::legacy::*;
 use weightkit_quant::{
-    QuantError, dequantize, quantize, quantize_into, quantize_into_parallel, row_size,
+    dequantize, quantize, quantize_into, quantize_into_parallel, row_size, uses_importance,
+    vec_dot, vec_dot_type,
 };
 
 /// Values per row, as in llama.cpp's measurements.
@@ -74,15 +75,6 @@ fn f32_bytes(values: usize) -> Throughput {
     Throughput::Bytes(4 * values as u64)
 }
 
-/// The dot-product partner of `dtype` (ggml's `vec_dot_type`).
-fn partner(dtype: DType) -> DType {
-    match dtype {
-        DType::Q4_1 | DType::Q5_1 => DType::Q8_1,
-        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 | DType::IQ4_NL | DType::MXFP4 => DType::Q8_0,
-        _ => DType::Q8_K,
-    }
-}
-
 /// The byte-level API works in place on buffers aligned for the blocks and
 /// copies the others (4 bytes is the largest block alignment): make sure the
 /// benchmarks time the former.
@@ -90,43 +82,14 @@ fn assert_aligned(bytes: &[u8]) {
     assert_eq!(bytes.as_ptr().align_offset(8), 0, "unaligned buffer");
 }
 
-/// Benchmarks `f(x, y)` with both sides copied into properly aligned block
-/// vectors first (the byte buffers may not be aligned for the blocks).
-fn dot<X: Pod, Y: Pod>(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    x: &[u8],
-    y: &[u8],
-    f: fn(&[X], &[Y]) -> Result<f32, QuantError>,
-) {
-    let x: Vec<X> = bytemuck::pod_collect_to_vec(x);
-    let y: Vec<Y> = bytemuck::pod_collect_to_vec(y);
-    f(&x, &y).expect("vec_dot");
+/// The `vec_dot` benchmark of `dtype`: `x` holds a row of `dtype`, `y` the
+/// same number of values of its partner type (q8_0, q8_1 or q8_K), through
+/// the dispatching byte-level [`vec_dot`] (the SIMD kernel where one exists).
+fn bench_vec_dot(g: &mut BenchmarkGroup<'_, WallTime>, dtype: DType, x: &[u8], y: &[u8]) {
+    vec_dot(dtype, x, y).expect("vec_dot");
     g.bench_function("vec_dot (1 thread)", |b| {
-        b.iter(|| f(black_box(&x), black_box(&y)).expect("vec_dot"));
+        b.iter(|| vec_dot(dtype, black_box(x), black_box(y)).expect("vec_dot"));
     });
-}
-
-/// The `vec_dot` benchmark of `dtype`: `x` holds rows of `dtype`, `y` the
-/// same number of values of [`partner`]`(dtype)`.
-fn vec_dot(g: &mut BenchmarkGroup<'_, WallTime>, dtype: DType, x: &[u8], y: &[u8]) {
-    match dtype {
-        DType::Q4_0 => dot(g, x, y, vec_dot_q4_0_q8_0),
-        DType::Q4_1 => dot(g, x, y, vec_dot_q4_1_q8_1),
-        DType::Q5_0 => dot(g, x, y, vec_dot_q5_0_q8_0),
-        DType::Q5_1 => dot(g, x, y, vec_dot_q5_1_q8_1),
-        DType::Q8_0 => dot(g, x, y, vec_dot_q8_0_q8_0),
-        DType::Q2_K => dot(g, x, y, vec_dot_q2_k_q8_k),
-        DType::Q3_K => dot(g, x, y, vec_dot_q3_k_q8_k),
-        DType::Q4_K => dot(g, x, y, vec_dot_q4_k_q8_k),
-        DType::Q5_K => dot(g, x, y, vec_dot_q5_k_q8_k),
-        DType::Q6_K => dot(g, x, y, vec_dot_q6_k_q8_k),
-        DType::IQ4_NL => dot(g, x, y, vec_dot_iq4_nl_q8_0),
-        DType::IQ4_XS => dot(g, x, y, vec_dot_iq4_xs_q8_k),
-        DType::TQ1_0 => dot(g, x, y, vec_dot_tq1_0_q8_k),
-        DType::TQ2_0 => dot(g, x, y, vec_dot_tq2_0_q8_k),
-        DType::MXFP4 => dot(g, x, y, vec_dot_mxfp4_q8_0),
-        _ => unreachable!("no vec_dot for {dtype:?}"),
-    }
 }
 
 /// Per type: quantize on one thread and on all, dequantize and vec_dot on
@@ -136,6 +99,10 @@ pub(crate) fn quant(c: &mut Criterion) {
     let serial = &weights[..SERIAL_VALUES];
     let row = &weights[..ROW];
     let other = generate_data(1.0, ROW);
+    // An importance vector like llama-imatrix's: positive, uneven.
+    let imatrix: Vec<f32> = (0..ROW)
+        .map(|i| 0.5 + ((i * 37) % 101) as f32 / 50.0)
+        .collect();
     let mut out = vec![0f32; ROW];
 
     for (dtype, name) in TYPES {
@@ -156,6 +123,16 @@ pub(crate) fn quant(c: &mut Criterion) {
             });
         });
 
+        // llama-quantize --imatrix: ggml's importance-weighted path.
+        if uses_importance(dtype) {
+            g.bench_function("quantize with imatrix (1 thread)", |b| {
+                b.iter(|| {
+                    quantize_into(dtype, black_box(serial), ROW, Some(&imatrix), &mut q)
+                        .expect("quantize")
+                });
+            });
+        }
+
         let mut q = vec![0u8; row_size(dtype, ROW).expect("row size") * (PARALLEL_VALUES / ROW)];
         assert_aligned(&q);
         g.throughput(f32_bytes(PARALLEL_VALUES));
@@ -175,8 +152,9 @@ pub(crate) fn quant(c: &mut Criterion) {
             b.iter(|| dequantize(dtype, black_box(&x), &mut out).expect("dequantize"));
         });
 
-        let y = quantize(partner(dtype), &other, ROW, None).expect("quantize partner");
-        vec_dot(&mut g, dtype, &x, &y);
+        let partner = vec_dot_type(dtype).expect("every measured type has a dot product");
+        let y = quantize(partner, &other, ROW, None).expect("quantize partner");
+        bench_vec_dot(&mut g, dtype, &x, &y);
         g.finish();
     }
 }
