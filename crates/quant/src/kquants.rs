@@ -1205,6 +1205,8 @@ pub(crate) unsafe fn dequantize_row_q2_k_avx2(x: &[BlockQ2K], y: &mut [f32]) {
 pub(crate) fn dequantize_block_q2_k(b: &BlockQ2K, yb: &mut [f32; QK_K]) {
     let d = fp16_to_fp32(b.d);
     let min = fp16_to_fp32(b.dmin);
+    let dl = b.scales.map(|sc| d * (sc & 0xF) as f32);
+    let ml = b.scales.map(|sc| min * (sc >> 4) as f32);
     let (runs, _) = yb.as_chunks_mut::<16>();
     let (qs, _) = b.qs.as_chunks::<32>();
     for (n, q) in qs.iter().enumerate() {
@@ -1212,12 +1214,10 @@ pub(crate) fn dequantize_block_q2_k(b: &BlockQ2K, yb: &mut [f32; QK_K]) {
             let shift = 2 * j;
             for half in 0..2 {
                 let is = 8 * n + 2 * j + half;
-                let sc = b.scales[is];
-                let dl = d * (sc & 0xF) as f32;
-                let ml = min * (sc >> 4) as f32;
+                let (dl, ml) = (dl[is], ml[is]);
                 let out = &mut runs[is];
                 for l in 0..16 {
-                    let qv = (q[l + 16 * half] >> shift) & 3;
+                    let qv = ((q[l + 16 * half] as i32) >> shift) & 3;
                     out[l] = dl * qv as f32 - ml;
                 }
             }
