@@ -9,6 +9,6 @@ pub mod merge;
 pub use adapter::{Adapter, AdapterConfig, LoraModule, PeftTensor, TargetModules};
 pub use error::{BoxError, LoraError};
 pub use merge::{
-    MergeOptions, MergeReport, apply_bias, apply_module, merge_into, merge_lora, unmerge_into,
-    unmerge_lora,
+    MergeOptions, MergeReport, apply_bias, apply_module, apply_module_in_place, merge_into,
+    merge_lora, unmerge_into, unmerge_lora,
 };

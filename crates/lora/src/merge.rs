@@ -261,6 +261,31 @@ fn run<S: TensorSink>(
             report.copied += 1;
             continue;
         };
+        // One LoRA update of an f32/f16/bf16 weight (the common case): in
+        // place, row by row, without an f32 copy of the matrix.
+        if let [(k, Action::Lora(m))] = steps.as_slice() {
+            let (adapter, weight) = adapters[*k];
+            let module = &adapter.modules()[*m];
+            let mut bytes = view.data().to_vec();
+            let scale = options.scale * weight;
+            if apply_module_in_place(
+                adapter.config(),
+                module,
+                info.dtype,
+                &mut bytes,
+                scale,
+                unmerge,
+            ) {
+                if options.safe_merge && !all_finite(info.dtype, &bytes) {
+                    return Err(LoraError::NonFinite(info.name.clone()));
+                }
+                writer
+                    .write_tensor(&info.name, &bytes)
+                    .map_err(|e| wrap(&info.name, Box::new(e)))?;
+                report.merged.push(info.name.clone());
+                continue;
+            }
+        }
         // The tensor's current value, in f32: the base's until a step
         // replaces it.
         let mut values: Option<Vec<f32>> = None;
@@ -321,6 +346,17 @@ fn run<S: TensorSink>(
     Ok((report, output))
 }
 
+/// Whether every value of an F32/F16/BF16 tensor is finite, decoded a chunk
+/// at a time.
+fn all_finite(dtype: DType, bytes: &[u8]) -> bool {
+    let width = dtype.block_bytes();
+    let mut buf = vec![0f32; 4096];
+    bytes.chunks(4096 * width).all(|c| {
+        let vals = &mut buf[..c.len() / width];
+        convert::decode_f32(dtype, c, vals).is_ok() && vals.iter().all(|x| x.is_finite())
+    })
+}
+
 /// Applies one module to a base weight already widened to f32 (row-major,
 /// the base tensor's own layout): `W += s * scaling * delta`, or `-=` when
 /// `unmerge`; with DoRA, `W = m / ||W + delta||_row * (W + delta)` (norm per
@@ -356,6 +392,82 @@ pub fn apply_module(
     if let Some(m) = &module.magnitude {
         dora_rescale(weight, rows, cols, m, module.transposed(config));
     }
+}
+
+/// [`apply_module`] on a base weight stored as F32, F16 or BF16 bytes
+/// (row-major, the base tensor's layout), in place and row-parallel: each
+/// thread widens one row to f32, adds the row's low-rank update (and, for
+/// DoRA, rescales the row), and rounds it back once. Memory is one f32 row
+/// and one accumulator row per thread instead of an f32 copy of the matrix;
+/// the result is bit-identical to widening the matrix, calling
+/// [`apply_module`] and rounding (the same f32 operations per element).
+///
+/// Returns `false`, touching nothing, when the update is not row-local
+/// (DoRA with `fan_in_fan_out`, whose norms run over columns) or `dtype` is
+/// not F32/F16/BF16; the caller then uses [`apply_module`].
+///
+/// `bytes.len()` must be the size of [`LoraModule::expected_shape`] in
+/// `dtype`; otherwise this panics.
+pub fn apply_module_in_place(
+    config: &AdapterConfig,
+    module: &LoraModule,
+    dtype: DType,
+    bytes: &mut [u8],
+    scale: f32,
+    unmerge: bool,
+) -> bool {
+    let width = match dtype {
+        DType::F32 => 4,
+        DType::F16 | DType::BF16 => 2,
+        _ => return false,
+    };
+    let transposed = module.transposed(config);
+    if module.magnitude.is_some() && transposed {
+        return false;
+    }
+    let [rows, cols] = module.expected_shape(config);
+    assert_eq!(
+        bytes.len(),
+        rows * cols * width,
+        "weight size for {}",
+        module.module
+    );
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let r = module.rank;
+    let factor = signed_scaling(module, scale, unmerge);
+    let (lhs, rhs) = if transposed {
+        (
+            transpose(&module.a, r, module.a_cols),
+            transpose(&module.b, module.b_rows, r),
+        )
+    } else {
+        (module.b.clone(), module.a.clone())
+    };
+    let magnitude = module.magnitude.as_deref();
+    bytes
+        .par_chunks_mut(cols * width)
+        .zip(lhs.par_chunks(r.max(1)))
+        .enumerate()
+        .for_each_init(
+            || (vec![0f32; cols], vec![0f32; cols]),
+            |(row, acc), (i, (raw, lrow))| {
+                // Widening and narrowing cannot fail: `raw` holds `cols`
+                // values of `dtype`, checked above.
+                let _ = convert::decode_f32(dtype, raw, row);
+                add_low_rank_row(row, acc, lrow, &rhs, r, factor);
+                if let Some(m) = magnitude {
+                    let n: f64 = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+                    let f = m[i] / (n.sqrt() as f32);
+                    for x in row.iter_mut() {
+                        *x *= f;
+                    }
+                }
+                let _ = convert::encode_f32(dtype, row, raw);
+            },
+        );
+    true
 }
 
 /// `s * scaling`, negated to unmerge.
@@ -398,18 +510,31 @@ fn add_low_rank(w: &mut [f32], cols: usize, lhs: &[f32], rhs: &[f32], r: usize, 
     }
     w.par_chunks_mut(cols).zip(lhs.par_chunks(r)).for_each_init(
         || vec![0f32; cols],
-        |acc, (wrow, lrow)| {
-            acc.fill(0.0);
-            for (&c, rrow) in lrow.iter().zip(rhs.chunks_exact(cols)) {
-                for (a, &x) in acc.iter_mut().zip(rrow) {
-                    *a += c * x;
-                }
-            }
-            for (wv, &a) in wrow.iter_mut().zip(acc.iter()) {
-                *wv += a * factor;
-            }
-        },
+        |acc, (wrow, lrow)| add_low_rank_row(wrow, acc, lrow, rhs, r, factor),
     );
+}
+
+/// One row of [`add_low_rank`]: `wrow += factor * (lrow @ rhs)`, `acc` a
+/// scratch row.
+#[inline]
+fn add_low_rank_row(
+    wrow: &mut [f32],
+    acc: &mut [f32],
+    lrow: &[f32],
+    rhs: &[f32],
+    r: usize,
+    factor: f32,
+) {
+    let cols = wrow.len();
+    acc.fill(0.0);
+    for (&c, rrow) in lrow.iter().zip(rhs.chunks_exact(cols)).take(r) {
+        for (a, &x) in acc.iter_mut().zip(rrow) {
+            *a += c * x;
+        }
+    }
+    for (wv, &a) in wrow.iter_mut().zip(acc.iter()) {
+        *wv += a * factor;
+    }
 }
 
 /// DoRA: scale each output feature of `v = W + delta` to norm `m`.

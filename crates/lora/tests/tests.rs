@@ -786,3 +786,95 @@ fn merge_into_equals_sequential_merges_on_f32() {
         std::fs::remove_file(f).unwrap();
     }
 }
+
+/// A module with deterministic pseudo-random factors (and DoRA magnitudes).
+fn synthetic_module(
+    rows: usize,
+    cols: usize,
+    rank: usize,
+    dora: bool,
+) -> weightkit_lora::LoraModule {
+    let mut state = 0x9e37_79b9_u32;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state as f32 / u32::MAX as f32 - 0.5) * 0.1
+    };
+    weightkit_lora::LoraModule {
+        module: "layers.0.q_proj".into(),
+        target: "layers.0.q_proj.weight".into(),
+        rank,
+        a: (0..rank * cols).map(|_| next()).collect(),
+        a_cols: cols,
+        b: (0..rows * rank).map(|_| next()).collect(),
+        b_rows: rows,
+        scaling: 1.5,
+        magnitude: dora.then(|| (0..rows).map(|_| 1.0 + next()).collect()),
+        bias: None,
+        embedding: false,
+    }
+}
+
+#[test]
+fn in_place_rows_equal_the_widened_matrix_bit_for_bit() {
+    use weightkit_core::{DType, convert};
+    for (fifo, dora) in [(false, false), (true, false), (false, true)] {
+        let config = AdapterConfig::from_json_str(&format!(
+            r#"{{"peft_type": "LORA", "r": 4, "lora_alpha": 6, "fan_in_fan_out": {fifo}, "use_dora": {dora}}}"#
+        ))
+        .unwrap();
+        // (out, in) = (24, 40); fan_in_fan_out stores the weight as (in, out).
+        let (out_f, in_f) = (24, 40);
+        let mut module = synthetic_module(out_f, in_f, 4, dora);
+        if fifo {
+            // PEFT keeps A (r, in) and B (out, r) either way; only W is transposed.
+            module.a_cols = in_f;
+        }
+        let [rows, cols] = module.expected_shape(&config);
+        let base: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for unmerge in [false, true] {
+                let mut bytes = vec![0u8; base.len() * dtype.block_bytes()];
+                convert::encode_f32(dtype, &base, &mut bytes).unwrap();
+                // Reference: widen the whole matrix, apply, round once.
+                let mut wide = vec![0f32; base.len()];
+                convert::decode_f32(dtype, &bytes, &mut wide).unwrap();
+                weightkit_lora::apply_module(&config, &module, &mut wide, 0.75, unmerge);
+                let mut want = vec![0u8; bytes.len()];
+                convert::encode_f32(dtype, &wide, &mut want).unwrap();
+
+                assert!(weightkit_lora::apply_module_in_place(
+                    &config, &module, dtype, &mut bytes, 0.75, unmerge
+                ));
+                assert_eq!(
+                    bytes, want,
+                    "{dtype:?} fan_in_fan_out={fifo} dora={dora} unmerge={unmerge}"
+                );
+                assert_ne!(bytes, {
+                    let mut b = vec![0u8; want.len()];
+                    convert::encode_f32(dtype, &base, &mut b).unwrap();
+                    b
+                });
+            }
+        }
+    }
+    // DoRA with fan_in_fan_out normalises columns: not row-local.
+    let config = AdapterConfig::from_json_str(
+        r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 6, "fan_in_fan_out": true, "use_dora": true}"#,
+    )
+    .unwrap();
+    let module = synthetic_module(24, 40, 4, true);
+    let mut bytes = vec![0u8; 24 * 40 * 4];
+    assert!(!weightkit_lora::apply_module_in_place(
+        &config,
+        &module,
+        weightkit_core::DType::F32,
+        &mut bytes,
+        1.0,
+        false
+    ));
+    assert!(bytes.iter().all(|&b| b == 0));
+}
