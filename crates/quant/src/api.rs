@@ -20,9 +20,12 @@ use crate::simd::dispatch::{
     dequantize_row_q5_k as fast_dequantize_row_q5_k,
     dequantize_row_q6_k as fast_dequantize_row_q6_k,
     dequantize_row_q8_0 as fast_dequantize_row_q8_0, quantize_row_q8_0 as fast_quantize_row_q8_0,
-    quantize_row_q8_k as fast_quantize_row_q8_k, vec_dot_q4_0_q8_0 as fast_vec_dot_q4_0_q8_0,
-    vec_dot_q4_k_q8_k as fast_vec_dot_q4_k_q8_k, vec_dot_q5_k_q8_k as fast_vec_dot_q5_k_q8_k,
-    vec_dot_q6_k_q8_k as fast_vec_dot_q6_k_q8_k, vec_dot_q8_0_q8_0 as fast_vec_dot_q8_0_q8_0,
+    quantize_row_q8_k as fast_quantize_row_q8_k, vec_dot_q2_k_q8_k as fast_vec_dot_q2_k_q8_k,
+    vec_dot_q3_k_q8_k as fast_vec_dot_q3_k_q8_k, vec_dot_q4_0_q8_0 as fast_vec_dot_q4_0_q8_0,
+    vec_dot_q4_1_q8_1 as fast_vec_dot_q4_1_q8_1, vec_dot_q4_k_q8_k as fast_vec_dot_q4_k_q8_k,
+    vec_dot_q5_0_q8_0 as fast_vec_dot_q5_0_q8_0, vec_dot_q5_1_q8_1 as fast_vec_dot_q5_1_q8_1,
+    vec_dot_q5_k_q8_k as fast_vec_dot_q5_k_q8_k, vec_dot_q6_k_q8_k as fast_vec_dot_q6_k_q8_k,
+    vec_dot_q8_0_q8_0 as fast_vec_dot_q8_0_q8_0,
 };
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
@@ -418,12 +421,12 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
             Ok(sum)
         }
         DType::Q4_0 => dot!(BlockQ4_0, BlockQ8_0, fast_vec_dot_q4_0_q8_0),
-        DType::Q4_1 => dot!(BlockQ4_1, BlockQ8_1, vec_dot_q4_1_q8_1),
-        DType::Q5_0 => dot!(BlockQ5_0, BlockQ8_0, vec_dot_q5_0_q8_0),
-        DType::Q5_1 => dot!(BlockQ5_1, BlockQ8_1, vec_dot_q5_1_q8_1),
+        DType::Q4_1 => dot!(BlockQ4_1, BlockQ8_1, fast_vec_dot_q4_1_q8_1),
+        DType::Q5_0 => dot!(BlockQ5_0, BlockQ8_0, fast_vec_dot_q5_0_q8_0),
+        DType::Q5_1 => dot!(BlockQ5_1, BlockQ8_1, fast_vec_dot_q5_1_q8_1),
         DType::Q8_0 => dot!(BlockQ8_0, BlockQ8_0, fast_vec_dot_q8_0_q8_0),
-        DType::Q2_K => dot!(BlockQ2K, BlockQ8K, vec_dot_q2_k_q8_k),
-        DType::Q3_K => dot!(BlockQ3K, BlockQ8K, vec_dot_q3_k_q8_k),
+        DType::Q2_K => dot!(BlockQ2K, BlockQ8K, fast_vec_dot_q2_k_q8_k),
+        DType::Q3_K => dot!(BlockQ3K, BlockQ8K, fast_vec_dot_q3_k_q8_k),
         DType::Q4_K => dot!(BlockQ4K, BlockQ8K, fast_vec_dot_q4_k_q8_k),
         DType::Q5_K => dot!(BlockQ5K, BlockQ8K, fast_vec_dot_q5_k_q8_k),
         DType::Q6_K => dot!(BlockQ6K, BlockQ8K, fast_vec_dot_q6_k_q8_k),

@@ -13,7 +13,9 @@ use weightkit_quant::QuantError;
 use weightkit_quant::kquants::{
     self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K,
 };
-use weightkit_quant::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use weightkit_quant::legacy::{
+    self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
+};
 use weightkit_quant::simd::{Level, dispatch, supported};
 
 /// A dispatching dequantizer at a chosen level.
@@ -483,7 +485,7 @@ fn abs_dot(a: &[f32], b: &[f32]) -> f64 {
         .sum()
 }
 
-/// The magnitude of a Q4_K/Q5_K dot, whose terms are the scale part
+/// The magnitude of a Q2_K/Q4_K/Q5_K dot, whose terms are the scale part
 /// `d * sc * q * y` and the min part `dmin * m * y` separately:
 /// `sum (|d sc q| + |dmin m|) * |y|`, from two dequantizations with `dmin`
 /// (`zero(b, true)`) or `d` (`zero(b, false)`) zeroed.
@@ -523,6 +525,55 @@ fn zero_q5_k(b: &mut BlockQ5K, dmin: bool) {
     }
 }
 
+fn zero_q2_k(b: &mut BlockQ2K, dmin: bool) {
+    if dmin {
+        b.dmin = f16::ZERO;
+    } else {
+        b.d = f16::ZERO;
+    }
+}
+
+fn q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
+    let mut q = vec![BlockQ8_1::zeroed(); x.len() / 32];
+    legacy::quantize_row_q8_1_ref(x, &mut q).unwrap();
+    q
+}
+
+/// The values of Q8_1 blocks, `d * q` (ggml has no Q8_1 dequantizer).
+fn dequant_q8_1(q: &[BlockQ8_1]) -> Vec<f32> {
+    q.iter()
+        .flat_map(|b| b.qs.map(|v| b.d.to_f32() * f32::from(v)))
+        .collect()
+}
+
+/// The magnitude of a Q4_1/Q5_1 x Q8_1 dot, whose terms are the scale part
+/// `d * q * y` per element and the offset `m * s` per block: the first from
+/// a dequantization with `m` zeroed (by `zero_m`).
+fn offset_mag<B: Copy>(
+    x: &[B],
+    y: &[BlockQ8_1],
+    dq: fn(&[B], &mut [f32]) -> Result<(), QuantError>,
+    zero_m: fn(&mut B) -> f16,
+) -> f64 {
+    let mut v = x.to_vec();
+    let ms: Vec<f16> = v.iter_mut().map(zero_m).collect();
+    let scale_part = abs_dot(&dequant(&v, 32, dq), &dequant_q8_1(y));
+    let offsets: f64 = ms
+        .iter()
+        .zip(y)
+        .map(|(m, b)| (f64::from(m.to_f32()) * f64::from(b.s.to_f32())).abs())
+        .sum();
+    scale_part + offsets
+}
+
+fn take_m_q4_1(b: &mut BlockQ4_1) -> f16 {
+    std::mem::replace(&mut b.m, f16::ZERO)
+}
+
+fn take_m_q5_1(b: &mut BlockQ5_1) -> f16 {
+    std::mem::replace(&mut b.m, f16::ZERO)
+}
+
 /// Every dot product on `x` (quantized to the weight type by its reference
 /// quantizer) and `y` (quantized to Q8_0 / Q8_K).
 fn dots(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
@@ -551,6 +602,43 @@ fn dots(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
             false,
             legacy::vec_dot_q8_0_q8_0,
             dispatch::vec_dot_q8_0_q8_0_at,
+        )?;
+        let mut q5 = vec![BlockQ5_0::zeroed(); x.len() / 32];
+        legacy::quantize_row_q5_0_ref(x, &mut q5).unwrap();
+        let mag = abs_dot(&dequant(&q5, 32, legacy::dequantize_row_q5_0), &yd);
+        check_dot(
+            "q5_0 x q8_0",
+            &q5,
+            &qy,
+            mag,
+            false,
+            legacy::vec_dot_q5_0_q8_0,
+            dispatch::vec_dot_q5_0_q8_0_at,
+        )?;
+        let qy1 = q8_1(y);
+        let mut q = vec![BlockQ4_1::zeroed(); x.len() / 32];
+        legacy::quantize_row_q4_1_ref(x, &mut q).unwrap();
+        let mag = offset_mag(&q, &qy1, legacy::dequantize_row_q4_1, take_m_q4_1);
+        check_dot(
+            "q4_1 x q8_1",
+            &q,
+            &qy1,
+            mag,
+            false,
+            legacy::vec_dot_q4_1_q8_1,
+            dispatch::vec_dot_q4_1_q8_1_at,
+        )?;
+        let mut q = vec![BlockQ5_1::zeroed(); x.len() / 32];
+        legacy::quantize_row_q5_1_ref(x, &mut q).unwrap();
+        let mag = offset_mag(&q, &qy1, legacy::dequantize_row_q5_1, take_m_q5_1);
+        check_dot(
+            "q5_1 x q8_1",
+            &q,
+            &qy1,
+            mag,
+            false,
+            legacy::vec_dot_q5_1_q8_1,
+            dispatch::vec_dot_q5_1_q8_1_at,
         )?;
     }
     if x.len().is_multiple_of(QK_K) {
@@ -591,6 +679,30 @@ fn dots(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
             false,
             kquants::vec_dot_q6_k_q8_k,
             dispatch::vec_dot_q6_k_q8_k_at,
+        )?;
+        let mut q = vec![BlockQ2K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q2_k_ref(x, &mut q).unwrap();
+        let mag = k4_mag(&q, &yd, kquants::dequantize_row_q2_k, zero_q2_k);
+        check_dot(
+            "q2_K x q8_K",
+            &q,
+            &qy,
+            mag,
+            false,
+            kquants::vec_dot_q2_k_q8_k,
+            dispatch::vec_dot_q2_k_q8_k_at,
+        )?;
+        let mut q = vec![BlockQ3K::zeroed(); x.len() / QK_K];
+        kquants::quantize_row_q3_k_ref(x, &mut q).unwrap();
+        let mag = abs_dot(&dequant(&q, QK_K, kquants::dequantize_row_q3_k), &yd);
+        check_dot(
+            "q3_K x q8_K",
+            &q,
+            &qy,
+            mag,
+            false,
+            kquants::vec_dot_q3_k_q8_k,
+            dispatch::vec_dot_q3_k_q8_k_at,
         )?;
     }
     Ok(())
@@ -741,6 +853,285 @@ proptest! {
     }
 }
 
+/// A byte that is often an extreme one (all ones, zero, 0x80).
+fn extreme_u8() -> impl Strategy<Value = u8> {
+    prop_oneof![3 => any::<u8>(), 1 => Just(0xFF), 1 => Just(0x00), 1 => Just(0x80)]
+}
+
+/// A Q8 quant that is often an extreme one (-128 above all).
+fn extreme_i8() -> impl Strategy<Value = i8> {
+    prop_oneof![3 => any::<i8>(), 2 => Just(i8::MIN), 1 => Just(i8::MAX), 1 => Just(-1)]
+}
+
+/// Q8_K blocks with `d = 1`, any quants (-128 included) and the given
+/// `bsums` (or, if `None`, the true ones).
+fn q8_k_full(qs: &[i8], bsums: Option<&[i16]>) -> Vec<BlockQ8K> {
+    qs.chunks_exact(QK_K)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut b = BlockQ8K::zeroed();
+            b.d = 1.0;
+            b.qs.copy_from_slice(c);
+            for (j, s) in b.bsums.iter_mut().enumerate() {
+                *s = match bsums {
+                    Some(v) => v[16 * i + j],
+                    None => b.qs[16 * j..16 * j + 16]
+                        .iter()
+                        .map(|&q| i16::from(q))
+                        .sum(),
+                };
+            }
+            b
+        })
+        .collect()
+}
+
+/// Legacy blocks with offsets from `xbytes` (20 bytes each: `qh`, then
+/// `qs`) and Q8 blocks from `ybytes`, unit scales (`y`'s of sign `neg`),
+/// small integer offsets `m` and `s`, and `qh` all ones if `all_high`:
+/// every partial sum is an integer below 2^24, so every level must give the
+/// scalar bits.
+fn legacy_offset_dots_exact(
+    nb: usize,
+    xbytes: &[u8],
+    ybytes: &[i8],
+    offsets: &[i8],
+    neg: bool,
+    all_high: bool,
+) -> Result<(), TestCaseError> {
+    let one = if neg { -f16::ONE } else { f16::ONE };
+    let int = |v: i8| f16::from_f32(f32::from(v));
+    let qh = |c: &[u8]| -> [u8; 4] {
+        if all_high {
+            [0xFF; 4]
+        } else {
+            c[..4].try_into().unwrap()
+        }
+    };
+    let qs = |c: &[u8]| -> [u8; 16] { c[4..].try_into().unwrap() };
+    let xs = xbytes.chunks_exact(20).take(nb);
+    let ys = ybytes.chunks_exact(32).take(nb);
+    let y0: Vec<BlockQ8_0> = ys
+        .clone()
+        .map(|c| BlockQ8_0 {
+            d: one,
+            qs: c.try_into().unwrap(),
+        })
+        .collect();
+    let y1: Vec<BlockQ8_1> = ys
+        .zip(&offsets[32..])
+        .map(|(c, &s)| BlockQ8_1 {
+            d: one,
+            s: int(s),
+            qs: c.try_into().unwrap(),
+        })
+        .collect();
+    let x41: Vec<BlockQ4_1> = xs
+        .clone()
+        .zip(offsets)
+        .map(|(c, &m)| BlockQ4_1 {
+            d: f16::ONE,
+            m: int(m),
+            qs: qs(c),
+        })
+        .collect();
+    let x50: Vec<BlockQ5_0> = xs
+        .clone()
+        .map(|c| BlockQ5_0 {
+            d: f16::ONE,
+            qh: qh(c),
+            qs: qs(c),
+        })
+        .collect();
+    let x51: Vec<BlockQ5_1> = xs
+        .zip(offsets)
+        .map(|(c, &m)| BlockQ5_1 {
+            d: f16::ONE,
+            m: int(m),
+            qh: qh(c),
+            qs: qs(c),
+        })
+        .collect();
+    check_dot(
+        "int q4_1",
+        &x41,
+        &y1,
+        0.0,
+        true,
+        legacy::vec_dot_q4_1_q8_1,
+        dispatch::vec_dot_q4_1_q8_1_at,
+    )?;
+    check_dot(
+        "int q5_0",
+        &x50,
+        &y0,
+        0.0,
+        true,
+        legacy::vec_dot_q5_0_q8_0,
+        dispatch::vec_dot_q5_0_q8_0_at,
+    )?;
+    check_dot(
+        "int q5_1",
+        &x51,
+        &y1,
+        0.0,
+        true,
+        legacy::vec_dot_q5_1_q8_1,
+        dispatch::vec_dot_q5_1_q8_1_at,
+    )
+}
+
+/// One Q2_K block and `nb` Q3_K blocks from `bytes` with unit scales, and
+/// Q8_K blocks of any quants: the Q2_K sums stay below 9.5e6 even with
+/// arbitrary `bsums` (16 * 32768 * 15 + 256 * 3 * 128 * 15), the Q3_K ones
+/// below 4.2e6 per block (256 * 4 * 128 * 32), so every level must give the
+/// scalar bits. `scales` and `hmask` override those bytes when given (0xFF
+/// is the largest Q2_K scale and min and the largest 6-bit Q3_K scale).
+#[allow(clippy::too_many_arguments)]
+fn k_low_bit_dots_exact(
+    nb: usize,
+    bytes: &[u8],
+    qs: &[i8],
+    bsums: Option<&[i16]>,
+    neg_dmin: bool,
+    scales: Option<u8>,
+    hmask: Option<u8>,
+) -> Result<(), TestCaseError> {
+    let y = q8_k_full(&qs[..nb * QK_K], bsums);
+    let mut q2: BlockQ2K = bytemuck::pod_read_unaligned(&bytes[..84]);
+    q2.d = f16::ONE;
+    q2.dmin = if neg_dmin { -f16::ONE } else { f16::ONE };
+    if let Some(s) = scales {
+        q2.scales = [s; 16];
+    }
+    check_dot(
+        "int q2_K",
+        &[q2],
+        &y[..1],
+        0.0,
+        true,
+        kquants::vec_dot_q2_k_q8_k,
+        dispatch::vec_dot_q2_k_q8_k_at,
+    )?;
+    let q3: Vec<BlockQ3K> = bytes
+        .chunks_exact(110)
+        .take(nb)
+        .map(|c| {
+            let mut b: BlockQ3K = bytemuck::pod_read_unaligned(c);
+            b.d = f16::ONE;
+            if let Some(s) = scales {
+                b.scales = [s; 12];
+            }
+            if let Some(h) = hmask {
+                b.hmask = [h; 32];
+            }
+            b
+        })
+        .collect();
+    check_dot(
+        "int q3_K",
+        &q3,
+        &y,
+        0.0,
+        true,
+        kquants::vec_dot_q3_k_q8_k,
+        dispatch::vec_dot_q3_k_q8_k_at,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Q4_1/Q5_0/Q5_1: exact for any block bytes, the extremes favoured.
+    #[test]
+    fn legacy_offset_integer_dots_are_exact(
+        nb in 1usize..=32,
+        xbytes in proptest::collection::vec(extreme_u8(), 32 * 20),
+        ybytes in proptest::collection::vec(extreme_i8(), 32 * 32),
+        offsets in proptest::collection::vec(-64i8..=64, 64),
+        neg in any::<bool>(),
+        all_high in any::<bool>(),
+    ) {
+        legacy_offset_dots_exact(nb, &xbytes, &ybytes, &offsets, neg, all_high)?;
+    }
+
+    /// Q2_K/Q3_K: exact for any block bytes, Q8_K quants (-128 included)
+    /// and stored `bsums`, the extremes favoured.
+    #[test]
+    fn q2_k_q3_k_integer_dots_are_exact(
+        nb in 1usize..=2,
+        bytes in proptest::collection::vec(extreme_u8(), 2 * 110),
+        qs in proptest::collection::vec(extreme_i8(), 2 * QK_K),
+        bsums in proptest::collection::vec(
+            prop_oneof![Just(i16::MIN), Just(i16::MAX), any::<i16>()],
+            2 * 16,
+        ),
+        own_bsums in any::<bool>(),
+        neg_dmin in any::<bool>(),
+        scales in prop_oneof![2 => Just(None), 1 => Just(Some(0x00u8)), 1 => Just(Some(0xFFu8))],
+        hmask in prop_oneof![2 => Just(None), 1 => Just(Some(0x00u8)), 1 => Just(Some(0xFFu8))],
+    ) {
+        let bs = if own_bsums { None } else { Some(&bsums[..]) };
+        k_low_bit_dots_exact(nb, &bytes, &qs, bs, neg_dmin, scales, hmask)?;
+    }
+}
+
+/// The corners outright: every quant byte at an extreme, against Q8 quants
+/// of -128 or 127 (and the extreme `bsums`).
+#[test]
+fn extreme_blocks_dot_exactly() {
+    for xb in [0x00u8, 0xFF, 0x80, 0x7F, 0x55, 0xAA] {
+        for yq in [i8::MIN, i8::MAX, -1] {
+            for all_high in [false, true] {
+                legacy_offset_dots_exact(
+                    32,
+                    &[xb; 32 * 20],
+                    &[yq; 32 * 32],
+                    &[64; 64],
+                    false,
+                    all_high,
+                )
+                .unwrap_or_else(|e| panic!("legacy {xb:#x} x {yq}: {e}"));
+                legacy_offset_dots_exact(
+                    3,
+                    &[xb; 32 * 20],
+                    &[yq; 32 * 32],
+                    &[-64; 64],
+                    true,
+                    all_high,
+                )
+                .unwrap_or_else(|e| panic!("legacy {xb:#x} x {yq}, negative: {e}"));
+            }
+            for bs in [None, Some(&[i16::MIN; 32][..]), Some(&[i16::MAX; 32][..])] {
+                for hmask in [None, Some(0x00), Some(0xFF)] {
+                    k_low_bit_dots_exact(2, &[xb; 220], &[yq; 2 * QK_K], bs, false, None, hmask)
+                        .unwrap_or_else(|e| panic!("k {xb:#x} x {yq}: {e}"));
+                    k_low_bit_dots_exact(
+                        2,
+                        &[xb; 220],
+                        &[yq; 2 * QK_K],
+                        bs,
+                        true,
+                        Some(0xFF),
+                        hmask,
+                    )
+                    .unwrap_or_else(|e| panic!("k {xb:#x} x {yq}, max scales: {e}"));
+                    k_low_bit_dots_exact(
+                        1,
+                        &[xb; 220],
+                        &[yq; 2 * QK_K],
+                        bs,
+                        true,
+                        Some(0x00),
+                        hmask,
+                    )
+                    .unwrap_or_else(|e| panic!("k {xb:#x} x {yq}, zero scales: {e}"));
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn adversarial_rows_match_scalar() {
     for nb in [1, 2, 3] {
@@ -865,6 +1256,22 @@ fn errors_match_scalar_at_every_level() {
             dispatch::vec_dot_q4_0_q8_0_at(level, &q4, &q8),
             legacy::vec_dot_q4_0_q8_0(&q4, &q8)
         );
+        let q41 = [BlockQ4_1::zeroed(); 3];
+        let q81 = [BlockQ8_1::zeroed(); 2];
+        assert_eq!(
+            dispatch::vec_dot_q4_1_q8_1_at(level, &q41, &q81),
+            legacy::vec_dot_q4_1_q8_1(&q41, &q81)
+        );
+        let q50 = [BlockQ5_0::zeroed(); 2];
+        assert_eq!(
+            dispatch::vec_dot_q5_0_q8_0_at(level, &q50, &q8),
+            legacy::vec_dot_q5_0_q8_0(&q50, &q8)
+        );
+        assert_eq!(
+            dispatch::vec_dot_q5_1_q8_1_at(level, &[BlockQ5_1::zeroed()], &q81),
+            legacy::vec_dot_q5_1_q8_1(&[BlockQ5_1::zeroed()], &q81)
+        );
+        assert_eq!(dispatch::vec_dot_q5_1_q8_1_at(level, &[], &[]), Ok(0.0));
         let y = [BlockQ8K::zeroed(); 1];
         assert_eq!(
             dispatch::vec_dot_q4_k_q8_k_at(level, &k4, &y),
@@ -874,6 +1281,16 @@ fn errors_match_scalar_at_every_level() {
             dispatch::vec_dot_q5_k_q8_k_at(level, &[], &y),
             kquants::vec_dot_q5_k_q8_k(&[], &y)
         );
+        let k2 = [BlockQ2K::zeroed(); 2];
+        assert_eq!(
+            dispatch::vec_dot_q2_k_q8_k_at(level, &k2, &y),
+            kquants::vec_dot_q2_k_q8_k(&k2, &y)
+        );
+        assert_eq!(
+            dispatch::vec_dot_q3_k_q8_k_at(level, &[], &y),
+            kquants::vec_dot_q3_k_q8_k(&[], &y)
+        );
+        assert_eq!(dispatch::vec_dot_q3_k_q8_k_at(level, &[], &[]), Ok(0.0));
         assert_eq!(
             dispatch::vec_dot_q6_k_q8_k_at(level, &k6, &[]),
             kquants::vec_dot_q6_k_q8_k(&k6, &[])

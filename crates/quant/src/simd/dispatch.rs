@@ -22,7 +22,7 @@
 
 use crate::QuantError;
 use crate::kquants::{self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
-use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
 #[cfg(target_arch = "x86_64")]
 use super::x86;
@@ -362,6 +362,39 @@ dot! {
 }
 
 dot! {
+    /// [`legacy::vec_dot_q4_1_q8_1`], SIMD where available: exact block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both sides have as many blocks.
+    vec_dot_q4_1_q8_1 / vec_dot_q4_1_q8_1_at = vec_dot_q4_1_q8_1_impl,
+    BlockQ4_1, BlockQ8_1, legacy::vec_dot_q4_1_q8_1
+}
+
+dot! {
+    /// [`legacy::vec_dot_q5_0_q8_0`], SIMD where available: exact block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both sides have as many blocks.
+    vec_dot_q5_0_q8_0 / vec_dot_q5_0_q8_0_at = vec_dot_q5_0_q8_0_impl,
+    BlockQ5_0, BlockQ8_0, legacy::vec_dot_q5_0_q8_0
+}
+
+dot! {
+    /// [`legacy::vec_dot_q5_1_q8_1`], SIMD where available: exact block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both sides have as many blocks.
+    vec_dot_q5_1_q8_1 / vec_dot_q5_1_q8_1_at = vec_dot_q5_1_q8_1_impl,
+    BlockQ5_1, BlockQ8_1, legacy::vec_dot_q5_1_q8_1
+}
+
+dot! {
     /// [`legacy::vec_dot_q8_0_q8_0`], SIMD where available: exact block
     /// integer sums, f32 accumulation in another order (last-bit
     /// differences).
@@ -370,6 +403,28 @@ dot! {
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q8_0_q8_0 / vec_dot_q8_0_q8_0_at = vec_dot_q8_0_q8_0_impl,
     BlockQ8_0, BlockQ8_0, legacy::vec_dot_q8_0_q8_0
+}
+
+dot! {
+    /// [`kquants::vec_dot_q2_k_q8_k`], SIMD where available: exact block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both sides have as many blocks.
+    vec_dot_q2_k_q8_k / vec_dot_q2_k_q8_k_at = vec_dot_q2_k_q8_k_impl,
+    BlockQ2K, BlockQ8K, kquants::vec_dot_q2_k_q8_k
+}
+
+dot! {
+    /// [`kquants::vec_dot_q3_k_q8_k`], SIMD where available: exact block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both sides have as many blocks.
+    vec_dot_q3_k_q8_k / vec_dot_q3_k_q8_k_at = vec_dot_q3_k_q8_k_impl,
+    BlockQ3K, BlockQ8K, kquants::vec_dot_q3_k_q8_k
 }
 
 dot! {

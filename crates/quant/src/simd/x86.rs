@@ -22,22 +22,28 @@
 //!   the scalar code's, and f32 -> f16 rounds to nearest even in F16C as in
 //!   the scalar conversion. Non-finite inputs never reach these kernels (the
 //!   dispatcher hands them to the scalar code, which reports them).
-//! * The dot products compute each block's integer sum exactly, for any
-//!   block bytes: signed-by-signed products go through 16-bit lanes, or an
-//!   unsigned operand with a separate offset correction (llama.cpp's
-//!   `_mm256_sign_epi8` trick gets `x < 0, y = -128` wrong), and the Q4_K/Q5_K
-//!   mins meet the stored `bsums` in 32-bit sums (llama.cpp adds pairs of
-//!   them in 16 bits first). The f32 accumulation then follows llama.cpp's
-//!   AVX2 kernels (FMA, 8 lanes; four accumulators for Q4_0/Q8_0), not the
-//!   scalar order, so the result can differ from the scalar dot in the last
-//!   bits.
+//! * The dot products (Q4_0, Q5_0, Q8_0 x Q8_0; Q4_1, Q5_1 x Q8_1; Q2_K,
+//!   Q3_K, Q4_K, Q5_K, Q6_K x Q8_K) compute each block's integer sum
+//!   exactly, for any block bytes: signed-by-signed products go through
+//!   16-bit lanes, or an unsigned operand with a separate offset correction
+//!   (`(q - 8) y = q y - 8 y` for Q4_0, `- 16 y` for Q5_0, `- 32 y` for Q6_K,
+//!   `ql y - qh y`, `qh` = 4 where the high bit is clear, for Q3_K; llama.cpp's `_mm256_sign_epi8` trick, which
+//!   its Q5_0 kernel uses, gets `x < 0, y = -128` wrong), every `maddubs`
+//!   pair sum is bounded well inside i16 (at most `2 * 63 * 128`), and the
+//!   Q2_K/Q4_K/Q5_K mins meet the stored `bsums` in 32-bit sums (llama.cpp's
+//!   Q4_K/Q5_K add pairs of them in 16 bits first). The f32 accumulation
+//!   then follows llama.cpp's AVX2 kernels (FMA, 8 lanes; four accumulators
+//!   for the legacy types, whose Q4_1/Q5_1 `m * s` offsets are summed apart
+//!   and added at the end like llama.cpp's `summs`; the k-quant mins in
+//!   their own accumulator), not the scalar order, so the result can differ
+//!   from the scalar dot in the last bits.
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
-use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK8_0};
+use crate::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK8_0};
 
 // ------------------------------------------------------------------ helpers
 
@@ -717,17 +723,86 @@ fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m256, __m256)) ->
     hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
 }
 
+/// Sums `d * s + m * sy` over the blocks, `(d, s, m, sy) = f(x[i], y[i])`:
+/// the `d * s` terms as [`sum_blocks`] does, the offset terms `m * sy` (the
+/// same value in every lane) in four more accumulators, added once at the
+/// end as llama.cpp adds its scalar `summs`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_blocks_offset<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> [__m256; 4]) -> f32 {
+    let (x4, xr) = x.as_chunks::<4>();
+    let (y4, yr) = y.as_chunks::<4>();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [_mm256_setzero_ps(); 4];
+    for (xs, ys) in x4.iter().zip(y4) {
+        for (((a, am), bx), by) in acc.iter_mut().zip(&mut acc_m).zip(xs).zip(ys) {
+            let [d, s, m, sy] = f(bx, by);
+            *a = _mm256_fmadd_ps(d, s, *a);
+            *am = _mm256_fmadd_ps(m, sy, *am);
+        }
+    }
+    for (bx, by) in xr.iter().zip(yr) {
+        let [d, s, m, sy] = f(bx, by);
+        acc[0] = _mm256_fmadd_ps(d, s, acc[0]);
+        acc_m[0] = _mm256_fmadd_ps(m, sy, acc_m[0]);
+    }
+    let [a0, a1, a2, a3] = acc;
+    let [m0, m1, m2, m3] = acc_m;
+    let summs = _mm256_add_ps(_mm256_add_ps(m0, m1), _mm256_add_ps(m2, m3));
+    hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
+        + _mm256_cvtss_f32(summs)
+}
+
+/// The 32 quants of a legacy 4-bit block, in element order: the low
+/// nibbles of the 16 bytes, then the high ones (values 0..=15).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nibbles_x32(qs: &[u8; 16]) -> __m256i {
+    let q = load_u8x16(qs);
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(q), q),
+        _mm256_set1_epi8(0x0f),
+    )
+}
+
+/// The fifth bits of a legacy 5-bit block as 16 (bit set) or 0 per
+/// element, in element order (bit `i` of the little-endian `qh`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_high_x32(qh: &[u8; 4]) -> __m256i {
+    // Byte i takes qh byte i / 8 ...
+    let bytes = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(i32::from_le_bytes(*qh)),
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    // ... and is all ones after setting every bit but bit i % 8 exactly
+    // when that bit is set.
+    let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi8(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(16))
+}
+
+/// The eight exact partial sums of `q * y` for 32 unsigned quants `q`
+/// (0..=31) and 32 signed `y`: each `maddubs` pair sum is at most
+/// `2 * 31 * 128` in magnitude, within i16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_u8_i8_x32(q: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
+}
+
 /// One Q4_0 x Q8_0 block: the product of the scales (as the scalar code's,
 /// in every lane) and the eight exact partial integer sums as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_0_q8_0_block(bx: &BlockQ4_0, by: &BlockQ8_0) -> (__m256, __m256) {
     let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
-    let q = load_u8x16(&bx.qs);
-    let qx = _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16::<4>(q), q),
-        _mm256_set1_epi8(0x0f),
-    );
+    let qx = nibbles_x32(&bx.qs);
     let qy = load_i8x32(&by.qs);
     // (q - 8) * y = q * y - 8 * y, each pair sum within i16.
     let p = _mm256_sub_epi16(
@@ -767,6 +842,54 @@ pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 
             _mm256_cvtepi8_epi16(load_i8x16(&ys[1])),
         );
         (d, _mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1)))
+    })
+}
+
+/// Q4_1 x Q8_1: `d * sum(q * y) + m * s` per block.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    sum_blocks_offset(x, y, |bx, by| {
+        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+        let s = dot_u8_i8_x32(nibbles_x32(&bx.qs), load_i8x32(&by.qs));
+        [d, _mm256_cvtepi32_ps(s), h2f_x8(bx.m), h2f_x8(by.s)]
+    })
+}
+
+/// Q5_0 x Q8_0.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    sum_blocks(x, y, |bx, by| {
+        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+        let qx = _mm256_or_si256(nibbles_x32(&bx.qs), q5_high_x32(&bx.qh));
+        let qy = load_i8x32(&by.qs);
+        // (q - 16) * y = q * y - 16 * y, each pair sum within i16 (llama.cpp
+        // makes q - 16 signed and uses the sign trick, wrong for y = -128).
+        let p = _mm256_sub_epi16(
+            _mm256_maddubs_epi16(qx, qy),
+            _mm256_maddubs_epi16(_mm256_set1_epi8(16), qy),
+        );
+        let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+        (d, _mm256_cvtepi32_ps(s))
+    })
+}
+
+/// Q5_1 x Q8_1: `d * sum(q * y) + m * s` per block.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    sum_blocks_offset(x, y, |bx, by| {
+        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+        let qx = _mm256_or_si256(nibbles_x32(&bx.qs), q5_high_x32(&bx.qh));
+        let s = dot_u8_i8_x32(qx, load_i8x32(&by.qs));
+        [d, _mm256_cvtepi32_ps(s), h2f_x8(bx.m), h2f_x8(by.s)]
     })
 }
 
@@ -822,6 +945,137 @@ fn k4_block_setup(scales: &[u8; 12], dmin: __m256, yb: &BlockQ8K, acc_m: &mut __
 fn bcast_i16(v: __m256i, k: usize) -> __m256i {
     let b = (2 * k) as i16;
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(((b + 1) << 8) | b))
+}
+
+/// Broadcasts `i16` lane `k` (0..7) of each 128-bit lane over the low
+/// 128-bit lane and lane `k + 1` over the high one: the scales of the two
+/// 16-quant halves of a 32-quant vector, for the Q2_K/Q3_K dots (whose
+/// scales are per 16 quants).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bcast_i16_pair(v: __m256i, k: usize) -> __m256i {
+    let b = (2 * k) as i16;
+    let lo = _mm_set1_epi16(((b + 1) << 8) | b);
+    let hi = _mm_set1_epi16(((b + 3) << 8) | (b + 2));
+    _mm256_shuffle_epi8(v, _mm256_set_m128i(hi, lo))
+}
+
+/// `v`'s low or high eight `i16` (`HI` = 0 or 1) in both 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dup_half<const HI: i32>(v: __m256i) -> __m256i {
+    let h = _mm256_extracti128_si256::<HI>(v);
+    _mm256_set_m128i(h, h)
+}
+
+/// Q2_K x Q8_K.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
+        let dmin = _mm256_mul_ps(_mm256_set1_ps(-yb.d), h2f_x8(xb.dmin));
+        let mins_and_scales = load_u8x16(&xb.scales);
+        let scales = _mm256_cvtepu8_epi16(_mm_and_si128(mins_and_scales, m4));
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(mins_and_scales), m4));
+        // Each min against its group's stored sum, the products summed in
+        // pairs in 32 bits: exact for any `bsums`.
+        let prod = _mm256_madd_epi16(mins, load_i16x16(&yb.bsums));
+        acc_m = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc_m);
+        let scales = [dup_half::<0>(scales), dup_half::<1>(scales)];
+        let mut sumi = _mm256_setzero_si256();
+        let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(4);
+        for ((q2, q8), sc) in xb.qs.as_chunks::<32>().0.iter().zip(q8).zip(scales) {
+            let q2 = load_u8x32(q2);
+            let q = [
+                _mm256_and_si256(q2, m3),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(q2), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q2), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<6>(q2), m3),
+            ];
+            for (k, (q, q8)) in q.into_iter().zip(q8).enumerate() {
+                // 2-bit quants: each pair sum within 2 * 3 * 128.
+                let p = _mm256_maddubs_epi16(q, load_i8x32(q8));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16_pair(sc, 2 * k), p));
+            }
+        }
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32x8(acc) + hsum_f32x8(acc_m)
+}
+
+/// The sixteen Q3_K scales (6 bits, biased by 32) as `i8`, ggml's `aux`
+/// unpacking.
+#[inline]
+fn q3_k_scales(s: &[u8; 12]) -> [u8; 16] {
+    const KMASK1: u32 = 0x0303_0303;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    let a0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let a1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let a2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let words = [
+        (a0 & KMASK2) | ((a2 & KMASK1) << 4),
+        (a1 & KMASK2) | (((a2 >> 2) & KMASK1) << 4),
+        ((a0 >> 4) & KMASK2) | (((a2 >> 4) & KMASK1) << 4),
+        ((a1 >> 4) & KMASK2) | (((a2 >> 6) & KMASK1) << 4),
+    ];
+    let mut out = [0u8; 16];
+    for (o, w) in out.as_chunks_mut::<4>().0.iter_mut().zip(words) {
+        *o = w.to_le_bytes();
+    }
+    out
+}
+
+/// Q3_K x Q8_K.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    let zero = _mm256_setzero_si256();
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
+        // Scales - 32, in -32..=31.
+        let sc8 = _mm_sub_epi8(load_u8x16(&q3_k_scales(&xb.scales)), _mm_set1_epi8(32));
+        let scales = _mm256_cvtepi8_epi16(sc8);
+        let scales = [dup_half::<0>(scales), dup_half::<1>(scales)];
+        let hbits = load_u8x32(&xb.hmask);
+        let mut sumi = _mm256_setzero_si256();
+        let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(4);
+        let chunks = xb.qs.as_chunks::<32>().0.iter().zip(q8).zip(scales);
+        for (j, ((q3, q8), sc)) in chunks.enumerate() {
+            let q3 = load_u8x32(q3);
+            let ql = [
+                _mm256_and_si256(q3, m3),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(q3), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q3), m3),
+                _mm256_and_si256(_mm256_srli_epi16::<6>(q3), m3),
+            ];
+            for (k, (ql, q8)) in ql.into_iter().zip(q8).enumerate() {
+                // 4 where the high bit (hmask bit 4j + k) is clear: the quant
+                // is ql - qh in -4..=3.
+                let m = _mm256_set1_epi8((1u8 << (4 * j + k)) as i8);
+                let qh =
+                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m), zero), four);
+                let q8 = load_i8x32(q8);
+                // Both products unsigned x signed, pair sums within 2 * 4 * 128.
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(ql, q8), _mm256_maddubs_epi16(qh, q8));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16_pair(sc, 2 * k), p));
+            }
+        }
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32x8(acc)
 }
 
 /// Q4_K x Q8_K.
