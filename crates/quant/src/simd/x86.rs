@@ -24,19 +24,20 @@
 //!   dispatcher hands them to the scalar code, which reports them).
 //! * The dot products (Q4_0, Q5_0, Q8_0 x Q8_0; Q4_1, Q5_1 x Q8_1; Q2_K,
 //!   Q3_K, Q4_K, Q5_K, Q6_K x Q8_K) compute each block's integer sum
-//!   exactly, for any block bytes: signed-by-signed products go through
-//!   16-bit lanes, or an unsigned operand with a separate offset correction
-//!   (`(q - 8) y = q y - 8 y` for Q4_0, `- 16 y` for Q5_0, `- 32 y` for Q6_K,
-//!   `ql y - qh y`, `qh` = 4 where the high bit is clear, for Q3_K; llama.cpp's `_mm256_sign_epi8` trick, which
-//!   its Q5_0 kernel uses, gets `x < 0, y = -128` wrong), every `maddubs`
-//!   pair sum is bounded well inside i16 (at most `2 * 63 * 128`), and the
-//!   Q2_K/Q4_K/Q5_K mins meet the stored `bsums` in 32-bit sums (llama.cpp's
-//!   Q4_K/Q5_K add pairs of them in 16 bits first). The f32 accumulation
-//!   then follows llama.cpp's AVX2 kernels (FMA, 8 lanes; four accumulators
-//!   for the legacy types, whose Q4_1/Q5_1 `m * s` offsets are summed apart
-//!   and added at the end like llama.cpp's `summs`; the k-quant mins in
-//!   their own accumulator), not the scalar order, so the result can differ
-//!   from the scalar dot in the last bits.
+//!   exactly, for any block bytes. Signed-by-signed products go through
+//!   16-bit lanes, or an unsigned operand with a separate offset correction:
+//!   `(q - 8) y = q y - 8 y` for Q4_0, `- 32 y` for Q6_K, `nibble y - 16 y`
+//!   where the fifth bit is clear for Q5_0, `ql y - 4 y` where the high bit
+//!   is clear for Q3_K (llama.cpp's `_mm256_sign_epi8` trick, which its Q5_0
+//!   kernel uses, gets `x < 0, y = -128` wrong). Every `maddubs` pair sum
+//!   stays inside i16 (at most `2 * 63 * 128`). The Q2_K/Q4_K/Q5_K mins meet
+//!   the stored `bsums` in 32-bit sums (llama.cpp's Q4_K/Q5_K add pairs of
+//!   them in 16 bits first). The f32 accumulation then follows llama.cpp's
+//!   AVX2 kernels (FMA, 8 lanes), not the scalar order, so the result can
+//!   differ from the scalar dot in the last bits: the legacy types use four
+//!   accumulators, with the Q4_1/Q5_1 `m * s` offsets summed apart and added
+//!   at the end like llama.cpp's `summs`; the Q2_K/Q4_K/Q5_K mins have their
+//!   own accumulator.
 
 use std::arch::x86_64::*;
 
@@ -723,34 +724,43 @@ fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m256, __m256)) ->
     hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
 }
 
-/// Sums `d * s + m * sy` over the blocks, `(d, s, m, sy) = f(x[i], y[i])`:
-/// the `d * s` terms as [`sum_blocks`] does, the offset terms `m * sy` (the
-/// same value in every lane) in four more accumulators, added once at the
+/// Sums `d * s + ms` over the blocks, `(dm, s) = f(x[i], y[i])` with
+/// `dm = [d, ms, d, ms]`: the `d * s` terms as [`sum_blocks`] does, the
+/// offset terms `ms` (lane 1) in four more accumulators, added once at the
 /// end as llama.cpp adds its scalar `summs`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks_offset<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> [__m256; 4]) -> f32 {
+fn sum_blocks_offset<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m128, __m256)) -> f32 {
     let (x4, xr) = x.as_chunks::<4>();
     let (y4, yr) = y.as_chunks::<4>();
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_m = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [_mm_setzero_ps(); 4];
     for (xs, ys) in x4.iter().zip(y4) {
         for (((a, am), bx), by) in acc.iter_mut().zip(&mut acc_m).zip(xs).zip(ys) {
-            let [d, s, m, sy] = f(bx, by);
-            *a = _mm256_fmadd_ps(d, s, *a);
-            *am = _mm256_fmadd_ps(m, sy, *am);
+            let (dm, s) = f(bx, by);
+            *a = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), s, *a);
+            *am = _mm_add_ps(*am, dm);
         }
     }
     for (bx, by) in xr.iter().zip(yr) {
-        let [d, s, m, sy] = f(bx, by);
-        acc[0] = _mm256_fmadd_ps(d, s, acc[0]);
-        acc_m[0] = _mm256_fmadd_ps(m, sy, acc_m[0]);
+        let (dm, s) = f(bx, by);
+        acc[0] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), s, acc[0]);
+        acc_m[0] = _mm_add_ps(acc_m[0], dm);
     }
     let [a0, a1, a2, a3] = acc;
     let [m0, m1, m2, m3] = acc_m;
-    let summs = _mm256_add_ps(_mm256_add_ps(m0, m1), _mm256_add_ps(m2, m3));
+    let summs = _mm_add_ps(_mm_add_ps(m0, m1), _mm_add_ps(m2, m3));
     hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
-        + _mm256_cvtss_f32(summs)
+        + _mm_cvtss_f32(_mm_movehdup_ps(summs))
+}
+
+/// Two f16 (a block's scale and its offset or sum) -> `[a, b, a, b]` as f32
+/// through F16C (exact), one conversion for both.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn h2f_pair(a: f16, b: f16) -> __m128 {
+    let bits = u32::from(a.to_bits()) | (u32::from(b.to_bits()) << 16);
+    _mm_cvtph_ps(_mm_set1_epi32(bits as i32))
 }
 
 /// The 32 quants of a legacy 4-bit block, in element order: the low
@@ -765,11 +775,11 @@ fn nibbles_x32(qs: &[u8; 16]) -> __m256i {
     )
 }
 
-/// The fifth bits of a legacy 5-bit block as 16 (bit set) or 0 per
-/// element, in element order (bit `i` of the little-endian `qh`).
+/// The fifth bits of a legacy 5-bit block as all-ones (bit set) or zero
+/// bytes, in element order (bit `i` of the little-endian `qh`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_high_x32(qh: &[u8; 4]) -> __m256i {
+fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
     // Byte i takes qh byte i / 8 ...
     let bytes = _mm256_shuffle_epi8(
         _mm256_set1_epi32(i32::from_le_bytes(*qh)),
@@ -783,8 +793,18 @@ fn q5_high_x32(qh: &[u8; 4]) -> __m256i {
     // ... and is all ones after setting every bit but bit i % 8 exactly
     // when that bit is set.
     let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
-    let set = _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi8(-1));
-    _mm256_and_si256(set, _mm256_set1_epi8(16))
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi8(-1))
+}
+
+/// The product of two f16 scales (the scalar code's f32 product) in all
+/// eight lanes: both converted and multiplied in 128-bit lanes, then
+/// broadcast.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn h2f_product_x8(a: f16, b: f16) -> __m256 {
+    let a = _mm_cvtph_ps(_mm_set1_epi16(a.to_bits() as i16));
+    let b = _mm_cvtph_ps(_mm_set1_epi16(b.to_bits() as i16));
+    _mm256_broadcastss_ps(_mm_mul_ps(a, b))
 }
 
 /// The eight exact partial sums of `q * y` for 32 unsigned quants `q`
@@ -852,9 +872,10 @@ pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     sum_blocks_offset(x, y, |bx, by| {
-        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+        // [dx * dy, mx * sy, ..]: the scalar code's products.
+        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
         let s = dot_u8_i8_x32(nibbles_x32(&bx.qs), load_i8x32(&by.qs));
-        [d, _mm256_cvtepi32_ps(s), h2f_x8(bx.m), h2f_x8(by.s)]
+        (dm, _mm256_cvtepi32_ps(s))
     })
 }
 
@@ -864,16 +885,16 @@ pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let sixteen = _mm256_set1_epi8(16);
     sum_blocks(x, y, |bx, by| {
-        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
-        let qx = _mm256_or_si256(nibbles_x32(&bx.qs), q5_high_x32(&bx.qh));
+        let d = h2f_product_x8(bx.d, by.d);
+        // q - 16 = nibble - 16 where the fifth bit is clear.
+        let low = nibbles_x32(&bx.qs);
+        let off = _mm256_andnot_si256(q5_bits_x32(&bx.qh), sixteen);
         let qy = load_i8x32(&by.qs);
-        // (q - 16) * y = q * y - 16 * y, each pair sum within i16 (llama.cpp
-        // makes q - 16 signed and uses the sign trick, wrong for y = -128).
-        let p = _mm256_sub_epi16(
-            _mm256_maddubs_epi16(qx, qy),
-            _mm256_maddubs_epi16(_mm256_set1_epi8(16), qy),
-        );
+        // nibble * y - off * y, each pair sum within i16 (llama.cpp makes
+        // q - 16 signed and uses the sign trick, wrong for y = -128).
+        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(low, qy), _mm256_maddubs_epi16(off, qy));
         let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
         (d, _mm256_cvtepi32_ps(s))
     })
@@ -886,10 +907,12 @@ pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
     sum_blocks_offset(x, y, |bx, by| {
-        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
-        let qx = _mm256_or_si256(nibbles_x32(&bx.qs), q5_high_x32(&bx.qh));
+        // [dx * dy, mx * sy, ..]: the scalar code's products.
+        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
+        let high = _mm256_and_si256(q5_bits_x32(&bx.qh), _mm256_set1_epi8(16));
+        let qx = _mm256_or_si256(nibbles_x32(&bx.qs), high);
         let s = dot_u8_i8_x32(qx, load_i8x32(&by.qs));
-        [d, _mm256_cvtepi32_ps(s), h2f_x8(bx.m), h2f_x8(by.s)]
+        (dm, _mm256_cvtepi32_ps(s))
     })
 }
 
