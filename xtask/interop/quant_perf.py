@@ -6,7 +6,7 @@ installed, so the ggml shared libraries it built are there). Steps:
 1. Fetch the llama-cpp-python source distribution of the pinned version from
    PyPI (sha256 checked against PyPI's) and compile llama.cpp's tests/test-quantize-perf.cpp
    against the installed libggml*.so (the same ggml build the interop checks use).
-2. Run it per type (--op quantize_row_q_reference and dequantize_row_q, 4096
+2. Run it per type (--op quantize_row_q_reference, dequantize_row_q and vec_dot_q, 4096
    values, ITER iterations) and read its mean cycles per 32 values
    (GB/s of f32 data, 2^30 bytes, from the mean cycles per call; see run_llama).
 3. Run weightkit's `speed` example (the same input and statistic) and print one
@@ -81,7 +81,7 @@ def run_llama(exe):
     counter's rate, which the fast operations' two figures give."""
     cycles, gbs = {}, {}
     for t in TYPES:
-        for op in ["quantize_row_q_reference", "dequantize_row_q"]:
+        for op in ["quantize_row_q_reference", "dequantize_row_q", "vec_dot_q"]:
             text = subprocess.run([exe, "--type", t, "--op", op, "-i", str(ITER)], capture_output=True,
                                   text=True, check=True).stdout
             cycles[(t, op)] = float(re.search(r"avg cycles/32 vals\s*:\s*([0-9.]+)", text).group(1))
@@ -97,9 +97,9 @@ def run_ours(speed):
     out = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].lower() in [t.lower() for t in TYPES]:
+        if len(cells) == 5 and cells[0].lower() in [t.lower() for t in TYPES]:
             t = next(x for x in TYPES if x.lower() == cells[0].lower())
-            out[t] = (float(cells[1]), float(cells[2]), float(cells[3]))
+            out[t] = tuple(float(c) for c in cells[1:])
     return out
 
 
@@ -116,21 +116,22 @@ def main():
         for k, v in got.items():
             best_l[k] = max(best_l.get(k, 0.0), v)
         for k, v in run_ours(speed).items():
-            best_o[k] = tuple(max(a, b) for a, b in zip(best_o.get(k, (0.0, 0.0, 0.0)), v))
+            best_o[k] = tuple(max(a, b) for a, b in zip(best_o.get(k, (0.0,) * 4), v))
     print(f"llama.cpp {commit[:7]} test-quantize-perf (-i {ITER}, 4096 values, 1 thread) vs "
           f"weightkit speed example, best of {rounds} alternating rounds; GB/s of f32 data "
           f"(llama.cpp's from its mean cycles at a {rate / 1e9:.2f} GHz time-stamp counter)")
     print()
     print("| type | quantize: weightkit / llama.cpp | ratio | dequantize: weightkit / llama.cpp | ratio |"
-          " weightkit with imatrix |")
-    print("|---|---|---|---|---|---|")
+          " vec_dot: weightkit / llama.cpp | ratio | weightkit with imatrix |")
+    print("|---|---|---|---|---|---|---|---|")
+    ratio = lambda a, b: f"**{a / b:.2f}x**" if b > 0 else "n/a"
     for t in TYPES:
-        q, w, d = best_o[t]
+        q, w, d, v = best_o[t]
         lq = best_l[(t, "quantize_row_q_reference")]
         ld = best_l[(t, "dequantize_row_q")]
-        rq = f"**{q / lq:.2f}x**" if lq > 0 else "n/a"
-        rd = f"**{d / ld:.2f}x**" if ld > 0 else "n/a"
-        print(f"| {t} | {q:.3f} / {lq:.3f} | {rq} | {d:.2f} / {ld:.2f} | {rd} | {w:.3f} |")
+        lv = best_l[(t, "vec_dot_q")]
+        print(f"| {t} | {q:.3f} / {lq:.3f} | {ratio(q, lq)} | {d:.2f} / {ld:.2f} | {ratio(d, ld)} |"
+              f" {v:.1f} / {lv:.1f} | {ratio(v, lv)} | {w:.3f} |")
 
 
 if __name__ == "__main__":

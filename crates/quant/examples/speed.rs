@@ -1,5 +1,5 @@
-//! Single-thread speed of quantize (with and without an importance vector)
-//! and dequantize per type, measured the way llama.cpp's
+//! Single-thread speed of quantize (with and without an importance vector),
+//! dequantize and vec_dot (against the partner type) per type, measured the way llama.cpp's
 //! `tests/test-quantize-perf` measures it: one row of 4096 values of
 //! `0.1 + 2*cos(i)`, a warm-up, then the mean over many calls, in GB/s of
 //! f32 data (2^30 bytes). `cargo xtask quant-perf` runs this next to
@@ -10,9 +10,11 @@
 use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
-use weightkit_quant::{QuantError, dequantize, quantize_into, row_size};
+use weightkit_quant::{
+    QuantError, dequantize, quantize, quantize_into, row_size, vec_dot, vec_dot_type,
+};
 
-/// Calls `f` until `budget` has passed (at least 20 times, after 5 warm-up
+/// Calls `f` until `budget` has passed (at least 32 times, after 5 warm-up
 /// calls) and returns the mean seconds per call.
 fn mean_secs(
     budget: Duration,
@@ -23,9 +25,13 @@ fn mean_secs(
     }
     let start = Instant::now();
     let mut calls = 0u32;
-    while calls < 20 || start.elapsed() < budget {
-        f()?;
-        calls += 1;
+    // Batches of 32 calls between clock reads: a read costs about as much
+    // as a short call (a 4096-value dot product takes ~0.1 us).
+    while calls < 32 || start.elapsed() < budget {
+        for _ in 0..32 {
+            f()?;
+        }
+        calls += 32;
     }
     Ok(start.elapsed().as_secs_f64() / f64::from(calls))
 }
@@ -66,8 +72,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let budget = Duration::from_millis(300);
     let gb = (n * 4) as f64 / f64::from(1u32 << 30);
-    println!("| type | quantize GB/s | with imatrix GB/s | dequantize GB/s |");
-    println!("|---|---|---|---|");
+    // The dot product's other operand, as test-quantize-perf makes it.
+    let other: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
+    println!("| type | quantize GB/s | with imatrix GB/s | dequantize GB/s | vec_dot GB/s |");
+    println!("|---|---|---|---|---|");
     for dtype in types {
         let mut q = vec![0u8; row_size(dtype, n)?];
         let tq = mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?;
@@ -76,12 +84,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
         let mut y = vec![0f32; n];
         let td = mean_secs(budget, || dequantize(dtype, &q, &mut y))?;
+        quantize_into(dtype, &x, n, None, &mut q)?;
+        let partner = vec_dot_type(dtype).ok_or("no dot product")?;
+        let p = quantize(partner, &other, n, None)?;
+        let tv = mean_secs(budget, || vec_dot(dtype, &q, &p).map(|_| ()))?;
         println!(
-            "| {} | {:.3} | {:.3} | {:.2} |",
+            "| {} | {:.3} | {:.3} | {:.2} | {:.2} |",
             dtype.name(),
             gb / tq,
             gb / tw,
-            gb / td
+            gb / td,
+            gb / tv
         );
     }
     Ok(())
