@@ -154,4 +154,58 @@ pub enum LoraError {
         #[source]
         source: weightkit_core::CoreError,
     },
+    /// A tensor quantization or dequantization failed.
+    #[error("tensor `{name}`: quantization failed")]
+    Quant {
+        /// The tensor.
+        name: String,
+        /// Why.
+        #[source]
+        source: weightkit_quant::QuantError,
+    },
+    /// Reading or writing a GGUF file failed.
+    #[error("{path}: GGUF")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: weightkit_gguf::Error,
+    },
+    /// The architecture tables (names, q/k permutation, config) refused.
+    #[error("base model architecture")]
+    Arch(#[source] weightkit_io::arch::ArchError),
+    /// A tensor that a llama.cpp GGUF LoRA adapter cannot hold (or, on
+    /// import, a GGUF tensor that is not a LoRA factor).
+    #[error("tensor `{tensor}`: not supported in a llama.cpp GGUF LoRA adapter: {reason}")]
+    GgufUnsupported {
+        /// The PEFT key or GGUF tensor name.
+        tensor: String,
+        /// Why.
+        reason: String,
+    },
+    /// A GGUF adapter's metadata key is missing or wrong.
+    #[error("GGUF adapter metadata `{key}`: {message}")]
+    GgufMetadata {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A GGUF adapter's `lora_a` and `lora_b` disagree on the rank.
+    #[error("GGUF adapter tensor `{tensor}`: rank mismatch (lora_a has {a}, lora_b has {b})")]
+    GgufRankMismatch {
+        /// The GGUF base tensor.
+        tensor: String,
+        /// The rank of `lora_a`.
+        a: usize,
+        /// The rank of `lora_b`.
+        b: usize,
+    },
+    /// Importing the q/k factors of a `llama` adapter needs the base
+    /// model's head counts (the GGUF adapter does not record them).
+    #[error(
+        "GGUF adapter tensor `{0}` is rope-permuted: the base model's config is needed to undo it"
+    )]
+    NeedsBaseConfig(String),
 }

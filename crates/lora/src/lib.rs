@@ -4,10 +4,15 @@
 
 pub mod adapter;
 mod error;
+pub mod gguf;
 pub mod merge;
 
 pub use adapter::{Adapter, AdapterConfig, LoraModule, PeftTensor, TargetModules};
 pub use error::{BoxError, LoraError};
+pub use gguf::{
+    GgufAdapter, GgufExportOptions, GgufModule, GgufOutType, adapter_from_gguf, base_config,
+    export_gguf, export_gguf_tensors, import_gguf,
+};
 pub use merge::{
     MergeOptions, MergeReport, apply_bias, apply_module, apply_module_in_place, merge_into,
     merge_lora, unmerge_into, unmerge_lora,
