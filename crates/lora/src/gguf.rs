@@ -131,7 +131,8 @@ pub struct GgufModule {
     /// PEFT's scaling for the module.
     pub scaling: f64,
     /// What `lora_b` was multiplied by: `scaling / llama_cpp_scale`
-    /// (1 where llama.cpp's `alpha / rank` is already PEFT's scaling).
+    /// (exactly 1 where llama.cpp's f32 `alpha / rank` is PEFT's scaling
+    /// rounded to f32).
     pub factor: f64,
 }
 
@@ -274,7 +275,15 @@ pub fn export_gguf_tensors(
             ));
         }
         let rank = m.rank;
-        let factor = m.scaling / f64::from(llama_cpp_scale(alpha, rank));
+        let llama_scale = llama_cpp_scale(alpha, rank);
+        // Where PEFT's scaling rounds to llama.cpp's f32 scale the two agree
+        // (16 / 12 in f64 and in f32 differ by less than an f32 ulp): the
+        // factors stay as they are, exactly as the converter writes them.
+        let factor = if m.scaling as f32 == llama_scale {
+            1.0
+        } else {
+            m.scaling / f64::from(llama_scale)
+        };
         if !factor.is_finite() {
             return Err(unsupported(
                 &m.target,
