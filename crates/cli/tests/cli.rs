@@ -2324,3 +2324,192 @@ fn adapter_inspect_human_and_errors() {
     let err = run_err(&["adapter", "inspect", &format!("{ROOT}/testdata/tiny-llama")]);
     assert!(err.contains("adapter_config.json"), "{err}");
 }
+
+// ---- adapter export-gguf / import-gguf (llama.cpp's convert_lora_to_gguf.py fixtures) ----
+
+/// The tensor data section of a GGUF file (everything after the header).
+fn gguf_data(path: &Path) -> Vec<u8> {
+    let f = weightkit_gguf::GgufFile::open(path).unwrap();
+    f.bytes()[f.header().data_offset()..].to_vec()
+}
+
+#[test]
+fn adapter_export_gguf_matches_llama_cpp_converter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf_dir = PathBuf::from(format!("{ROOT}/testdata/lora/gguf"));
+    // --base as a directory and as its config.json; f32 and q8_0 as
+    // convert_lora_to_gguf.py's --outtype.
+    for (base, outtype) in [
+        (LLAMA_DIR.to_owned(), "f32"),
+        (format!("{LLAMA_DIR}/config.json"), "q8_0"),
+    ] {
+        let out = tmp.path().join(format!("basic-{outtype}.gguf"));
+        let text = run_ok(&[
+            "adapter",
+            "export-gguf",
+            &lora_dir("basic"),
+            "--base",
+            &base,
+            "-o",
+            path_str(&out),
+            "--outtype",
+            outtype,
+        ]);
+        assert!(
+            text.starts_with(&format!(
+                "wrote {} (14 modules, 28 tensors, {outtype}, alpha 16)",
+                out.display()
+            )),
+            "{text}"
+        );
+        let theirs = gguf_dir.join(format!("basic-{outtype}.gguf"));
+        assert!(gguf_data(&out) == gguf_data(&theirs), "{outtype}");
+        let ours = weightkit_gguf::GgufFile::open(&out).unwrap();
+        let reference = weightkit_gguf::GgufFile::open(&theirs).unwrap();
+        assert_eq!(ours.tensors(), reference.tensors());
+        for key in [
+            "general.architecture",
+            "general.type",
+            "adapter.type",
+            "adapter.lora.alpha",
+        ] {
+            assert_eq!(ours.get(key), reference.get(key), "{key}");
+        }
+    }
+    // rsLoRA: PEFT's scaling 8 / sqrt(4) = 4 is llama.cpp's 8 / 4 times 2.
+    let out = tmp.path().join("rslora.gguf");
+    let text = run_ok(&[
+        "adapter",
+        "export-gguf",
+        &lora_dir("rslora"),
+        "--base",
+        LLAMA_DIR,
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(text.contains("lora_b carries the ratio"), "{text}");
+    assert!(
+        text.contains("blk.0.attn_q.weight  rank 4  scaling 4  lora_b x 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn adapter_import_gguf_then_merge_matches_peft() {
+    // llama.cpp's own files, imported and merged, give PEFT's merged model.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("merged.safetensors");
+    let reference = PathBuf::from(lora_dir("basic")).join("merged_reference.safetensors");
+    // Q8_0 (and F16 fallback) factors carry their rounding into the delta.
+    for (outtype, tol) in [("f32", 1e-6), ("q8_0", 1e-2)] {
+        let dir = tmp.path().join(format!("imported-{outtype}"));
+        let text = run_ok(&[
+            "adapter",
+            "import-gguf",
+            &format!("{ROOT}/testdata/lora/gguf/basic-{outtype}.gguf"),
+            "--base",
+            LLAMA_DIR,
+            "-o",
+            path_str(&dir),
+        ]);
+        assert!(text.contains("(14 modules, r 8, lora_alpha 16)"), "{text}");
+        run_ok(&["merge", LLAMA_DIR, path_str(&dir), "-o", path_str(&out)]);
+        let rel = max_rel_diff(&out, &reference);
+        assert!(rel <= tol, "{outtype}: relative difference {rel:e}");
+    }
+    // Exported by us, imported back, merged: PEFT's merge to f32 rounding.
+    let gguf = tmp.path().join("rank-pattern.gguf");
+    run_ok(&[
+        "adapter",
+        "export-gguf",
+        &lora_dir("rank-pattern"),
+        "--base",
+        LLAMA_DIR,
+        "-o",
+        path_str(&gguf),
+    ]);
+    let dir = tmp.path().join("rank-pattern");
+    let text = run_ok(&[
+        "adapter",
+        "import-gguf",
+        path_str(&gguf),
+        "--base",
+        LLAMA_DIR,
+        "-o",
+        path_str(&dir),
+    ]);
+    assert!(text.contains("rank_pattern entries"), "{text}");
+    run_ok(&["merge", LLAMA_DIR, path_str(&dir), "-o", path_str(&out)]);
+    let reference = PathBuf::from(lora_dir("rank-pattern")).join("merged_reference.safetensors");
+    let rel = max_rel_diff(&out, &reference);
+    assert!(rel <= 1e-6, "relative difference {rel:e}");
+}
+
+#[test]
+fn adapter_gguf_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("x.gguf");
+    // DoRA has no llama.cpp equivalent; the error names the tensor.
+    let err = run_err(&[
+        "adapter",
+        "export-gguf",
+        &lora_dir("dora"),
+        "--base",
+        LLAMA_DIR,
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(
+        err.contains("lora_magnitude_vector") && err.contains("DoRA"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // An architecture without tables.
+    let err = run_err(&[
+        "adapter",
+        "export-gguf",
+        &lora_dir("gpt2-fan-in-fan-out"),
+        "--base",
+        &format!("{ROOT}/testdata/gpt2-base"),
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(
+        err.contains("unsupported architecture \"GPT2LMHeadModel\""),
+        "{err}"
+    );
+    // q/k factors cannot be un-permuted without the head counts.
+    let err = run_err(&[
+        "adapter",
+        "import-gguf",
+        &format!("{ROOT}/testdata/lora/gguf/basic-f32.gguf"),
+        "-o",
+        path_str(&tmp.path().join("a")),
+    ]);
+    assert!(
+        err.contains("rope-permuted") && err.contains("--base"),
+        "{err}"
+    );
+    // Not an adapter.
+    let err = run_err(&[
+        "adapter",
+        "import-gguf",
+        &format!("{GGUF_DIR}/{}", first_gguf_fixture()),
+        "--base",
+        LLAMA_DIR,
+        "-o",
+        path_str(&tmp.path().join("b")),
+    ]);
+    assert!(err.contains("general.type"), "{err}");
+}
+
+/// A GGUF model file from testdata/gguf (not an adapter).
+fn first_gguf_fixture() -> String {
+    let mut names: Vec<String> = std::fs::read_dir(GGUF_DIR)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".gguf"))
+        .collect();
+    names.sort();
+    names.remove(0)
+}

@@ -3,13 +3,19 @@
 //! `adapter inspect` loads the adapter through `weightkit-lora` (so what it
 //! shows is what a merge would apply: ranks and scalings after
 //! `rank_pattern` / `alpha_pattern` and rsLoRA) and prints a summary or
-//! `--json`.
+//! `--json`. `adapter export-gguf` writes an adapter as llama.cpp's GGUF
+//! LoRA adapter (`convert_lora_to_gguf.py`'s layout, with PEFT's per-module
+//! scaling folded in) and `adapter import-gguf` reads one back into a PEFT
+//! directory, both through `weightkit-lora`'s `gguf` module.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use weightkit_lora::{Adapter, TargetModules};
+use weightkit_lora::{
+    Adapter, GgufExportOptions, GgufOutType, LoraError, TargetModules, base_config, export_gguf,
+    import_gguf,
+};
 
 use super::merge::load_adapter;
 use crate::error::CliError;
@@ -22,6 +28,90 @@ pub(crate) enum AdapterCommand {
     /// scaling
     #[command(long_about = INSPECT_LONG_ABOUT)]
     Inspect(InspectArgs),
+    /// Write a PEFT adapter as a llama.cpp GGUF LoRA adapter (for
+    /// llama.cpp's --lora)
+    #[command(name = "export-gguf", long_about = EXPORT_LONG_ABOUT)]
+    ExportGguf(ExportGgufArgs),
+    /// Read a llama.cpp GGUF LoRA adapter back into a PEFT adapter directory
+    #[command(name = "import-gguf", long_about = IMPORT_LONG_ABOUT)]
+    ImportGguf(ImportGgufArgs),
+}
+
+const EXPORT_LONG_ABOUT: &str = "\
+Write a PEFT LoRA adapter directory as a llama.cpp GGUF LoRA adapter, laid \
+out as llama.cpp's convert_lora_to_gguf.py lays it out: general.type \
+adapter, adapter.type lora, adapter.lora.alpha, the base's \
+general.architecture, and per adapted tensor <gguf name>.lora_a / .lora_b \
+(q/k lora_b rows permuted for ggml's rope, as the model converter permutes \
+the weights). llama.cpp scales every module by alpha / rank; where PEFT's \
+scaling differs (use_rslora, rank_pattern, alpha_pattern, which the \
+converter ignores) the ratio is folded into lora_b, so llama.cpp applies \
+exactly PEFT's delta. DoRA, lora_bias, modules_to_save and trained biases \
+have no llama.cpp equivalent and are refused, naming the tensor.
+--base is the base model's directory (its config.json), a config.json, or \
+the base's GGUF file: only its architecture and head counts are read.";
+
+const IMPORT_LONG_ABOUT: &str = "\
+Read a llama.cpp GGUF LoRA adapter (general.type adapter, adapter.type \
+lora) into a PEFT adapter directory (adapter_config.json and \
+adapter_model.safetensors, f32) that `weightkit merge` and PEFT load: GGUF \
+names become Hugging Face module names, the rope permutation of q/k lora_b \
+is undone, lora_alpha is the file's alpha, r the most common rank and \
+rank_pattern the others, so PEFT's alpha / r is llama.cpp's scale for every \
+module. Quantized (Q8_0 ...) factors are dequantized.
+--base (the base model's directory, config.json or GGUF file) is needed \
+for `llama` adapters that adapt q or k: the permutation depends on the head \
+counts, which the adapter file does not record.";
+
+/// Arguments of `weightkit adapter export-gguf`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  weightkit adapter export-gguf my-adapter --base path/to/hf-model -o my-adapter.gguf
+  weightkit adapter export-gguf my-adapter --base model-f16.gguf -o a.gguf --outtype q8_0
+  llama-cli -m model-f16.gguf --lora my-adapter.gguf")]
+pub(crate) struct ExportGgufArgs {
+    /// The PEFT adapter directory
+    #[arg(value_name = "ADAPTER_DIR")]
+    dir: PathBuf,
+
+    /// The base model: its directory, config.json, or GGUF file
+    #[arg(long, value_name = "BASE_DIR_OR_CONFIG")]
+    base: PathBuf,
+
+    /// The GGUF file to write
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+
+    /// Tensor type, as convert_lora_to_gguf.py's --outtype (q8_0 falls back
+    /// to f16 for rows that are not a multiple of 32)
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16", "q8_0"])]
+    outtype: String,
+
+    /// general.name to write (omitted by default)
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+}
+
+/// Arguments of `weightkit adapter import-gguf`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  weightkit adapter import-gguf my-adapter.gguf --base path/to/hf-model -o my-adapter
+  weightkit merge path/to/hf-model my-adapter -o merged.safetensors")]
+pub(crate) struct ImportGgufArgs {
+    /// The GGUF LoRA adapter
+    #[arg(value_name = "IN")]
+    input: PathBuf,
+
+    /// The adapter directory to write (created if missing)
+    #[arg(short, long, value_name = "ADAPTER_DIR")]
+    output: PathBuf,
+
+    /// The base model: its directory, config.json, or GGUF file (needed to
+    /// undo the q/k permutation of `llama` adapters)
+    #[arg(long, value_name = "BASE_DIR_OR_CONFIG")]
+    base: Option<PathBuf>,
 }
 
 const INSPECT_LONG_ABOUT: &str = "\
@@ -53,7 +143,124 @@ pub(crate) struct InspectArgs {
 pub(crate) fn run(command: &AdapterCommand) -> Result<(), CliError> {
     match command {
         AdapterCommand::Inspect(args) => inspect(args),
+        AdapterCommand::ExportGguf(args) => export(args),
+        AdapterCommand::ImportGguf(args) => import(args),
     }
+}
+
+fn run_err(what: String, e: LoraError) -> CliError {
+    CliError::Run {
+        what: Some(what),
+        source: Box::new(e),
+        hint: None,
+    }
+}
+
+fn load_base(path: &Path) -> Result<weightkit_io::arch::ModelConfig, CliError> {
+    base_config(path).map_err(|e| CliError::Run {
+        what: Some(format!(
+            "cannot read the base model config {}",
+            path.display()
+        )),
+        source: Box::new(e),
+        hint: Some(
+            "--base is a Hugging Face model directory (with config.json), a config.json, or \
+             a GGUF model file",
+        ),
+    })
+}
+
+fn export(args: &ExportGgufArgs) -> Result<(), CliError> {
+    let adapter = load_adapter(&args.dir)?;
+    let base = load_base(&args.base)?;
+    if args.output.is_dir() {
+        return Err(CliError::Usage(format!(
+            "{} is a directory; -o names the GGUF file to write",
+            args.output.display()
+        )));
+    }
+    let out_type = GgufOutType::from_name(&args.outtype)
+        .ok_or_else(|| CliError::Usage(format!("unknown --outtype {:?}", args.outtype)))?;
+    let opts = GgufExportOptions {
+        out_type,
+        name: args.name.clone(),
+    };
+    let modules = export_gguf(&adapter, &base, &args.output, &opts).map_err(|e| {
+        run_err(
+            format!(
+                "cannot export {} as a GGUF LoRA adapter",
+                args.dir.display()
+            ),
+            e,
+        )
+    })?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "wrote {} ({} modules, {} tensors, {}, alpha {})",
+        args.output.display(),
+        modules.len(),
+        modules.len() * 2,
+        out_type.name(),
+        short(adapter.config().lora_alpha)
+    )?;
+    let folded: Vec<_> = modules.iter().filter(|m| m.factor != 1.0).collect();
+    if !folded.is_empty() {
+        writeln!(
+            out,
+            "  PEFT's scaling differs from llama.cpp's alpha / rank for {} modules; \
+             lora_b carries the ratio:",
+            folded.len()
+        )?;
+        for m in folded {
+            writeln!(
+                out,
+                "    {}  rank {}  scaling {}  lora_b x {}",
+                m.tensor,
+                m.rank,
+                short(m.scaling),
+                short(m.factor)
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn import(args: &ImportGgufArgs) -> Result<(), CliError> {
+    let base = args.base.as_deref().map(load_base).transpose()?;
+    let adapter = import_gguf(&args.input, base.as_ref()).map_err(|e| {
+        let hint = matches!(e, LoraError::NeedsBaseConfig(_))
+            .then_some("pass --base with the base model's directory, config.json or GGUF file");
+        CliError::Run {
+            what: Some(format!(
+                "cannot import {} as a GGUF LoRA adapter",
+                args.input.display()
+            )),
+            source: Box::new(e),
+            hint,
+        }
+    })?;
+    adapter
+        .save(&args.output)
+        .map_err(|e| run_err(format!("cannot write {}", args.output.display()), e))?;
+    let c = adapter.config();
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "wrote {} ({} modules, r {}, lora_alpha {}{})",
+        args.output.display(),
+        adapter.modules().len(),
+        c.r,
+        short(c.lora_alpha),
+        if c.rank_pattern.0.is_empty() {
+            String::new()
+        } else {
+            format!(", {} rank_pattern entries", c.rank_pattern.0.len())
+        }
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Six decimals at most, trailing zeros dropped (`2`, `0.625`, `1.333333`).
