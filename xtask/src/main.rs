@@ -39,10 +39,19 @@ commands:
             ~20 minutes) and compares logits with transformers'; and
             re-saves PEFT adapters with weightkit (testdata/lora basic,
             rank-pattern, dora, and basic as a bf16 adapter_model.bin) and
-            checks PEFT gives the same logits with the copies
+            checks PEFT gives the same logits with the copies; and runs
+            weightkit's GGUF LoRA adapters (basic, rslora) on the F32 GGUF
+            in llama.cpp against the merged model (see interop gguf-lora)
   interop lora
-            only the last check (PEFT loads re-saved adapters), with the
-            packages already in target/interop-venv (no pip, no llama.cpp)
+            only the PEFT re-save check, with the packages already in
+            target/interop-venv (no pip, no llama.cpp)
+  interop gguf-lora
+            only the GGUF LoRA check, with the packages already in
+            target/interop-venv: `weightkit adapter export-gguf` of
+            testdata/lora basic and rslora, applied by llama.cpp to the tiny
+            Llama's F32 GGUF (lora_path), must give the logits of the merged
+            model (`weightkit merge` then `weightkit convert`) within 1e-3;
+            llama.cpp's converter's own rslora file is shown to be off
   quant-perf
             quantization speed against llama.cpp on this machine (slow, not
             in CI): compiles llama.cpp's tests/test-quantize-perf.cpp from the
@@ -115,6 +124,7 @@ fn main() -> ExitCode {
         Some("fixtures") if args.len() == 1 => fixtures(),
         Some("interop") if args.len() == 1 => interop(),
         Some("interop") if args.len() == 2 && args[1] == "lora" => interop_lora(),
+        Some("interop") if args.len() == 2 && args[1] == "gguf-lora" => interop_gguf_lora(),
         Some("quant-perf") if args.len() == 1 => quant_perf(),
         Some(cmd @ ("ci" | "fmt" | "fixtures" | "interop" | "quant-perf")) => Err(Failure::Usage(
             format!("`{cmd}` takes no arguments, got `{}`", args[1..].join(" ")),
@@ -217,12 +227,12 @@ fn interop() -> Result<(), Failure> {
         &["xtask/interop/make_lora_bias_fixture.py", "target/interop"],
     )?;
     llama_cpp(&root, &py)?;
-    lora_resave(&root, &py)
+    lora_resave(&root, &py)?;
+    gguf_lora(&root, &py)
 }
 
-/// `cargo xtask interop lora`: [`lora_resave`] with the venv as it is.
-fn interop_lora() -> Result<(), Failure> {
-    let root = workspace_root();
+/// The interop venv's python, which `cargo xtask interop` creates.
+fn existing_venv_python(root: &Path) -> Result<String, Failure> {
     let python = root.join("target/interop-venv/bin/python");
     if !python.exists() {
         return Err(Failure::Step(format!(
@@ -230,7 +240,101 @@ fn interop_lora() -> Result<(), Failure> {
             python.display()
         )));
     }
-    lora_resave(&root, &python.to_string_lossy())
+    Ok(python.to_string_lossy().into_owned())
+}
+
+/// `cargo xtask interop lora`: [`lora_resave`] with the venv as it is.
+fn interop_lora() -> Result<(), Failure> {
+    let root = workspace_root();
+    lora_resave(&root, &existing_venv_python(&root)?)
+}
+
+/// `cargo xtask interop gguf-lora`: [`gguf_lora`] with the venv as it is.
+fn interop_gguf_lora() -> Result<(), Failure> {
+    let root = workspace_root();
+    gguf_lora(&root, &existing_venv_python(&root)?)
+}
+
+/// Copies the tiny Llama (F32 safetensors) and a Llama-3 tokenizer into
+/// `model` (llama.cpp needs a vocabulary to run it), leaving out
+/// `model.safetensors` when `weights` is false.
+fn tiny_llama_dir(root: &Path, model: &Path, weights: bool) -> Result<(), Failure> {
+    let io = |e: std::io::Error| Failure::Step(format!("{}: {e}", model.display()));
+    std::fs::create_dir_all(model).map_err(io)?;
+    for from in [
+        "testdata/tiny-llama/safetensors-f32",
+        "testdata/arch/tok-llama3",
+    ] {
+        for entry in std::fs::read_dir(root.join(from)).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            if !weights && entry.file_name() == "model.safetensors" {
+                continue;
+            }
+            std::fs::copy(entry.path(), model.join(entry.file_name())).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Exports PEFT adapters with `weightkit adapter export-gguf`, runs them
+/// in llama.cpp on the tiny Llama's F32 GGUF and compares with the model
+/// merged by `weightkit merge` and converted by `weightkit convert`.
+fn gguf_lora(root: &Path, py: &str) -> Result<(), Failure> {
+    let dir = root.join("target/interop/gguf-lora");
+    let io = |e: std::io::Error| Failure::Step(format!("{}: {e}", dir.display()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+    }
+    let model = dir.join("model");
+    tiny_llama_dir(root, &model, true)?;
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let cli = ["run", "--quiet", "--release", "-p", "weightkit-cli", "--"];
+    let convert = |from: PathBuf, to: PathBuf| {
+        run_cargo(&[&cli[..], &["convert", &s(from), &s(to)]].concat())
+    };
+    convert(model.clone(), dir.join("base.gguf"))?;
+    for name in ["basic", "rslora"] {
+        let adapter = s(root.join("testdata/lora").join(name));
+        run_cargo(
+            &[
+                &cli[..],
+                &[
+                    "adapter",
+                    "export-gguf",
+                    &adapter,
+                    "--base",
+                    &s(model.clone()),
+                    "-o",
+                    &s(dir.join(format!("{name}.gguf"))),
+                ],
+            ]
+            .concat(),
+        )?;
+        let merged = dir.join(format!("merged-{name}"));
+        tiny_llama_dir(root, &merged, false)?;
+        run_cargo(
+            &[
+                &cli[..],
+                &[
+                    "merge",
+                    &s(model.clone()),
+                    &adapter,
+                    "-o",
+                    &s(merged.join("model.safetensors")),
+                ],
+            ]
+            .concat(),
+        )?;
+        convert(merged, dir.join(format!("merged-{name}.gguf")))?;
+    }
+    run(
+        py,
+        &[
+            "xtask/interop/check_gguf_lora.py",
+            &s(dir),
+            "testdata/lora/gguf/rslora-f32.gguf",
+        ],
+    )
 }
 
 /// Re-saves PEFT adapters with weightkit's `Adapter::save` (the
@@ -309,16 +413,7 @@ fn llama_cpp(root: &Path, py: &str) -> Result<(), Failure> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io)?;
     }
-    std::fs::create_dir_all(&model).map_err(io)?;
-    for from in [
-        "testdata/tiny-llama/safetensors-f32",
-        "testdata/arch/tok-llama3",
-    ] {
-        for entry in std::fs::read_dir(root.join(from)).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            std::fs::copy(entry.path(), model.join(entry.file_name())).map_err(io)?;
-        }
-    }
+    tiny_llama_dir(root, &model, true)?;
     let s = |p: PathBuf| p.to_string_lossy().into_owned();
     let cli = ["run", "--quiet", "--release", "-p", "weightkit-cli", "--"];
     let f32_gguf = s(dir.join("f32.gguf"));
