@@ -40,6 +40,7 @@
 //!   own accumulator.
 
 use std::arch::x86_64::*;
+use std::sync::OnceLock;
 
 use half::f16;
 
@@ -124,6 +125,27 @@ fn store_i8x32(out: &mut [i8; 32], v: __m256i) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn h2f_x8(h: f16) -> __m256 {
     _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16))
+}
+
+/// Every f16 bit pattern's f32 value (exact), ggml's `ggml_table_f32_f16`:
+/// the legacy dot products read their two per-block scales here, two loads
+/// in place of two vector conversions, as llama.cpp's x86 build does.
+fn f16_table() -> &'static [f32; 1 << 16] {
+    static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0f32; 1 << 16]);
+        for (bits, v) in (0..=u16::MAX).zip(t.iter_mut()) {
+            *v = f16::from_bits(bits).to_f32();
+        }
+        t
+    })
+}
+
+/// `h` as f32 through [`f16_table`] (exact; no bounds check, as every `u16`
+/// indexes the table).
+#[inline(always)]
+fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
+    table[usize::from(h.to_bits())]
 }
 
 /// f32 -> f16 through F16C, rounding to nearest even: the scalar
@@ -706,19 +728,19 @@ pub(crate) unsafe fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
 /// (a legacy block's own work is only a few cycles).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m256, __m256)) -> f32 {
+fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f32 {
     let (x4, xr) = x.as_chunks::<4>();
     let (y4, yr) = y.as_chunks::<4>();
     let mut acc = [_mm256_setzero_ps(); 4];
     for (xs, ys) in x4.iter().zip(y4) {
         for ((a, bx), by) in acc.iter_mut().zip(xs).zip(ys) {
             let (d, s) = f(bx, by);
-            *a = _mm256_fmadd_ps(d, s, *a);
+            *a = _mm256_fmadd_ps(_mm256_set1_ps(d), s, *a);
         }
     }
     for (bx, by) in xr.iter().zip(yr) {
         let (d, s) = f(bx, by);
-        acc[0] = _mm256_fmadd_ps(d, s, acc[0]);
+        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc[0]);
     }
     let [a0, a1, a2, a3] = acc;
     hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
@@ -796,17 +818,6 @@ fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
     _mm256_cmpeq_epi8(_mm256_or_si256(bytes, others), _mm256_set1_epi8(-1))
 }
 
-/// The product of two f16 scales (the scalar code's f32 product) in all
-/// eight lanes: both converted and multiplied in 128-bit lanes, then
-/// broadcast.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn h2f_product_x8(a: f16, b: f16) -> __m256 {
-    let a = _mm_cvtph_ps(_mm_set1_epi16(a.to_bits() as i16));
-    let b = _mm_cvtph_ps(_mm_set1_epi16(b.to_bits() as i16));
-    _mm256_broadcastss_ps(_mm_mul_ps(a, b))
-}
-
 /// The eight exact partial sums of `q * y` for 32 unsigned quants `q`
 /// (0..=31) and 32 signed `y`: each `maddubs` pair sum is at most
 /// `2 * 31 * 128` in magnitude, within i16.
@@ -820,8 +831,8 @@ fn dot_u8_i8_x32(q: __m256i, y: __m256i) -> __m256i {
 /// in every lane) and the eight exact partial integer sums as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_0_q8_0_block(bx: &BlockQ4_0, by: &BlockQ8_0) -> (__m256, __m256) {
-    let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+fn q4_0_q8_0_block(t: &[f32; 1 << 16], bx: &BlockQ4_0, by: &BlockQ8_0) -> (f32, __m256) {
+    let d = h2f_t(t, bx.d) * h2f_t(t, by.d);
     let qx = nibbles_x32(&bx.qs);
     let qy = load_i8x32(&by.qs);
     // (q - 8) * y = q * y - 8 * y, each pair sum within i16.
@@ -839,7 +850,8 @@ fn q4_0_q8_0_block(bx: &BlockQ4_0, by: &BlockQ8_0) -> (__m256, __m256) {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    sum_blocks(x, y, |bx, by| q4_0_q8_0_block(bx, by))
+    let t = f16_table();
+    sum_blocks(x, y, |bx, by| q4_0_q8_0_block(t, bx, by))
 }
 
 /// Q8_0 x Q8_0.
@@ -848,8 +860,9 @@ pub(crate) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let t = f16_table();
     sum_blocks(x, y, |bx, by| {
-        let d = _mm256_mul_ps(h2f_x8(bx.d), h2f_x8(by.d));
+        let d = h2f_t(t, bx.d) * h2f_t(t, by.d);
         let (xs, _) = bx.qs.as_chunks::<16>();
         let (ys, _) = by.qs.as_chunks::<16>();
         // Signed x signed in 16-bit lanes: exact for every byte, -128 included.
@@ -886,8 +899,9 @@ pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     let sixteen = _mm256_set1_epi8(16);
+    let t = f16_table();
     sum_blocks(x, y, |bx, by| {
-        let d = h2f_product_x8(bx.d, by.d);
+        let d = h2f_t(t, bx.d) * h2f_t(t, by.d);
         // q - 16 = nibble - 16 where the fifth bit is clear.
         let low = nibbles_x32(&bx.qs);
         let off = _mm256_andnot_si256(q5_bits_x32(&bx.qh), sixteen);
