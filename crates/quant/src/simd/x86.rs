@@ -748,32 +748,34 @@ fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f3
 
 /// Sums `d * s + ms` over the blocks, `(dm, s) = f(x[i], y[i])` with
 /// `dm = [d, ms, d, ms]`: the `d * s` terms as [`sum_blocks`] does, the
-/// offset terms `ms` (lane 1) in four more accumulators, added once at the
-/// end as llama.cpp adds its scalar `summs`.
+/// offset terms `ms` (lane 1) summed four blocks at a time into one more
+/// accumulator, added once at the end as llama.cpp adds its scalar `summs`
+/// (one accumulator per block would spill to the stack).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn sum_blocks_offset<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m128, __m256)) -> f32 {
     let (x4, xr) = x.as_chunks::<4>();
     let (y4, yr) = y.as_chunks::<4>();
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut acc_m = [_mm_setzero_ps(); 4];
+    let mut acc_m = _mm_setzero_ps();
     for (xs, ys) in x4.iter().zip(y4) {
-        for (((a, am), bx), by) in acc.iter_mut().zip(&mut acc_m).zip(xs).zip(ys) {
-            let (dm, s) = f(bx, by);
-            *a = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), s, *a);
-            *am = _mm_add_ps(*am, dm);
+        let mut dm = [_mm_setzero_ps(); 4];
+        for (((a, m), bx), by) in acc.iter_mut().zip(&mut dm).zip(xs).zip(ys) {
+            let s;
+            (*m, s) = f(bx, by);
+            *a = _mm256_fmadd_ps(_mm256_broadcastss_ps(*m), s, *a);
         }
+        let [m0, m1, m2, m3] = dm;
+        acc_m = _mm_add_ps(acc_m, _mm_add_ps(_mm_add_ps(m0, m1), _mm_add_ps(m2, m3)));
     }
     for (bx, by) in xr.iter().zip(yr) {
         let (dm, s) = f(bx, by);
         acc[0] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), s, acc[0]);
-        acc_m[0] = _mm_add_ps(acc_m[0], dm);
+        acc_m = _mm_add_ps(acc_m, dm);
     }
     let [a0, a1, a2, a3] = acc;
-    let [m0, m1, m2, m3] = acc_m;
-    let summs = _mm_add_ps(_mm_add_ps(m0, m1), _mm_add_ps(m2, m3));
     hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
-        + _mm_cvtss_f32(_mm_movehdup_ps(summs))
+        + _mm_cvtss_f32(_mm_movehdup_ps(acc_m))
 }
 
 /// Two f16 (a block's scale and its offset or sum) -> `[a, b, a, b]` as f32
