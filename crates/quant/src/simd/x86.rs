@@ -37,7 +37,9 @@
 //!   differ from the scalar dot in the last bits: the legacy types use four
 //!   accumulators, with the Q4_1/Q5_1 `m * s` offsets summed apart and added
 //!   at the end like llama.cpp's `summs`; the Q2_K/Q4_K/Q5_K mins have their
-//!   own accumulator.
+//!   own accumulator. The Q4_0/Q5_0/Q8_0 block scales come from a table of
+//!   every f16's f32 value (exact, as F16C), so their products are the
+//!   scalar code's.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -1193,7 +1195,10 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let d = _mm256_mul_ps(h2f_x8(xb.d), _mm256_set1_ps(yb.d));
-        let scales = load_i8x16(&xb.scales);
+        // The sixteen scales as i16, widened once per block: each 32-quant
+        // vector then takes its two with one shuffle.
+        let scales = _mm256_cvtepi8_epi16(load_i8x16(&xb.scales));
+        let scales = [dup_half::<0>(scales), dup_half::<1>(scales)];
         let mut sumi = _mm256_setzero_si256();
         let halves = xb
             .ql
@@ -1202,21 +1207,16 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
             .iter()
             .zip(xb.qh.as_chunks::<32>().0);
         let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(4);
-        for (c, ((ql, qh), q8)) in halves.zip(q8).enumerate() {
+        for ((ql, qh), (q8, sc)) in halves.zip(q8.zip(scales)) {
             let qs = q6_k_quants(ql, qh);
             for (k, (q, q8)) in qs.into_iter().zip(q8).enumerate() {
                 let q8 = load_i8x32(q8);
                 // (q - 32) * y = q * y - 32 * y, each pair sum within i16.
                 let p =
                     _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8), _mm256_maddubs_epi16(m32, q8));
-                // Scales 2i (first 16 quants) and 2i + 1 (last 16).
-                let i = (4 * c + k) as u64;
-                let shuf = _mm_set_epi64x(
-                    (0x0101_0101_0101_0101u64 * (2 * i + 1)) as i64,
-                    (0x0101_0101_0101_0101u64 * (2 * i)) as i64,
-                );
-                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
+                // Scales 2k and 2k + 1 of this 128-quant half (its first and
+                // last 16 quants).
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16_pair(sc, 2 * k), p));
             }
         }
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
