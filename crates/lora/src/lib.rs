@@ -5,6 +5,7 @@
 pub mod adapter;
 mod error;
 pub mod gguf;
+pub mod gguf_base;
 pub mod merge;
 
 pub use adapter::{Adapter, AdapterConfig, LoraModule, PeftTensor, TargetModules};
@@ -12,6 +13,9 @@ pub use error::{BoxError, LoraError};
 pub use gguf::{
     GgufAdapter, GgufExportOptions, GgufModule, GgufOutType, adapter_from_gguf, base_config,
     export_gguf, export_gguf_tensors, import_gguf,
+};
+pub use gguf_base::{
+    GgufMergeOptions, GgufMergeReport, GgufMergedTensor, gguf_merge_infos, merge_gguf_base,
 };
 pub use merge::{
     MergeOptions, MergeReport, apply_bias, apply_module, apply_module_in_place, merge_into,
