@@ -33,7 +33,9 @@ commands:
             writes the torch-made fixtures (testdata/pickle/torch/ holds a
             committed copy) to target/interop/torch-fixtures and PEFT's
             lora_bias adapter (testdata/lora/gpt2-lora-bias/ holds a
-            committed copy) to target/interop/gpt2-lora-bias; then runs
+            committed copy) to target/interop/gpt2-lora-bias and PEFT's
+            add_weighted_adapter results (testdata/lora/combine/) to
+            target/interop/combine; then runs
             weightkit's F32/Q8_0/Q4_K_M GGUF of the tiny Llama in llama.cpp
             (llama-cpp-python, pinned; its first install builds llama.cpp,
             ~20 minutes) and compares logits with transformers'; and
@@ -225,6 +227,14 @@ fn interop() -> Result<(), Failure> {
     run(
         &py,
         &["xtask/interop/make_lora_bias_fixture.py", "target/interop"],
+    )?;
+    // testdata/lora/combine/ holds a committed copy.
+    run(
+        &py,
+        &[
+            "xtask/interop/make_lora_combine_fixture.py",
+            "target/interop",
+        ],
     )?;
     llama_cpp(&root, &py)?;
     lora_resave(&root, &py)?;

@@ -574,8 +574,11 @@ fn save_round_trips_every_fixture() {
     let fixtures = std::fs::read_dir(root().join("testdata/lora"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().is_dir())
-        // `gguf/` holds llama.cpp-made GGUF adapters, not a PEFT adapter.
-        .filter(|e| e.as_ref().unwrap().file_name() != "gguf")
+        // `gguf/` holds llama.cpp-made GGUF adapters and combine/ holds
+        // add_weighted_adapter results (tests/combine.rs), not PEFT adapters.
+        .filter(|e| {
+            !["gguf", "combine"].contains(&e.as_ref().unwrap().file_name().to_str().unwrap())
+        })
         .count();
     assert_eq!(
         fixtures,
