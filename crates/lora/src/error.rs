@@ -145,6 +145,57 @@ pub enum LoraError {
         #[source]
         source: BoxError,
     },
+    /// `add_weighted_adapter` was given no adapters.
+    #[error("no adapters to combine")]
+    NoAdapters,
+    /// A combination or extraction argument is missing or out of range.
+    #[error("argument `{name}`: {message}")]
+    CombineArgument {
+        /// The argument (PEFT's name: `density`, `svd_rank` ...).
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The adapters cannot be combined at `module` (`*`: any module).
+    #[error("cannot combine adapters at module `{module}`: {message}")]
+    Incompatible {
+        /// The module.
+        module: String,
+        /// Why.
+        message: String,
+    },
+    /// A factor-wise combination (`linear`, `ties`, `dare_*`,
+    /// `magnitude_prune`) of adapters whose ranks differ.
+    #[error(
+        "combination_type {method} needs adapters of equal rank; module `{module}` has ranks {ranks:?}"
+    )]
+    CombineRanks {
+        /// The combination type.
+        method: &'static str,
+        /// The module (`*` when the configs' ranks already differ).
+        module: String,
+        /// The ranks, one per adapter.
+        ranks: Vec<usize>,
+    },
+    /// A requested rank outside `1..=min(rows, cols)` of a module.
+    #[error("module `{module}`: rank {rank} is outside 1..={max}")]
+    RankRange {
+        /// The module.
+        module: String,
+        /// The rank asked for.
+        rank: usize,
+        /// `min(rows, cols)`.
+        max: usize,
+    },
+    /// The SVD of a module's delta did not converge or was not finite.
+    #[error("module `{module}`: SVD failed (did not converge or non-finite values)")]
+    Svd {
+        /// The module.
+        module: String,
+    },
+    /// A tensor of the base checkpoint is missing from the fine-tuned one.
+    #[error("fine-tuned checkpoint has no tensor `{0}` (the base has it)")]
+    MissingFinetuned(String),
     /// A tensor conversion failed.
     #[error("tensor `{name}`: conversion failed")]
     Convert {

@@ -3,13 +3,18 @@
 #![forbid(unsafe_code)]
 
 pub mod adapter;
+pub mod combine;
 mod error;
+pub mod extract;
 pub mod gguf;
 pub mod gguf_base;
+mod linalg;
 pub mod merge;
 
 pub use adapter::{Adapter, AdapterConfig, LoraModule, PeftTensor, TargetModules};
+pub use combine::{CombinationType, CombineOptions, MajoritySignMethod, add_weighted_adapter};
 pub use error::{BoxError, LoraError};
+pub use extract::{ExtractOptions, ExtractRank, ExtractReport, ModuleError, extract_lora};
 pub use gguf::{
     GgufAdapter, GgufExportOptions, GgufModule, GgufOutType, adapter_from_gguf, base_config,
     export_gguf, export_gguf_tensors, import_gguf,
