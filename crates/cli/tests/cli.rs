@@ -2198,17 +2198,282 @@ fn merge_errors_name_the_problem() {
     ]);
     assert!(err.contains("refusing"), "{err}");
     assert!(!out.exists());
-    // --method combinations do not exist.
-    let o2 = weightkit(&[
+    // ties needs a density; an unknown method is a usage error.
+    let err = run_err(&[
         "merge",
         LLAMA_DIR,
         &lora_dir("basic"),
+        &lora_dir("combine/second"),
         "--method",
         "ties",
         "-o",
         o,
     ]);
+    assert!(err.contains("density"), "{err}");
+    let o2 = weightkit(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        "--method",
+        "average",
+        "-o",
+        o,
+    ]);
     assert_eq!(o2.status.code(), Some(2));
+    assert!(!out.exists());
+}
+
+#[test]
+fn merge_with_a_combination_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    // cat is exact: the same as merging both adapters in turn.
+    let cat = tmp.path().join("cat.safetensors");
+    let text = run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        &lora_dir("rslora"),
+        "--weights",
+        "0.6,1.3",
+        "--method",
+        "cat",
+        "-o",
+        path_str(&cat),
+    ]);
+    assert!(text.contains("combined cat -> rank 12"), "{text}");
+    let seq = tmp.path().join("seq.safetensors");
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        &lora_dir("rslora"),
+        "--weights",
+        "0.6,1.3",
+        "-o",
+        path_str(&seq),
+    ]);
+    let rel = max_rel_diff(&cat, &seq);
+    assert!(rel <= 1e-6, "cat vs in turn: {rel:e}");
+    // svd: the same as merging PEFT's svd combination (testdata/lora/combine).
+    let svd = tmp.path().join("svd.safetensors");
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        &lora_dir("combine/second"),
+        "--weights",
+        "1,0.5",
+        "--method",
+        "svd",
+        "--svd-rank",
+        "6",
+        "-o",
+        path_str(&svd),
+    ]);
+    let peft = tmp.path().join("peft-svd.safetensors");
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("combine/svd"),
+        "-o",
+        path_str(&peft),
+    ]);
+    let rel = max_rel_diff(&svd, &peft);
+    assert!(rel <= 1e-5, "svd vs PEFT's: {rel:e}");
+    // Combination options without --method would be ignored: refused.
+    let err = run_err(&[
+        "merge",
+        LLAMA_DIR,
+        &lora_dir("basic"),
+        "--density",
+        "0.5",
+        "-o",
+        path_str(&tmp.path().join("x.safetensors")),
+    ]);
+    assert!(err.contains("--method"), "{err}");
+}
+
+#[test]
+fn adapter_combine_saves_peft_combinations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("linear");
+    let text = run_ok(&[
+        "adapter",
+        "combine",
+        &lora_dir("basic"),
+        &lora_dir("combine/second"),
+        "--weights",
+        "0.7,-0.4",
+        "--method",
+        "linear",
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(
+        text.starts_with("combined 2 adapters with linear -> "),
+        "{text}"
+    );
+    assert!(text.contains("r           8 (lora_alpha 8)"), "{text}");
+    let peft = PathBuf::from(lora_dir("combine/linear")).join("adapter_model.safetensors");
+    let rel = max_rel_diff(&out.join("adapter_model.safetensors"), &peft);
+    assert!(rel <= 1e-5, "{rel:e}");
+    // The saved directory is an adapter `merge` takes.
+    let merged = tmp.path().join("merged.safetensors");
+    run_ok(&["merge", LLAMA_DIR, path_str(&out), "-o", path_str(&merged)]);
+    // ties with PEFT's masks.
+    let ties = tmp.path().join("ties");
+    run_ok(&[
+        "adapter",
+        "combine",
+        &lora_dir("basic"),
+        &lora_dir("combine/second"),
+        "--weights=0.7,0.5",
+        "--method=ties",
+        "--density=0.3",
+        "--majority-sign-method=frequency",
+        "-o",
+        path_str(&ties),
+    ]);
+    let peft = PathBuf::from(lora_dir("combine/ties_frequency")).join("adapter_model.safetensors");
+    assert!(max_rel_diff(&ties.join("adapter_model.safetensors"), &peft) <= 1e-5);
+    // DARE is seeded: the same seed, the same file.
+    let files: Vec<Vec<u8>> = ["d1", "d2"]
+        .iter()
+        .map(|n| {
+            let d = tmp.path().join(n);
+            run_ok(&[
+                "adapter",
+                "combine",
+                &lora_dir("basic"),
+                &lora_dir("combine/second"),
+                "--method",
+                "dare_ties",
+                "--density",
+                "0.5",
+                "--seed",
+                "3",
+                "-o",
+                path_str(&d),
+            ]);
+            std::fs::read(d.join("adapter_model.safetensors")).unwrap()
+        })
+        .collect();
+    assert_eq!(files[0], files[1]);
+    // Errors: no method, ranks that differ, a density out of range.
+    let never = tmp.path().join("never");
+    let o = path_str(&never);
+    let err = run_err(&["adapter", "combine", &lora_dir("basic"), "-o", o]);
+    assert!(err.contains("--method"), "{err}");
+    let err = run_err(&[
+        "adapter",
+        "combine",
+        &lora_dir("basic"),
+        &lora_dir("rslora"),
+        "--method",
+        "linear",
+        "-o",
+        o,
+    ]);
+    assert!(err.contains("equal rank"), "{err}");
+    let err = run_err(&[
+        "adapter",
+        "combine",
+        &lora_dir("basic"),
+        &lora_dir("combine/second"),
+        "--method",
+        "magnitude_prune",
+        "--density",
+        "1.5",
+        "-o",
+        o,
+    ]);
+    assert!(err.contains("outside (0, 1]"), "{err}");
+    assert!(!tmp.path().join("never").exists());
+}
+
+#[test]
+fn adapter_extract_prints_errors_and_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let finetuned = PathBuf::from(lora_dir("basic")).join("merged_reference.safetensors");
+    let out = tmp.path().join("extracted");
+    let text = run_ok(&[
+        "adapter",
+        "extract",
+        LLAMA_DIR,
+        path_str(&finetuned),
+        "--rank",
+        "8",
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(text.starts_with("extracted 14 modules -> "), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("rel_error")).collect();
+    assert_eq!(lines.len(), 14, "{text}");
+    for l in &lines {
+        let e: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(e < 1e-5, "{l}");
+    }
+    // Merged back into the base: PEFT's merged checkpoint.
+    let merged = tmp.path().join("merged.safetensors");
+    run_ok(&["merge", LLAMA_DIR, path_str(&out), "-o", path_str(&merged)]);
+    assert!(max_rel_diff(&merged, &finetuned) <= 1e-6);
+    // By energy.
+    let energy = tmp.path().join("energy");
+    let text = run_ok(&[
+        "adapter",
+        "extract",
+        LLAMA_DIR,
+        path_str(&finetuned),
+        "--energy",
+        "0.5",
+        "-o",
+        path_str(&energy),
+    ]);
+    assert!(text.contains("energy 0."), "{text}");
+    let json = run_ok(&["adapter", "inspect", path_str(&energy), "--json"]);
+    assert!(json.contains("\"scaling\": 1.0"), "{json}");
+    // Errors.
+    let never = tmp.path().join("never");
+    let o = path_str(&never);
+    let e = weightkit(&[
+        "adapter",
+        "extract",
+        LLAMA_DIR,
+        path_str(&finetuned),
+        "--rank",
+        "2",
+        "--energy",
+        "0.5",
+        "-o",
+        o,
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    let err = run_err(&[
+        "adapter",
+        "extract",
+        LLAMA_DIR,
+        path_str(&finetuned),
+        "--rank",
+        "40",
+        "-o",
+        o,
+    ]);
+    assert!(
+        err.contains("k_proj") && err.contains("outside 1..=32"),
+        "{err}"
+    );
+    let err = run_err(&[
+        "adapter",
+        "extract",
+        LLAMA_DIR,
+        &format!("{ROOT}/testdata/gpt2-base"),
+        "--rank",
+        "2",
+        "-o",
+        o,
+    ]);
+    assert!(err.contains("fine-tuned checkpoint has no tensor"), "{err}");
+    assert!(!tmp.path().join("never").exists());
 }
 
 /// (tensor count, parameter count, lora_A rows by module) from the

@@ -3,23 +3,27 @@
 //! `adapter inspect` loads the adapter through `weightkit-lora` (so what it
 //! shows is what a merge would apply: ranks and scalings after
 //! `rank_pattern` / `alpha_pattern` and rsLoRA) and prints a summary or
-//! `--json`. `adapter export-gguf` writes an adapter as llama.cpp's GGUF
+//! `--json`. `adapter combine` is PEFT's `add_weighted_adapter` and
+//! `adapter extract` mergekit's `extract_lora`, both saving a PEFT adapter
+//! directory. `adapter export-gguf` writes an adapter as llama.cpp's GGUF
 //! LoRA adapter (`convert_lora_to_gguf.py`'s layout, with PEFT's per-module
 //! scaling folded in) and `adapter import-gguf` reads one back into a PEFT
 //! directory, both through `weightkit-lora`'s `gguf` module.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use weightkit_lora::{
-    Adapter, GgufExportOptions, GgufOutType, LoraError, TargetModules, base_config, export_gguf,
-    import_gguf,
+    Adapter, ExtractOptions, ExtractRank, GgufExportOptions, GgufOutType, LoraError, TargetModules,
+    base_config, export_gguf, extract_lora, import_gguf,
 };
 
-use super::merge::load_adapter;
+use super::merge::{CombineArgs, adapter_weights, combine, load_adapter};
+use super::pipeline::open_input;
 use crate::error::CliError;
-use crate::units::thousands;
+use crate::units::{duration, thousands};
 
 /// Subcommands of `weightkit adapter`.
 #[derive(Debug, clap::Subcommand)]
@@ -28,6 +32,14 @@ pub(crate) enum AdapterCommand {
     /// scaling
     #[command(long_about = INSPECT_LONG_ABOUT)]
     Inspect(InspectArgs),
+    /// Combine several adapters into one (PEFT's add_weighted_adapter:
+    /// linear, cat, svd, ties, dare_*, magnitude_prune) and save it
+    #[command(long_about = COMBINE_LONG_ABOUT)]
+    Combine(CombineCmdArgs),
+    /// Extract a LoRA adapter from a base and a fine-tuned checkpoint by
+    /// truncated SVD of their difference
+    #[command(long_about = EXTRACT_LONG_ABOUT)]
+    Extract(ExtractArgs),
     /// Write a PEFT adapter as a llama.cpp GGUF LoRA adapter (for
     /// llama.cpp's --lora)
     #[command(name = "export-gguf", long_about = EXPORT_LONG_ABOUT)]
@@ -114,6 +126,104 @@ pub(crate) struct ImportGgufArgs {
     base: Option<PathBuf>,
 }
 
+const COMBINE_LONG_ABOUT: &str = "\
+Combine PEFT LoRA adapters into one with PEFT's add_weighted_adapter and \
+save it as a PEFT adapter directory (adapter_config.json + \
+adapter_model.safetensors). Methods, as PEFT 0.21.2: linear, ties, \
+dare_linear, dare_ties and magnitude_prune combine lora_A and lora_B \
+separately with weights sign(w*s)*sqrt(|w*s|) and sqrt(|w*s|) (s: each \
+module's scaling; equal ranks needed); cat concatenates along the rank \
+(rank = sum); svd and the *_svd variants combine the full deltas and keep \
+a truncated SVD (B = U diag(S), A = V^T; --svd-rank, --svd-clamp). The \
+result has r = lora_alpha = its rank. DARE masks come from weightkit's \
+seeded counter-based generator (--seed), not torch's, so they differ from \
+PEFT's draws. DoRA, lora_bias and modules_to_save adapters are refused.";
+
+const EXTRACT_LONG_ABOUT: &str = "\
+Extract a LoRA adapter from BASE and FINETUNED (anything `weightkit inspect` \
+reads; tensors matched by name) as mergekit's extract_lora does: for every \
+2-D weight that changed, the truncated SVD of finetuned - base (computed in \
+f64) gives A = sqrt(S) V^T and B = U sqrt(S). --rank keeps R singular \
+values per module (an error above min(rows, cols)); --energy keeps, per \
+module, the fewest whose squares sum to at least E of the total. The \
+adapter has r = lora_alpha = the largest rank and rank_pattern = \
+alpha_pattern for the others (scaling 1), target_modules = the modules' \
+full names; embeddings (embed_tokens, wte, wpe, word_embeddings) get \
+lora_embedding_A/B. Prints each module's rank and relative Frobenius error \
+||delta - B A|| / ||delta||, and the changed tensors an adapter cannot hold \
+(biases, norms).";
+
+/// Arguments of `weightkit adapter combine`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  weightkit adapter combine style-a style-b --weights 0.7,0.3 --method cat -o mixed
+  weightkit adapter combine a b c --method ties --density 0.5 -o mixed
+  weightkit adapter combine a b --method svd --svd-rank 16 -o mixed")]
+pub(crate) struct CombineCmdArgs {
+    /// PEFT adapter directories
+    #[arg(value_name = "ADAPTER_DIR", required = true, num_args = 1..)]
+    adapters: Vec<PathBuf>,
+
+    /// One weight per adapter, comma-separated [default: 1 each]
+    #[arg(
+        long,
+        value_name = "W1,W2,...",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    weights: Vec<f64>,
+
+    #[command(flatten)]
+    combine: CombineArgs,
+
+    /// The adapter directory to write (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+}
+
+/// Arguments of `weightkit adapter extract`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["rank", "energy"])))]
+#[command(after_help = "\
+Examples:
+  weightkit adapter extract path/to/base path/to/finetuned --rank 16 -o extracted
+  weightkit adapter extract base.safetensors tuned.safetensors --energy 0.9 -o extracted")]
+pub(crate) struct ExtractArgs {
+    /// The base checkpoint
+    #[arg(value_name = "BASE")]
+    base: PathBuf,
+
+    /// The fine-tuned checkpoint (same tensor names and shapes)
+    #[arg(value_name = "FINETUNED")]
+    finetuned: PathBuf,
+
+    /// Rank of every module
+    #[arg(long, value_name = "R")]
+    rank: Option<usize>,
+
+    /// Per module, the smallest rank keeping this fraction (0, 1] of the
+    /// squared singular values
+    #[arg(long, value_name = "E")]
+    energy: Option<f64>,
+
+    /// Put S on A (A = S V^T, B = U) instead of sqrt(S) on both
+    #[arg(long)]
+    no_distribute_scale: bool,
+
+    /// The checkpoints store linear weights as (in, out) (GPT-2 Conv1D)
+    #[arg(long)]
+    fan_in_fan_out: bool,
+
+    /// Only these modules (PEFT target_modules names), comma-separated
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    target_modules: Vec<String>,
+
+    /// The adapter directory to write (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+}
+
 const INSPECT_LONG_ABOUT: &str = "\
 Show a PEFT LoRA adapter directory (adapter_config.json and \
 adapter_model.safetensors or adapter_model.bin): peft_type, r, lora_alpha, \
@@ -143,6 +253,8 @@ pub(crate) struct InspectArgs {
 pub(crate) fn run(command: &AdapterCommand) -> Result<(), CliError> {
     match command {
         AdapterCommand::Inspect(args) => inspect(args),
+        AdapterCommand::Combine(args) => run_combine(args),
+        AdapterCommand::Extract(args) => run_extract(args),
         AdapterCommand::ExportGguf(args) => export(args),
         AdapterCommand::ImportGguf(args) => import(args),
     }
@@ -402,6 +514,147 @@ fn inspect(args: &InspectArgs) -> Result<(), CliError> {
             writeln!(out, "    {name}  {shape:?}")?;
         }
     }
+    out.flush()?;
+    Ok(())
+}
+
+/// Refuses an output directory that is one of the inputs.
+fn refuse_input_dir(output: &Path, inputs: &[&Path]) -> Result<(), CliError> {
+    let out = output.canonicalize().ok();
+    for input in inputs {
+        if out.is_some() && input.canonicalize().ok() == out {
+            return Err(CliError::Usage(format!(
+                "{} is an input; write the adapter somewhere else",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn save(adapter: &Adapter, dir: &Path) -> Result<(), CliError> {
+    adapter.save(dir).map_err(|e| CliError::Run {
+        what: Some(format!("cannot save the adapter to {}", dir.display())),
+        source: Box::new(e),
+        hint: None,
+    })
+}
+
+fn run_combine(args: &CombineCmdArgs) -> Result<(), CliError> {
+    let start = Instant::now();
+    let Some(method) = args.combine.method else {
+        return Err(CliError::Usage(
+            "--method is required (linear, cat, svd, ties, dare_linear, dare_ties, \
+             magnitude_prune, ...)"
+                .into(),
+        ));
+    };
+    let weights = adapter_weights(&args.weights, args.adapters.len())?;
+    let inputs: Vec<&Path> = args.adapters.iter().map(PathBuf::as_path).collect();
+    refuse_input_dir(&args.output, &inputs)?;
+    let adapters = args
+        .adapters
+        .iter()
+        .map(|d| load_adapter(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let combined = combine(&adapters, &weights, method, &args.combine)?;
+    save(&combined, &args.output)?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "combined {} adapter{} with {method} -> {}",
+        adapters.len(),
+        if adapters.len() == 1 { "" } else { "s" },
+        args.output.display()
+    )?;
+    for (dir, w) in args.adapters.iter().zip(&weights) {
+        writeln!(out, "  adapter     {} (weight {w})", dir.display())?;
+    }
+    let c = combined.config();
+    writeln!(out, "  r           {} (lora_alpha {})", c.r, c.lora_alpha)?;
+    writeln!(out, "  modules     {}", combined.modules().len())?;
+    writeln!(
+        out,
+        "  parameters  {}",
+        thousands(combined.parameter_count() as u64)
+    )?;
+    writeln!(
+        out,
+        "  time        {}",
+        duration(start.elapsed().as_secs_f64())
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+fn run_extract(args: &ExtractArgs) -> Result<(), CliError> {
+    let start = Instant::now();
+    let rank = match (args.rank, args.energy) {
+        (Some(r), None) => ExtractRank::Rank(r),
+        (None, Some(e)) => ExtractRank::Energy(e),
+        _ => {
+            return Err(CliError::Usage(
+                "give exactly one of --rank and --energy".into(),
+            ));
+        }
+    };
+    refuse_input_dir(&args.output, &[&args.base, &args.finetuned])?;
+    let mut options = ExtractOptions::new(rank);
+    options.distribute_scale = !args.no_distribute_scale;
+    options.fan_in_fan_out = args.fan_in_fan_out;
+    if !args.target_modules.is_empty() {
+        options.target_modules = Some(args.target_modules.clone());
+    }
+    let base = open_input(&args.base)?;
+    let finetuned = open_input(&args.finetuned)?;
+    let (adapter, report) =
+        extract_lora(base.source(), finetuned.source(), &options).map_err(|e| CliError::Run {
+            what: Some(format!(
+                "cannot extract a LoRA from {} and {}",
+                args.base.display(),
+                args.finetuned.display()
+            )),
+            source: Box::new(e),
+            hint: None,
+        })?;
+    save(&adapter, &args.output)?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "extracted {} module{} -> {}",
+        report.modules.len(),
+        if report.modules.len() == 1 { "" } else { "s" },
+        args.output.display()
+    )?;
+    let width = report
+        .modules
+        .iter()
+        .map(|m| m.module.len())
+        .max()
+        .unwrap_or(0);
+    for m in &report.modules {
+        writeln!(
+            out,
+            "  {:width$}  rank {:>4}  energy {:.6}  rel_error {:.3e}",
+            m.module, m.rank, m.energy, m.relative_error
+        )?;
+    }
+    writeln!(
+        out,
+        "  r {} (lora_alpha {}), {} parameters, {} tensors unchanged",
+        adapter.config().r,
+        adapter.config().lora_alpha,
+        thousands(adapter.parameter_count() as u64),
+        thousands(report.unchanged as u64)
+    )?;
+    if !report.not_captured.is_empty() {
+        writeln!(
+            out,
+            "  not captured (changed, but not a 2-D weight an adapter holds): {}",
+            report.not_captured.join(", ")
+        )?;
+    }
+    writeln!(out, "  time {}", duration(start.elapsed().as_secs_f64()))?;
     out.flush()?;
     Ok(())
 }

@@ -13,7 +13,10 @@ use std::time::Instant;
 use weightkit_core::{Metadata, TensorInfo, Value};
 use weightkit_gguf::GgufWriter;
 use weightkit_io::{Format, Model};
-use weightkit_lora::{Adapter, LoraError, MergeOptions, MergeReport};
+use weightkit_lora::{
+    Adapter, CombinationType, CombineOptions, LoraError, MajoritySignMethod, MergeOptions,
+    MergeReport, add_weighted_adapter,
+};
 use weightkit_pickle::TorchWriter;
 use weightkit_safetensors::SafetensorsWriter;
 
@@ -42,8 +45,10 @@ adapter_model.bin), as PEFT's save_pretrained writes them.
 
 Several adapters are merged one after the other, adapter k with scale \
 w_k * --scale: PEFT's result of merging them in turn with those scales. \
-PEFT's add_weighted_adapter combinations (cat, svd, ties, dare ...) are not \
-implemented.
+With --method, they are first combined into one adapter with PEFT's \
+add_weighted_adapter (linear, cat, svd, ties, dare_linear, dare_ties, \
+magnitude_prune and the *_svd variants; weights as there), which is then \
+merged with --scale; `weightkit adapter combine` saves that adapter instead.
 
 OUT is one file; its format comes from --to, or else from its extension: \
 .safetensors, .gguf, .bin/.pt/.pth.";
@@ -83,7 +88,7 @@ pub(crate) struct MergeArgs {
         value_delimiter = ',',
         allow_negative_numbers = true
     )]
-    weights: Vec<f32>,
+    weights: Vec<f64>,
 
     /// Multiplies every adapter's delta (PEFT's scale_layer)
     #[arg(
@@ -100,7 +105,111 @@ pub(crate) struct MergeArgs {
     safe_merge: bool,
 
     #[command(flatten)]
+    combine: CombineArgs,
+
+    #[command(flatten)]
     out: OutArgs,
+}
+
+/// PEFT's `add_weighted_adapter` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CombineArgs {
+    /// Combine the adapters into one first (PEFT's combination_type):
+    /// linear, cat, svd, ties, ties_svd, dare_linear, dare_linear_svd,
+    /// dare_ties, dare_ties_svd, magnitude_prune, magnitude_prune_svd
+    #[arg(long, value_name = "METHOD", value_parser = parse_method)]
+    pub(crate) method: Option<CombinationType>,
+
+    /// Fraction of values kept by pruning, in (0, 1] (ties, dare_*,
+    /// magnitude_prune)
+    #[arg(long, value_name = "D")]
+    pub(crate) density: Option<f64>,
+
+    /// TIES sign election: total or frequency
+    #[arg(long, value_name = "M", default_value = "total", value_parser = parse_sign)]
+    pub(crate) majority_sign_method: MajoritySignMethod,
+
+    /// Rank of an SVD combination [default: the largest input rank]
+    #[arg(long, value_name = "R")]
+    pub(crate) svd_rank: Option<usize>,
+
+    /// Clamp SVD factors at this quantile of their values, in [0, 1]
+    #[arg(long, value_name = "Q")]
+    pub(crate) svd_clamp: Option<f64>,
+
+    /// Seed of the DARE masks (weightkit's counter-based generator, not
+    /// torch's)
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub(crate) seed: u64,
+}
+
+fn parse_method(s: &str) -> Result<CombinationType, String> {
+    s.parse().map_err(|e: LoraError| e.to_string())
+}
+
+fn parse_sign(s: &str) -> Result<MajoritySignMethod, String> {
+    s.parse().map_err(|e: LoraError| e.to_string())
+}
+
+impl CombineArgs {
+    /// The library options for `method`.
+    pub(crate) fn options(&self, method: CombinationType) -> CombineOptions {
+        CombineOptions {
+            combination_type: method,
+            density: self.density,
+            majority_sign_method: self.majority_sign_method,
+            svd_rank: self.svd_rank,
+            svd_clamp: self.svd_clamp,
+            seed: self.seed,
+        }
+    }
+
+    /// Options given without --method would be silently ignored.
+    fn check_used(&self) -> Result<(), CliError> {
+        if self.method.is_none()
+            && (self.density.is_some() || self.svd_rank.is_some() || self.svd_clamp.is_some())
+        {
+            return Err(CliError::Usage(
+                "--density, --svd-rank and --svd-clamp need --method".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Combines `adapters` with `weights` (PEFT's `add_weighted_adapter`).
+pub(crate) fn combine(
+    adapters: &[Adapter],
+    weights: &[f64],
+    method: CombinationType,
+    args: &CombineArgs,
+) -> Result<Adapter, CliError> {
+    let pairs: Vec<(&Adapter, f64)> = adapters.iter().zip(weights.iter().copied()).collect();
+    add_weighted_adapter(&pairs, &args.options(method)).map_err(|e| CliError::Run {
+        what: Some(format!("cannot combine the adapters with {method}")),
+        source: Box::new(e),
+        hint: None,
+    })
+}
+
+/// One weight per adapter from `--weights` (default 1 each).
+pub(crate) fn adapter_weights(weights: &[f64], n: usize) -> Result<Vec<f64>, CliError> {
+    let weights = if weights.is_empty() {
+        vec![1.0; n]
+    } else if weights.len() == n {
+        weights.to_vec()
+    } else {
+        return Err(CliError::Usage(format!(
+            "--weights has {} values for {n} adapter(s); give one weight per adapter",
+            weights.len(),
+        )));
+    };
+    if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
+        return Err(CliError::Usage(format!(
+            "weights must be finite numbers, got {w}"
+        )));
+    }
+    Ok(weights)
 }
 
 /// Arguments of `weightkit unmerge`.
@@ -162,31 +271,30 @@ impl OutArgs {
 
 pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
     let start = Instant::now();
-    let weights = if args.weights.is_empty() {
-        vec![1.0; args.adapters.len()]
-    } else if args.weights.len() == args.adapters.len() {
-        args.weights.clone()
-    } else {
+    let weights = adapter_weights(&args.weights, args.adapters.len())?;
+    if !args.scale.is_finite() {
         return Err(CliError::Usage(format!(
-            "--weights has {} values for {} adapter(s); give one weight per adapter",
-            args.weights.len(),
-            args.adapters.len()
-        )));
-    };
-    if let Some(w) = weights.iter().chain([&args.scale]).find(|w| !w.is_finite()) {
-        return Err(CliError::Usage(format!(
-            "weights and --scale must be finite numbers, got {w}"
+            "--scale must be a finite number, got {}",
+            args.scale
         )));
     }
+    args.combine.check_used()?;
     let to = args.out.format()?;
-    let adapters = args
+    let loaded = args
         .adapters
         .iter()
         .map(|d| load_adapter(d))
         .collect::<Result<Vec<_>, _>>()?;
+    let (adapters, merge_weights): (Vec<Adapter>, Vec<f32>) = match args.combine.method {
+        Some(method) => (
+            vec![combine(&loaded, &weights, method, &args.combine)?],
+            vec![1.0],
+        ),
+        None => (loaded, weights.iter().map(|&w| w as f32).collect()),
+    };
     let base = open_input(&args.base)?;
     refuse_overwriting_input(&base, &args.out.output, false)?;
-    let pairs: Vec<(&Adapter, f32)> = adapters.iter().zip(weights.iter().copied()).collect();
+    let pairs: Vec<(&Adapter, f32)> = adapters.iter().zip(merge_weights.iter().copied()).collect();
     let options = MergeOptions {
         scale: args.scale,
         safe_merge: args.safe_merge,
@@ -223,8 +331,8 @@ pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
     writeln!(
         out,
         "merged {} adapter{} into {} ({}) -> {} ({})",
-        adapters.len(),
-        if adapters.len() == 1 { "" } else { "s" },
+        args.adapters.len(),
+        if args.adapters.len() == 1 { "" } else { "s" },
         args.base.display(),
         base.format().name(),
         args.out.output.display(),
@@ -232,6 +340,14 @@ pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
     )?;
     for (dir, w) in args.adapters.iter().zip(&weights) {
         writeln!(out, "  adapter  {} (weight {w})", dir.display())?;
+    }
+    if let (Some(method), [combined]) = (args.combine.method, adapters.as_slice()) {
+        writeln!(
+            out,
+            "  combined {method} -> rank {} ({} modules)",
+            combined.config().r,
+            combined.modules().len()
+        )?;
     }
     if args.scale != 1.0 {
         writeln!(out, "  scale    {}", args.scale)?;
