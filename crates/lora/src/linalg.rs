@@ -1,7 +1,8 @@
 //! The dense linear algebra combination and extraction need, through
 //! `faer`: products of LoRA factors and truncated SVDs, in f64.
 
-use faer::Mat;
+use faer::mat::{MatMut, MatRef};
+use faer::{Accum, Mat, Par};
 
 use crate::error::LoraError;
 
@@ -95,4 +96,45 @@ pub(crate) fn factors(
         }
     }
     (b, a)
+}
+
+/// `w (n, cols) += factor * (l (n, r) @ rhs (r, cols))`, all row-major f32:
+/// the product is formed by `faer`'s f32 GEMM (its own run-time SIMD
+/// dispatch, fused multiply-adds) one tile of `tile` columns at a time into
+/// `scratch`, which is then added to `w`. One thread (the caller
+/// parallelises over row blocks).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn low_rank_add(
+    w: &mut [f32],
+    n: usize,
+    cols: usize,
+    l: &[f32],
+    rhs: &[f32],
+    r: usize,
+    factor: f32,
+    tile: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let lhs = MatRef::from_row_major_slice(l, n, r);
+    let rhs = MatRef::from_row_major_slice(rhs, r, cols);
+    let mut c0 = 0;
+    while c0 < cols {
+        let tw = tile.min(cols - c0);
+        scratch.resize(n * tw, 0.0);
+        let dst = MatMut::from_row_major_slice_mut(&mut scratch[..n * tw], n, tw);
+        faer::linalg::matmul::matmul(
+            dst,
+            Accum::Replace,
+            lhs,
+            rhs.subcols(c0, tw),
+            factor,
+            Par::Seq,
+        );
+        for (row, delta) in w.chunks_exact_mut(cols).zip(scratch.chunks_exact(tw)) {
+            for (x, &d) in row[c0..c0 + tw].iter_mut().zip(delta) {
+                *x += d;
+            }
+        }
+        c0 += tw;
+    }
 }

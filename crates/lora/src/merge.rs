@@ -447,24 +447,23 @@ pub fn apply_module_in_place(
     };
     let magnitude = module.magnitude.as_deref();
     bytes
-        .par_chunks_mut(cols * width)
-        .zip(lhs.par_chunks(r.max(1)))
+        .par_chunks_mut(BLOCK_ROWS * cols * width)
+        .zip(lhs.par_chunks(BLOCK_ROWS * r.max(1)))
         .enumerate()
         .for_each_init(
-            || (vec![0f32; cols], vec![0f32; cols]),
-            |(row, acc), (i, (raw, lrow))| {
-                // Widening and narrowing cannot fail: `raw` holds `cols`
-                // values of `dtype`, checked above.
-                let _ = convert::decode_f32(dtype, raw, row);
-                add_low_rank_row(row, acc, lrow, &rhs, r, factor);
+            || (vec![0f32; BLOCK_ROWS * cols], Vec::new()),
+            |(block, scratch), (b, (raw, lblock))| {
+                let block = &mut block[..raw.len() / width];
+                // Widening and narrowing cannot fail: `raw` holds whole rows
+                // of `dtype`, checked above.
+                let _ = convert::decode_f32(dtype, raw, block);
+                update_block(block, cols, lblock, &rhs, r, factor, scratch);
                 if let Some(m) = magnitude {
-                    let n: f64 = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-                    let f = m[i] / (n.sqrt() as f32);
-                    for x in row.iter_mut() {
-                        *x *= f;
+                    for (i, row) in block.chunks_exact_mut(cols).enumerate() {
+                        dora_row(row, m[b * BLOCK_ROWS + i]);
                     }
                 }
-                let _ = convert::encode_f32(dtype, row, raw);
+                let _ = convert::encode_f32(dtype, block, raw);
             },
         );
     true
@@ -501,39 +500,65 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// `w (rows, cols) += factor * (lhs (rows, r) @ rhs (r, cols))`, row-parallel;
-/// each output row is built as a sum of `r` contiguous rows of `rhs` (an
-/// axpy per rank), so every access is sequential.
+/// Rows per block of the low-rank update: the unit of parallel work and of
+/// the product, the same in every path (f32 weights and in-place f16/bf16),
+/// so all give the same floats.
+const BLOCK_ROWS: usize = 16;
+/// Columns per product tile: a `BLOCK_ROWS x COL_TILE` f32 delta (128 KiB)
+/// stays in the L2 cache.
+const COL_TILE: usize = 2048;
+
+/// `w (rows, cols) += factor * (lhs (rows, r) @ rhs (r, cols))`, in blocks of
+/// [`BLOCK_ROWS`] rows in parallel.
 fn add_low_rank(w: &mut [f32], cols: usize, lhs: &[f32], rhs: &[f32], r: usize, factor: f32) {
     if cols == 0 || r == 0 {
         return;
     }
-    w.par_chunks_mut(cols).zip(lhs.par_chunks(r)).for_each_init(
-        || vec![0f32; cols],
-        |acc, (wrow, lrow)| add_low_rank_row(wrow, acc, lrow, rhs, r, factor),
-    );
+    w.par_chunks_mut(BLOCK_ROWS * cols)
+        .zip(lhs.par_chunks(BLOCK_ROWS * r))
+        .for_each_init(Vec::new, |scratch, (block, lblock)| {
+            update_block(block, cols, lblock, rhs, r, factor, scratch);
+        });
 }
 
-/// One row of [`add_low_rank`]: `wrow += factor * (lrow @ rhs)`, `acc` a
-/// scratch row.
-#[inline]
-fn add_low_rank_row(
-    wrow: &mut [f32],
-    acc: &mut [f32],
-    lrow: &[f32],
+/// One block of rows: `block (n, cols) += factor * lblock (n, r) @ rhs (r,
+/// cols)`, the product through `faer` (run-time dispatched SIMD with fused
+/// multiply-adds) one [`COL_TILE`] at a time into `scratch`, then added in
+/// f32. The update depends only on the block's own rows, so it is the same
+/// wherever the block came from.
+fn update_block(
+    block: &mut [f32],
+    cols: usize,
+    lblock: &[f32],
     rhs: &[f32],
     r: usize,
     factor: f32,
+    scratch: &mut Vec<f32>,
 ) {
-    let cols = wrow.len();
-    acc.fill(0.0);
-    for (&c, rrow) in lrow.iter().zip(rhs.chunks_exact(cols)).take(r) {
-        for (a, &x) in acc.iter_mut().zip(rrow) {
-            *a += c * x;
-        }
+    if cols == 0 || r == 0 {
+        return;
     }
-    for (wv, &a) in wrow.iter_mut().zip(acc.iter()) {
-        *wv += a * factor;
+    let n = block.len() / cols;
+    crate::linalg::low_rank_add(
+        block,
+        n,
+        cols,
+        &lblock[..n * r],
+        rhs,
+        r,
+        factor,
+        COL_TILE,
+        scratch,
+    );
+}
+
+/// DoRA on one output feature stored as a row: scale `row` (= W + delta)
+/// to norm `m`.
+fn dora_row(row: &mut [f32], m: f32) {
+    let n: f64 = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    let f = m / (n.sqrt() as f32);
+    for x in row {
+        *x *= f;
     }
 }
 
@@ -560,12 +585,6 @@ fn dora_rescale(v: &mut [f32], rows: usize, cols: usize, m: &[f32], transposed: 
     } else {
         v.par_chunks_mut(cols)
             .zip(m.par_iter())
-            .for_each(|(row, &m)| {
-                let n: f64 = row.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-                let f = m / (n.sqrt() as f32);
-                for x in row {
-                    *x *= f;
-                }
-            });
+            .for_each(|(row, &m)| dora_row(row, m));
     }
 }
