@@ -2778,3 +2778,97 @@ fn first_gguf_fixture() -> String {
     names.sort();
     names.remove(0)
 }
+
+#[test]
+fn merge_into_a_quantized_llama_cpp_gguf() {
+    // The tiny Llama converted to GGUF (llama.cpp names, q/k permuted) and
+    // quantized to Q8_0 (ffn_down's 172-wide rows as F16): `merge` finds the
+    // adapter's tensors through the name tables, requantizes each merged
+    // tensor to its own type and prints its error.
+    let tmp = tempfile::tempdir().unwrap();
+    let f32_gguf = tmp.path().join("base-f32.gguf");
+    let q8 = tmp.path().join("base-q8_0.gguf");
+    run_ok(&["convert", LLAMA_DIR, path_str(&f32_gguf)]);
+    run_ok(&[
+        "quantize",
+        path_str(&f32_gguf),
+        path_str(&q8),
+        "q8_0",
+        "--override",
+        "ffn_down=f16",
+    ]);
+    let out = tmp.path().join("merged.gguf");
+    let text = run_ok(&[
+        "merge",
+        path_str(&q8),
+        &lora_dir("basic"),
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(text.contains("(gguf, llama.cpp names)"), "{text}");
+    assert!(text.contains("merged   14 tensors"), "{text}");
+    assert!(
+        text.contains("blk.0.attn_q.weight") && text.contains("Q8_0 -> Q8_0"),
+        "{text}"
+    );
+    // Same tensor names, types and shapes as the base.
+    assert_eq!(
+        inspect_json(path_str(&q8))["tensors"],
+        inspect_json(path_str(&out))["tensors"]
+    );
+    // Through an f32 llama.cpp-named base the values are exact: back in
+    // Hugging Face names and order (`convert`), PEFT's merge within 1e-6.
+    let out_f32 = tmp.path().join("merged-f32.gguf");
+    run_ok(&[
+        "merge",
+        path_str(&f32_gguf),
+        &lora_dir("basic"),
+        "-o",
+        path_str(&out_f32),
+    ]);
+    let hf = tmp.path().join("merged-hf.safetensors");
+    run_ok(&["convert", path_str(&out_f32), path_str(&hf)]);
+    let reference = PathBuf::from(lora_dir("basic")).join("merged_reference.safetensors");
+    let rel = max_rel_diff(&hf, &reference);
+    assert!(rel <= 1e-6, "relative difference {rel:e}");
+    // --requant picks another type; one whose blocks do not divide a merged
+    // tensor's rows is refused before anything is written.
+    let out2 = tmp.path().join("merged-f16.gguf");
+    let text = run_ok(&[
+        "merge",
+        path_str(&q8),
+        &lora_dir("basic"),
+        "--requant",
+        "f16",
+        "-o",
+        path_str(&out2),
+    ]);
+    assert!(text.contains("Q8_0 -> F16"), "{text}");
+    let bad = tmp.path().join("bad.gguf");
+    let o = weightkit(&[
+        "merge",
+        path_str(&q8),
+        &lora_dir("basic"),
+        "--requant",
+        "q4_K",
+        "-o",
+        path_str(&bad),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ffn_down"), "{}", stderr(&o));
+    assert!(!bad.exists());
+    // A llama.cpp-named GGUF base writes GGUF only.
+    let o = weightkit(&[
+        "merge",
+        path_str(&q8),
+        &lora_dir("basic"),
+        "-o",
+        path_str(&tmp.path().join("x.safetensors")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("llama.cpp's tensor names"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -10,12 +10,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use weightkit_core::{Metadata, TensorInfo, Value};
+use weightkit_core::{DType, Metadata, TensorInfo, Value};
 use weightkit_gguf::GgufWriter;
 use weightkit_io::{Format, Model};
 use weightkit_lora::{
-    Adapter, CombinationType, CombineOptions, LoraError, MajoritySignMethod, MergeOptions,
-    MergeReport, add_weighted_adapter,
+    Adapter, CombinationType, CombineOptions, GgufMergeOptions, LoraError, MajoritySignMethod,
+    MergeOptions, MergeReport, add_weighted_adapter, gguf_merge_infos, merge_gguf_base,
 };
 use weightkit_pickle::TorchWriter;
 use weightkit_safetensors::SafetensorsWriter;
@@ -39,7 +39,13 @@ base's.
 BASE is anything `weightkit inspect` reads whose tensor names are the \
 Hugging Face names the adapter was trained on (a model directory, a \
 .safetensors file, a shard index, a PyTorch checkpoint, or a GGUF file \
-written with --keep-names); its tensors must be f32, f16 or bf16. Each \
+written with --keep-names); its tensors must be f32, f16 or bf16. BASE may \
+also be a llama.cpp GGUF model (llama.cpp's tensor names, any quantized \
+types): the adapter's tensors are found through the Hugging Face <-> GGUF \
+name tables and the q/k rope permutation, each merged tensor is \
+dequantized, merged in f32 and requantized to its own type (or --requant \
+TYPE), its relative RMS requantization error is printed, and the output is \
+GGUF. Each \
 ADAPTER_DIR holds adapter_config.json and adapter_model.safetensors (or \
 adapter_model.bin), as PEFT's save_pretrained writes them.
 
@@ -103,6 +109,11 @@ pub(crate) struct MergeArgs {
     /// PEFT's safe_merge; nothing is written if one is found
     #[arg(long)]
     safe_merge: bool,
+
+    /// GGUF bases with llama.cpp's names: the type merged tensors are
+    /// requantized to [default: each tensor's own type]
+    #[arg(long, value_name = "TYPE", value_parser = parse_dtype)]
+    requant: Option<DType>,
 
     #[command(flatten)]
     combine: CombineArgs,
@@ -295,6 +306,21 @@ pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
     let base = open_input(&args.base)?;
     refuse_overwriting_input(&base, &args.out.output, false)?;
     let pairs: Vec<(&Adapter, f32)> = adapters.iter().zip(merge_weights.iter().copied()).collect();
+    // A GGUF base with llama.cpp's tensor names (not a --keep-names copy of
+    // the Hugging Face ones): merged through the name tables, requantized.
+    let llama_names = base.format() == Format::Gguf
+        && adapters
+            .iter()
+            .flat_map(|a| a.modules())
+            .any(|m| base.source().position(&m.target).is_none());
+    if llama_names {
+        return merge_gguf(args, &base, &pairs, to, &weights, start);
+    }
+    if args.requant.is_some() {
+        return Err(CliError::Usage(
+            "--requant applies to GGUF bases with llama.cpp's tensor names".into(),
+        ));
+    }
     let options = MergeOptions {
         scale: args.scale,
         safe_merge: args.safe_merge,
@@ -355,6 +381,98 @@ pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
     write_report(&mut out, &report, start)?;
     out.flush()?;
     Ok(())
+}
+
+/// `merge` into a GGUF base with llama.cpp's names (see
+/// `weightkit_lora::merge_gguf_base`): GGUF out, merged tensors requantized,
+/// each one's relative RMS requantization error printed.
+fn merge_gguf(
+    args: &MergeArgs,
+    base: &Model,
+    pairs: &[(&Adapter, f32)],
+    to: Format,
+    weights: &[f64],
+    start: Instant,
+) -> Result<(), CliError> {
+    if to != Format::Gguf {
+        return Err(CliError::Usage(format!(
+            "{} has llama.cpp's tensor names: the merged model is written as GGUF (name the \
+             output .gguf), or convert the base to Hugging Face first",
+            args.base.display()
+        )));
+    }
+    let options = GgufMergeOptions {
+        scale: args.scale,
+        safe_merge: args.safe_merge,
+        requant: args.requant,
+    };
+    let what = || {
+        format!(
+            "cannot merge into {} (writing {})",
+            args.base.display(),
+            args.out.output.display()
+        )
+    };
+    let infos = gguf_merge_infos(base, pairs, &options).map_err(|e| lora_error(what(), e))?;
+    let writer =
+        GgufWriter::create(&args.out.output, base.source().metadata(), infos).map_err(|e| {
+            lora_error(
+                what(),
+                LoraError::Write {
+                    path: args.out.output.clone(),
+                    source: Box::new(e),
+                },
+            )
+        })?;
+    let spinner = Spinner::start(format!(
+        "merging {} adapter(s) into {} GGUF tensors, writing {}",
+        pairs.len(),
+        thousands(base.source().tensor_infos().len() as u64),
+        args.out.output.display()
+    ));
+    let (report, _) =
+        merge_gguf_base(base, pairs, writer, &options).map_err(|e| lora_error(what(), e))?;
+    drop(spinner);
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "merged {} adapter{} into {} (gguf, llama.cpp names) -> {} (gguf)",
+        args.adapters.len(),
+        if args.adapters.len() == 1 { "" } else { "s" },
+        args.base.display(),
+        args.out.output.display(),
+    )?;
+    for (dir, w) in args.adapters.iter().zip(weights) {
+        writeln!(out, "  adapter  {} (weight {w})", dir.display())?;
+    }
+    writeln!(
+        out,
+        "  merged   {} tensors, copied {}",
+        report.merged.len(),
+        report.copied
+    )?;
+    for t in &report.merged {
+        writeln!(
+            out,
+            "    {:<32} {} -> {}  requantization error {:.3e} (relative RMS)",
+            t.name,
+            t.base_dtype.name(),
+            t.dtype.name(),
+            t.rel_rmse
+        )?;
+    }
+    writeln!(
+        out,
+        "  time     {}",
+        duration(start.elapsed().as_secs_f64())
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    s.parse::<DType>()
+        .map_err(|_| format!("unknown tensor type `{s}` (e.g. q8_0, q4_K, f16)"))
 }
 
 pub(crate) fn run_unmerge(args: &UnmergeArgs) -> Result<(), CliError> {
