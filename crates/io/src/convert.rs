@@ -8,6 +8,7 @@
 //! buffers; the input is never modified (writers go through a temporary
 //! file renamed into place).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -29,6 +30,42 @@ pub enum Transform {
     /// A row permutation: output row `i` is input row `rows[i]` (the q/k
     /// rope permutation and its inverse are such permutations).
     PermuteRows(Vec<usize>),
+}
+
+impl Transform {
+    /// Applies the transform to a tensor's bytes or values (`out` names the
+    /// tensor in errors): a row permutation moves whole rows, the row length
+    /// being `data.len() / rows`.
+    ///
+    /// # Errors
+    /// [`IoError::Core`] (a length mismatch) when `data` is not whole rows or
+    /// the permutation names a row beyond it.
+    pub fn apply<'a, T: Clone>(
+        &self,
+        data: &'a [T],
+        out: &TensorInfo,
+    ) -> Result<Cow<'a, [T]>, IoError> {
+        match self {
+            Transform::None => Ok(Cow::Borrowed(data)),
+            Transform::PermuteRows(rows) => permute_rows(data, rows, out).map(Cow::Owned),
+        }
+    }
+
+    /// The transform that undoes this one (a permutation's inverse).
+    pub fn inverse(&self) -> Transform {
+        match self {
+            Transform::None => Transform::None,
+            Transform::PermuteRows(rows) => {
+                let mut inv = vec![0usize; rows.len()];
+                for (i, &r) in rows.iter().enumerate() {
+                    if let Some(slot) = inv.get_mut(r) {
+                        *slot = i;
+                    }
+                }
+                Transform::PermuteRows(inv)
+            }
+        }
+    }
 }
 
 /// One output tensor.
@@ -147,7 +184,7 @@ fn is_dir_output(out: &Path, to: Format) -> bool {
 
 /// Output row `i` is input row `rows[i]`; rows are whole rows of the
 /// encoding (any dtype, blocks included).
-fn permute_rows(data: &[u8], rows: &[usize], out: &TensorInfo) -> Result<Vec<u8>, IoError> {
+fn permute_rows<T: Clone>(data: &[T], rows: &[usize], out: &TensorInfo) -> Result<Vec<T>, IoError> {
     let mismatch = || {
         IoError::Core(weightkit_core::CoreError::LengthMismatch {
             name: out.name.clone(),
@@ -344,14 +381,8 @@ pub fn run_plan_with_progress(
             let view = loaded.view();
             bytes_in += view.data().len() as u64;
             // 1. Rows permuted in the source encoding (whole rows move).
-            let permuted;
-            let raw: &[u8] = match &t.transform {
-                Transform::None => view.data(),
-                Transform::PermuteRows(rows) => {
-                    permuted = permute_rows(view.data(), rows, &t.out)?;
-                    &permuted
-                }
-            };
+            let permuted = t.transform.apply(view.data(), &t.out)?;
+            let raw: &[u8] = &permuted;
             // 2. Into the output type: as is, a float cast (rounded once), or
             //    through f32 into a quantized type.
             let converted;
@@ -491,4 +522,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 pub fn convert(model: &Model, out: &Path, opts: &ConvertOptions) -> Result<ConvertReport, IoError> {
     let plan = crate::plan::conversion_plan(model, opts.to, opts.dtype, opts.keep_names)?;
     run_plan(model, &plan, out, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use weightkit_core::{DType, Shape, TensorInfo};
+
+    use super::Transform;
+
+    #[test]
+    fn permutation_moves_whole_rows_and_its_inverse_undoes_it() {
+        let info = TensorInfo::new("t", DType::F32, Shape::new(vec![3, 2]));
+        let values = [0.0f32, 1.0, 10.0, 11.0, 20.0, 21.0];
+        let t = Transform::PermuteRows(vec![2, 0, 1]);
+        let moved = t.apply(&values, &info).unwrap();
+        assert_eq!(&*moved, &[20.0, 21.0, 0.0, 1.0, 10.0, 11.0]);
+        assert_eq!(&*t.inverse().apply(&moved, &info).unwrap(), &values);
+        // Bytes move the same way; a row beyond the data is a typed error.
+        assert_eq!(&*t.apply(&[1u8, 2, 3], &info).unwrap(), &[3, 1, 2]);
+        assert!(
+            Transform::PermuteRows(vec![0, 5, 1])
+                .apply(&values, &info)
+                .is_err()
+        );
+        assert!(matches!(
+            Transform::None.apply(&values, &info).unwrap(),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }

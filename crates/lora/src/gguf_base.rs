@@ -70,9 +70,10 @@ pub struct GgufMergeReport {
     pub copied: usize,
 }
 
-/// One adapted base tensor: the row map into Hugging Face order (if any)
-/// and the `(adapter, module)` pairs to apply, in order.
-type Steps = (Option<Vec<usize>>, Vec<(usize, usize)>);
+/// One adapted base tensor: the layout change into Hugging Face order (the
+/// io crate's GGUF -> HF transform) and the `(adapter, module)` pairs to
+/// apply, in order.
+type Steps = (Transform, Vec<(usize, usize)>);
 
 /// The adapted base tensors, by index.
 struct Targets {
@@ -126,19 +127,9 @@ fn plan(base: &Model, adapters: &[(&Adapter, f32)]) -> Result<Targets, LoraError
                     found: info.shape.dims().to_vec(),
                 });
             }
-            let map = match transform {
-                Transform::None => None,
-                Transform::PermuteRows(rows) => Some(rows.clone()),
-                other => {
-                    return Err(LoraError::Unsupported(format!(
-                        "GGUF tensor `{}`: layout transform {other:?}",
-                        info.name
-                    )));
-                }
-            };
             steps
                 .entry(i)
-                .or_insert_with(|| (map, Vec::new()))
+                .or_insert_with(|| (transform.clone(), Vec::new()))
                 .1
                 .push((k, m));
         }
@@ -173,24 +164,6 @@ pub fn gguf_merge_infos(
         }
     }
     Ok(infos)
-}
-
-/// Permutes rows: output row `r` is input row `map[r]`.
-fn permute(values: &[f32], cols: usize, map: &[usize]) -> Vec<f32> {
-    let mut out = vec![0f32; values.len()];
-    for (dst, &src) in out.chunks_exact_mut(cols).zip(map) {
-        dst.copy_from_slice(&values[src * cols..src * cols + cols]);
-    }
-    out
-}
-
-/// The inverse of a permutation.
-fn inverse(map: &[usize]) -> Vec<usize> {
-    let mut inv = vec![0usize; map.len()];
-    for (r, &src) in map.iter().enumerate() {
-        inv[src] = r;
-    }
-    inv
 }
 
 /// Dequantizes (or widens) a tensor's bytes to f32.
@@ -265,7 +238,7 @@ pub fn merge_gguf_base<S: TensorSink>(
     for (i, info) in src.tensor_infos().iter().enumerate() {
         let t = src.load(i).map_err(LoraError::Read)?;
         let bytes = t.view().data();
-        let Some((map, steps)) = targets.steps.get(&i) else {
+        let Some((transform, steps)) = targets.steps.get(&i) else {
             writer
                 .write_tensor(&info.name, bytes)
                 .map_err(|e| sink(&info.name, Box::new(e)))?;
@@ -273,10 +246,11 @@ pub fn merge_gguf_base<S: TensorSink>(
             continue;
         };
         let cols = info.shape.row_len();
-        let mut w = to_f32(&info.name, info.dtype, &info.shape, bytes)?;
-        if let Some(map) = map {
-            w = permute(&w, cols, map);
-        }
+        let wide = to_f32(&info.name, info.dtype, &info.shape, bytes)?;
+        let mut w = transform
+            .apply(&wide, info)
+            .map_err(LoraError::Read)?
+            .into_owned();
         for &(k, m) in steps {
             let (adapter, weight) = adapters[k];
             let module = &adapter.modules()[m];
@@ -288,9 +262,11 @@ pub fn merge_gguf_base<S: TensorSink>(
                 false,
             );
         }
-        if let Some(map) = map {
-            w = permute(&w, cols, &inverse(map));
-        }
+        let w = transform
+            .inverse()
+            .apply(&w, info)
+            .map_err(LoraError::Read)?
+            .into_owned();
         if options.safe_merge && !w.iter().all(|x| x.is_finite()) {
             return Err(LoraError::NonFinite(info.name.clone()));
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use weightkit_core::DType;
 use weightkit_gguf::GgufWriter;
-use weightkit_io::convert::{ConvertOptions, Transform, convert};
+use weightkit_io::convert::{ConvertOptions, convert};
 use weightkit_io::plan::gguf_to_hf_plan;
 use weightkit_io::{Format, Model};
 use weightkit_lora::{Adapter, GgufMergeOptions, LoraError, gguf_merge_infos, merge_gguf_base};
@@ -41,14 +41,7 @@ fn as_hf(path: &Path) -> HashMap<String, Vec<f32>> {
             } else {
                 weightkit_core::convert::decode_f32(info.dtype, raw.view().data(), &mut v).unwrap();
             }
-            if let Transform::PermuteRows(map) = &t.transform {
-                let cols = info.shape.row_len();
-                let mut p = vec![0f32; n];
-                for (dst, &s) in p.chunks_exact_mut(cols).zip(map) {
-                    dst.copy_from_slice(&v[s * cols..s * cols + cols]);
-                }
-                v = p;
-            }
+            let v = t.transform.apply(&v, info).unwrap().into_owned();
             (t.out.name.clone(), v)
         })
         .collect()
