@@ -1075,18 +1075,9 @@ fn q2_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Bloc
     let sigma2 = sumx2 / QK_K as f32;
     if LANES {
         // Two calls of eight lanes: sixteen at once spill registers here.
-        let s2 = F8::splat(sigma2);
         for h in 0..2 {
-            let mut xt = [F8::splat(0.0); 16];
-            let mut qt = [F8::splat(0.0); 16];
-            lanes::transpose_in(&x[128 * h..128 * h + 128], &mut xt);
-            lanes::transpose_in(&qw[128 * h..128 * h + 128], &mut qt);
-            let mut w = [F8::splat(0.0); 16];
-            let mut sumw = F8::splat(0.0);
-            for k in 0..16 {
-                w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
-                sumw = sumw.add(w[k]);
-            }
+            let half = 128 * h..128 * h + 128;
+            let (xt, w, sumw) = lanes::importance_in::<16, 8>(&x[half.clone()], &qw[half], sigma2);
             sw[8 * h..8 * h + 8].copy_from_slice(&sumw.0);
             let mut lt = [I8::splat(0); 16];
             let (sc, m) =
@@ -1332,17 +1323,7 @@ fn q3_k_impl_lanes(
     scales: &mut [f32; QK_K / 16],
     sw: &mut [f32; QK_K / 16],
 ) {
-    let s2 = F16::splat(sigma2);
-    let mut xt = [F16::splat(0.0); 16];
-    let mut qt = [F16::splat(0.0); 16];
-    lanes::transpose_in(x, &mut xt);
-    lanes::transpose_in(qw, &mut qt);
-    let mut w = [F16::splat(0.0); 16];
-    let mut sumw = F16::splat(0.0);
-    for k in 0..16 {
-        w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
-        sumw = sumw.add(w[k]);
-    }
+    let (xt, w, sumw) = lanes::importance_in::<16, 16>(x, qw, sigma2);
     *sw = sumw.0;
     let mut lt = [I16::splat(0); 16];
     let sc = lanes::make_qx_quants(4, &xt, &w, &mut lt);
@@ -1623,17 +1604,7 @@ fn k4_impl_search<const LANES: bool>(
     }
     let sigma2 = 2.0 * sum_x2 / QK_K as f32;
     if LANES {
-        let mut xt = [F8::splat(0.0); 32];
-        let mut qt = [F8::splat(0.0); 32];
-        lanes::transpose_in(x, &mut xt);
-        lanes::transpose_in(qw, &mut qt);
-        let s2 = F8::splat(sigma2);
-        let mut w = [F8::splat(0.0); 32];
-        let mut sumw = F8::splat(0.0);
-        for k in 0..32 {
-            w[k] = qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
-            sumw = sumw.add(w[k]);
-        }
+        let (xt, w, sumw) = lanes::importance_in::<32, 8>(x, qw, sigma2);
         sw = sumw.0;
         let mut lt = [I8::splat(0); 32];
         let (sc, m) =

@@ -203,6 +203,28 @@ pub(crate) fn transpose_out<const N: usize, const L: usize, T: Copy>(
     }
 }
 
+/// The groups of an importance path, transposed as [`transpose_in`]: the
+/// values, ggml's weights `qw[k] * sqrt(sigma2 + x[k]^2)` and each group's
+/// sum of weights (added from the first, as ggml's `sumw`).
+#[inline(always)]
+pub(crate) fn importance_in<const N: usize, const L: usize>(
+    x: &[f32],
+    qw: &[f32],
+    sigma2: f32,
+) -> ([Fx<L>; N], [Fx<L>; N], Fx<L>) {
+    let mut xt = [Fx::<L>::splat(0.0); N];
+    let mut w = [Fx::<L>::splat(0.0); N];
+    transpose_in(x, &mut xt);
+    transpose_in(qw, &mut w);
+    let s2 = Fx::<L>::splat(sigma2);
+    let mut sumw = Fx::<L>::splat(0.0);
+    for k in 0..N {
+        w[k] = w[k].mul(s2.add(xt[k].mul(xt[k])).sqrt());
+        sumw = sumw.add(w[k]);
+    }
+    (xt, w, sumw)
+}
+
 /// `make_qkx2_quants` (`V3 = false`) or `make_qkx3_quants` (`V3 = true`)
 /// on eight groups (see the scalar versions in [`crate::kquants`]): fills `l`
 /// with quants in `0..=nmax` and returns `(scale, -min)` per lane.

@@ -626,12 +626,7 @@ fn impl_block<B: LegacyImpl>(xb: &[f32; 32], qw: &[f32; 32], sigma2: f32) -> B {
 /// [`crate::lanes`] (the same operations per block, hence the same bytes).
 #[inline(always)]
 fn impl_blocks_x8<B: LegacyImpl>(x: &[f32; 256], qw: &[f32; 256], sigma2: f32, y: &mut [B]) {
-    let mut xt = [F8::splat(0.0); 32];
-    let mut qt = [F8::splat(0.0); 32];
-    lanes::transpose_in(x, &mut xt);
-    lanes::transpose_in(qw, &mut qt);
-    let s2 = F8::splat(sigma2);
-    let w = std::array::from_fn::<F8, 32, _>(|k| qt[k].mul(s2.add(xt[k].mul(xt[k])).sqrt()));
+    let (xt, w, _) = lanes::importance_in::<32, 8>(x, qw, sigma2);
     let mut lt = [I8::splat(0); 32];
     let (d, neg_min) = if B::ASYM {
         lanes::make_qkx_quants::<32, 8, true>(B::NMAX, &xt, &w, &mut lt, -0.9, 0.05, 36, false)
