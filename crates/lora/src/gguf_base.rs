@@ -146,6 +146,16 @@ pub fn gguf_merge_infos(
     options: &GgufMergeOptions,
 ) -> Result<Vec<TensorInfo>, LoraError> {
     let targets = plan(base, adapters)?;
+    output_infos(base, &targets, options)
+}
+
+/// The output tensor list for `targets`, checking that `options.requant`'s
+/// blocks divide every merged tensor's rows.
+fn output_infos(
+    base: &Model,
+    targets: &Targets,
+    options: &GgufMergeOptions,
+) -> Result<Vec<TensorInfo>, LoraError> {
     let mut infos = base.source().tensor_infos().to_vec();
     if let Some(d) = options.requant {
         let mut merged: Vec<usize> = targets.steps.keys().copied().collect();
@@ -226,9 +236,9 @@ pub fn merge_gguf_base<S: TensorSink>(
     mut writer: S,
     options: &GgufMergeOptions,
 ) -> Result<(GgufMergeReport, S::Output), LoraError> {
-    // Validates the requantization type against every merged tensor first.
-    gguf_merge_infos(base, adapters, options)?;
     let targets = plan(base, adapters)?;
+    // Validates the requantization type against every merged tensor first.
+    output_infos(base, &targets, options)?;
     let src = base.source();
     let mut report = GgufMergeReport::default();
     let sink = |tensor: &str, source: BoxError| LoraError::Sink {

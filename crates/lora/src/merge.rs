@@ -459,8 +459,10 @@ pub fn apply_module_in_place(
                 let _ = convert::decode_f32(dtype, raw, block);
                 update_block(block, cols, lblock, &rhs, r, factor, scratch);
                 if let Some(m) = magnitude {
-                    for (i, row) in block.chunks_exact_mut(cols).enumerate() {
-                        dora_row(row, m[b * BLOCK_ROWS + i]);
+                    // As `dora_rescale`: row i with magnitude i (zip, no index).
+                    let mb = m.iter().skip(b * BLOCK_ROWS);
+                    for (row, &mi) in block.chunks_exact_mut(cols).zip(mb) {
+                        dora_row(row, mi);
                     }
                 }
                 let _ = convert::encode_f32(dtype, block, raw);
