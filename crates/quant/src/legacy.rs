@@ -511,15 +511,41 @@ fn pack_q5(levels: &[u8; 32]) -> ([u8; 16], [u8; 4]) {
 // Importance-weighted paths (ggml's `quantize_row_q*_impl`)
 // ---------------------------------------------------------------------------
 
-/// A legacy type's importance path: ggml's `quantize_row_q*_impl` searches
-/// each block with `make_qx_quants` (symmetric types) or `make_qkx3_quants`
-/// (types with a minimum) under the weights
-/// `qw[j] * sqrt(sigma2 + x[j]^2)`, then packs the levels.
+/// A legacy type's two quantizers. The reference one (`ref_block`, and
+/// `ref_blocks` choosing the AVX2 kernel or the scalar loop by level); the
+/// importance path, ggml's `quantize_row_q*_impl`, which searches each block
+/// with `make_qx_quants` (symmetric types) or `make_qkx3_quants` (types with
+/// a minimum) under the weights `qw[j] * sqrt(sigma2 + x[j]^2)`, then packs
+/// the levels.
 pub(crate) trait LegacyImpl: Sized {
     /// The block's type.
     const DTYPE: DType;
-    /// The reference quantizer over whole blocks at `level`.
-    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]);
+    /// ggml's reference quantizer for one block.
+    fn ref_block(x: &[f32; 32]) -> Self;
+    /// The reference quantizer over whole blocks in AVX2 intrinsics (the
+    /// same bytes).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, FMA and F16C, and the values be finite.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn ref_blocks_avx2(src: &[f32], dst: &mut [Self]);
+    /// The reference quantizer over whole blocks at `level` (capped at what
+    /// the CPU supports; the values checked finite).
+    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if level >= Level::Avx2 {
+            // SAFETY: `level` is capped at `simd::supported()`, which reports
+            // AVX2 (with FMA and F16C) only when the CPU has them; the values
+            // were checked finite by the caller.
+            unsafe { Self::ref_blocks_avx2(src, dst) };
+            return;
+        }
+        let _ = level;
+        for (xb, yb) in src.as_chunks::<32>().0.iter().zip(dst.iter_mut()) {
+            *yb = Self::ref_block(xb);
+        }
+    }
     /// The search's `nmax`.
     const NMAX: i32;
     /// `make_qkx3_quants` (with a minimum) rather than `make_qx_quants`.
@@ -531,8 +557,13 @@ pub(crate) trait LegacyImpl: Sized {
 
 impl LegacyImpl for BlockQ4_0 {
     const DTYPE: DType = DType::Q4_0;
-    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
-        q4_0_blocks(level, src, dst);
+    fn ref_block(x: &[f32; 32]) -> Self {
+        q4_0_block_ref(x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn ref_blocks_avx2(src: &[f32], dst: &mut [Self]) {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C and finite values.
+        unsafe { crate::simd::x86::quantize_row_q4_0(src, dst) }
     }
     const NMAX: i32 = 8;
     const ASYM: bool = false;
@@ -551,8 +582,13 @@ impl LegacyImpl for BlockQ4_0 {
 
 impl LegacyImpl for BlockQ4_1 {
     const DTYPE: DType = DType::Q4_1;
-    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
-        q4_1_blocks(level, src, dst);
+    fn ref_block(x: &[f32; 32]) -> Self {
+        q4_1_block_ref(x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn ref_blocks_avx2(src: &[f32], dst: &mut [Self]) {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C and finite values.
+        unsafe { crate::simd::x86::quantize_row_q4_1(src, dst) }
     }
     const NMAX: i32 = 15;
     const ASYM: bool = true;
@@ -572,8 +608,13 @@ impl LegacyImpl for BlockQ4_1 {
 
 impl LegacyImpl for BlockQ5_0 {
     const DTYPE: DType = DType::Q5_0;
-    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
-        q5_0_blocks(level, src, dst);
+    fn ref_block(x: &[f32; 32]) -> Self {
+        q5_0_block_ref(x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn ref_blocks_avx2(src: &[f32], dst: &mut [Self]) {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C and finite values.
+        unsafe { crate::simd::x86::quantize_row_q5_0(src, dst) }
     }
     const NMAX: i32 = 16;
     const ASYM: bool = false;
@@ -590,8 +631,13 @@ impl LegacyImpl for BlockQ5_0 {
 
 impl LegacyImpl for BlockQ5_1 {
     const DTYPE: DType = DType::Q5_1;
-    fn ref_blocks(level: Level, src: &[f32], dst: &mut [Self]) {
-        q5_1_blocks(level, src, dst);
+    fn ref_block(x: &[f32; 32]) -> Self {
+        q5_1_block_ref(x)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn ref_blocks_avx2(src: &[f32], dst: &mut [Self]) {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C and finite values.
+        unsafe { crate::simd::x86::quantize_row_q5_1(src, dst) }
     }
     const NMAX: i32 = 31;
     const ASYM: bool = true;
@@ -762,28 +808,6 @@ pub fn quantize_row_q4_0_ref(x: &[f32], y: &mut [BlockQ4_0]) -> Result<(), Quant
     Ok(())
 }
 
-/// The reference path over whole blocks, inlined into each instruction-set
-/// instance below.
-#[inline(always)]
-fn q4_0_blocks_generic(src: &[f32], dst: &mut [BlockQ4_0]) {
-    for (xb, yb) in src.as_chunks::<QK4_0>().0.iter().zip(dst.iter_mut()) {
-        *yb = q4_0_block_ref(xb);
-    }
-}
-
-fn q4_0_blocks(level: Level, src: &[f32], dst: &mut [BlockQ4_0]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 {
-        // SAFETY: `level` is capped at `simd::supported()`, which reports
-        // AVX2 (with FMA and F16C) only when the CPU has them; the values
-        // were checked finite.
-        unsafe { crate::simd::x86::quantize_row_q4_0(src, dst) };
-        return;
-    }
-    let _ = level;
-    q4_0_blocks_generic(src, dst);
-}
-
 /// ggml's `quantize_q4_0`: quantizes `src` as rows of `n_per_row` elements.
 ///
 /// Without `imatrix` this is [`quantize_row_q4_0_ref`]; with it (one
@@ -871,28 +895,6 @@ pub fn quantize_row_q4_1_ref(x: &[f32], y: &mut [BlockQ4_1]) -> Result<(), Quant
     Ok(())
 }
 
-/// The reference path over whole blocks, inlined into each instruction-set
-/// instance below.
-#[inline(always)]
-fn q4_1_blocks_generic(src: &[f32], dst: &mut [BlockQ4_1]) {
-    for (xb, yb) in src.as_chunks::<QK4_1>().0.iter().zip(dst.iter_mut()) {
-        *yb = q4_1_block_ref(xb);
-    }
-}
-
-fn q4_1_blocks(level: Level, src: &[f32], dst: &mut [BlockQ4_1]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 {
-        // SAFETY: `level` is capped at `simd::supported()`, which reports
-        // AVX2 (with FMA and F16C) only when the CPU has them; the values
-        // were checked finite.
-        unsafe { crate::simd::x86::quantize_row_q4_1(src, dst) };
-        return;
-    }
-    let _ = level;
-    q4_1_blocks_generic(src, dst);
-}
-
 /// ggml's `quantize_q4_1`: rows of `n_per_row`; with `imatrix`, ggml's
 /// `quantize_row_q4_1_impl` (weights as in [`quantize_q4_0`], then
 /// `make_qkx3_quants` with 37 candidate scales), else
@@ -971,28 +973,6 @@ pub fn quantize_row_q5_0_ref(x: &[f32], y: &mut [BlockQ5_0]) -> Result<(), Quant
         *yb = q5_0_block_ref(xb);
     }
     Ok(())
-}
-
-/// The reference path over whole blocks, inlined into each instruction-set
-/// instance below.
-#[inline(always)]
-fn q5_0_blocks_generic(src: &[f32], dst: &mut [BlockQ5_0]) {
-    for (xb, yb) in src.as_chunks::<QK5_0>().0.iter().zip(dst.iter_mut()) {
-        *yb = q5_0_block_ref(xb);
-    }
-}
-
-fn q5_0_blocks(level: Level, src: &[f32], dst: &mut [BlockQ5_0]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 {
-        // SAFETY: `level` is capped at `simd::supported()`, which reports
-        // AVX2 (with FMA and F16C) only when the CPU has them; the values
-        // were checked finite.
-        unsafe { crate::simd::x86::quantize_row_q5_0(src, dst) };
-        return;
-    }
-    let _ = level;
-    q5_0_blocks_generic(src, dst);
 }
 
 /// ggml's `quantize_q5_0`: rows of `n_per_row`; with `imatrix`, ggml's
@@ -1077,28 +1057,6 @@ pub fn quantize_row_q5_1_ref(x: &[f32], y: &mut [BlockQ5_1]) -> Result<(), Quant
         *yb = q5_1_block_ref(xb);
     }
     Ok(())
-}
-
-/// The reference path over whole blocks, inlined into each instruction-set
-/// instance below.
-#[inline(always)]
-fn q5_1_blocks_generic(src: &[f32], dst: &mut [BlockQ5_1]) {
-    for (xb, yb) in src.as_chunks::<QK5_1>().0.iter().zip(dst.iter_mut()) {
-        *yb = q5_1_block_ref(xb);
-    }
-}
-
-fn q5_1_blocks(level: Level, src: &[f32], dst: &mut [BlockQ5_1]) {
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 {
-        // SAFETY: `level` is capped at `simd::supported()`, which reports
-        // AVX2 (with FMA and F16C) only when the CPU has them; the values
-        // were checked finite.
-        unsafe { crate::simd::x86::quantize_row_q5_1(src, dst) };
-        return;
-    }
-    let _ = level;
-    q5_1_blocks_generic(src, dst);
 }
 
 /// ggml's `quantize_q5_1`: rows of `n_per_row`; with `imatrix`, ggml's
