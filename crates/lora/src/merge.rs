@@ -4,6 +4,7 @@
 //! the base dtype; untouched tensors are copied byte for byte. Memory is the
 //! adapter plus one base tensor (two for DoRA on `fan_in_fan_out` bases).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -437,13 +438,15 @@ pub fn apply_module_in_place(
     }
     let r = module.rank;
     let factor = signed_scaling(module, scale, unmerge);
-    let (lhs, rhs) = if transposed {
+    // The factors as `lhs (rows, r)` and `rhs (r, cols)`: borrowed, or
+    // transposed copies for fan_in_fan_out.
+    let (lhs, rhs): (Cow<'_, [f32]>, Cow<'_, [f32]>) = if transposed {
         (
-            transpose(&module.a, r, module.a_cols),
-            transpose(&module.b, module.b_rows, r),
+            Cow::Owned(transpose(&module.a, r, module.a_cols)),
+            Cow::Owned(transpose(&module.b, module.b_rows, r)),
         )
     } else {
-        (module.b.clone(), module.a.clone())
+        (Cow::Borrowed(&module.b), Cow::Borrowed(&module.a))
     };
     let magnitude = module.magnitude.as_deref();
     bytes
