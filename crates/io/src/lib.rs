@@ -16,4 +16,4 @@ pub mod quantize;
 pub mod source;
 
 pub use error::{BoxError, IoError};
-pub use source::{Format, Model, Source, open};
+pub use source::{Format, Model, Overlay, Source, open};

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use weightkit_core::{CowTensor, Metadata, TensorInfo, TensorSource};
+use weightkit_core::{CowTensor, Metadata, Tensor, TensorInfo, TensorSource};
 use weightkit_gguf::GgufFile;
 use weightkit_pickle::{LoadOptions, TorchFile};
 use weightkit_safetensors::{Checkpoint, SafetensorsFile, ShardedSafetensors};
@@ -178,6 +178,55 @@ impl Source for Torch {
     }
 }
 
+/// Tensors computed anew from a wrapped source (a LoRA merge, a dequantized
+/// view ...): the safe half of a derived [`Source`], installed with
+/// [`Model::with_overlay`]. The overlay names the tensor list (the base's
+/// names and shapes, in the base's order; dtypes may differ) and computes
+/// the tensors it changes; every other tensor is the base's, zero-copy, and
+/// page releases reach the base.
+pub trait Overlay: Send + Sync + std::fmt::Debug {
+    /// The tensor list: as long as the base's, same names and shapes.
+    fn tensor_infos(&self) -> &[TensorInfo];
+    /// Tensor `i` computed from `base`, or `None` to hand out the base's
+    /// own tensor `i` (whose dtype must then be the one listed).
+    fn load(&self, base: &dyn Source, i: usize) -> Result<Option<Tensor>, IoError>;
+}
+
+/// A source whose tensors come from an [`Overlay`] over a base source.
+#[derive(Debug)]
+struct Overlaid<O> {
+    base: Box<dyn Source>,
+    overlay: O,
+}
+
+impl<O: Overlay> Source for Overlaid<O> {
+    fn format(&self) -> Format {
+        self.base.format()
+    }
+    fn tensor_infos(&self) -> &[TensorInfo] {
+        self.overlay.tensor_infos()
+    }
+    fn metadata(&self) -> &Metadata {
+        self.base.metadata()
+    }
+    fn load(&self, i: usize) -> Result<CowTensor<'_>, IoError> {
+        match self.overlay.load(&*self.base, i)? {
+            Some(t) => Ok(CowTensor::Owned(t)),
+            None => self.base.load(i),
+        }
+    }
+    fn position(&self, name: &str) -> Option<usize> {
+        self.base.position(name)
+    }
+    unsafe fn release(&self, i: usize) {
+        // SAFETY: forwarded to the caller: no borrow of tensor `i` handed
+        // out by this source (zero-copy ones are the base's) is alive, and
+        // the overlay's own reads of the base ended when its `load`
+        // returned an owned tensor.
+        unsafe { self.base.release(i) }
+    }
+}
+
 /// An opened checkpoint: the tensors, and, for a Hugging Face directory,
 /// its `config.json` and the directory (tokenizer files live there).
 #[derive(Debug)]
@@ -212,6 +261,37 @@ impl Model {
     /// `config.json`, when the directory has one.
     pub fn config(&self) -> Option<&serde_json::Value> {
         self.config.as_ref()
+    }
+
+    /// The same model (path, directory, `config.json`) whose tensors come
+    /// through `overlay`: conversion and quantization plans then read the
+    /// overlay's tensors, e.g. a LoRA merge computed tensor by tensor.
+    ///
+    /// # Errors
+    /// [`IoError::Module`] when the overlay's tensor list does not have the
+    /// base's names and shapes in the base's order.
+    pub fn with_overlay(self, overlay: impl Overlay + 'static) -> Result<Model, IoError> {
+        let base = self.source.tensor_infos();
+        let listed = overlay.tensor_infos();
+        let same = base.len() == listed.len()
+            && base
+                .iter()
+                .zip(listed)
+                .all(|(a, b)| a.name == b.name && a.shape == b.shape);
+        if !same {
+            return Err(IoError::Module(
+                "an overlay must list the base's tensors (names and shapes, in order)".into(),
+            ));
+        }
+        Ok(Model {
+            source: Box::new(Overlaid {
+                base: self.source,
+                overlay,
+            }),
+            path: self.path,
+            dir: self.dir,
+            config: self.config,
+        })
     }
 }
 

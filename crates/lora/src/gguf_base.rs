@@ -16,16 +16,12 @@
 //! quantization of the merged weights, not the error against the original
 //! full-precision model, which the GGUF no longer holds).
 
-use std::collections::HashMap;
-
-use weightkit_core::{DType, Shape, TensorInfo, TensorSink, convert};
-use weightkit_io::convert::Transform;
-use weightkit_io::plan::gguf_to_hf_plan;
-use weightkit_io::{Format, Model};
+use weightkit_core::{DType, TensorInfo, TensorSink};
+use weightkit_io::Model;
 
 use crate::adapter::Adapter;
 use crate::error::{BoxError, LoraError};
-use crate::merge::apply_module;
+use crate::merged::{Targets, from_f32, merged_values, to_f32};
 
 /// Options of [`merge_gguf_base`].
 #[derive(Clone, Debug, PartialEq)]
@@ -70,73 +66,6 @@ pub struct GgufMergeReport {
     pub copied: usize,
 }
 
-/// One adapted base tensor: the layout change into Hugging Face order (the
-/// io crate's GGUF -> HF transform) and the `(adapter, module)` pairs to
-/// apply, in order.
-type Steps = (Transform, Vec<(usize, usize)>);
-
-/// The adapted base tensors, by index.
-struct Targets {
-    steps: HashMap<usize, Steps>,
-}
-
-fn plan(base: &Model, adapters: &[(&Adapter, f32)]) -> Result<Targets, LoraError> {
-    if base.format() != Format::Gguf {
-        return Err(LoraError::Unsupported(format!(
-            "merge_gguf_base needs a GGUF base, got {}",
-            base.format().name()
-        )));
-    }
-    for (adapter, _) in adapters {
-        if let Some((name, _, _)) = adapter.saved_tensors().first() {
-            return Err(LoraError::Unsupported(format!(
-                "`{name}`: adapters that replace base tensors (modules_to_save, trained biases) \
-                 cannot be merged into a GGUF base yet"
-            )));
-        }
-        if let Some(m) = adapter.modules().iter().find(|m| m.bias.is_some()) {
-            return Err(LoraError::Unsupported(format!(
-                "`{}`: lora_bias cannot be merged into a GGUF base yet",
-                m.module
-            )));
-        }
-    }
-    let hf = gguf_to_hf_plan(base, None).map_err(LoraError::Read)?;
-    let by_name: HashMap<&str, (usize, &Transform)> = hf
-        .tensors
-        .iter()
-        .map(|t| (t.out.name.as_str(), (t.source, &t.transform)))
-        .collect();
-    let infos = base.source().tensor_infos();
-    let mut steps: HashMap<usize, Steps> = HashMap::new();
-    for (k, (adapter, _)) in adapters.iter().enumerate() {
-        let config = adapter.config();
-        for (m, module) in adapter.modules().iter().enumerate() {
-            let Some(&(i, transform)) = by_name.get(module.target.as_str()) else {
-                return Err(LoraError::MissingBaseTensor {
-                    module: module.module.clone(),
-                    tensor: module.target.clone(),
-                });
-            };
-            let info = &infos[i];
-            let want = module.expected_shape(config);
-            if info.shape.dims() != want {
-                return Err(LoraError::Shape {
-                    name: format!("{} (GGUF `{}`)", module.target, info.name),
-                    expected: want.to_vec(),
-                    found: info.shape.dims().to_vec(),
-                });
-            }
-            steps
-                .entry(i)
-                .or_insert_with(|| (transform.clone(), Vec::new()))
-                .1
-                .push((k, m));
-        }
-    }
-    Ok(Targets { steps })
-}
-
 /// The tensor list [`merge_gguf_base`] writes: the base's, with merged
 /// tensors in `options.requant`'s type when one is given (create the GGUF
 /// writer from it and the base's metadata).
@@ -145,7 +74,7 @@ pub fn gguf_merge_infos(
     adapters: &[(&Adapter, f32)],
     options: &GgufMergeOptions,
 ) -> Result<Vec<TensorInfo>, LoraError> {
-    let targets = plan(base, adapters)?;
+    let targets = Targets::llama_cpp(base, adapters)?;
     output_infos(base, &targets, options)
 }
 
@@ -158,7 +87,7 @@ fn output_infos(
 ) -> Result<Vec<TensorInfo>, LoraError> {
     let mut infos = base.source().tensor_infos().to_vec();
     if let Some(d) = options.requant {
-        let mut merged: Vec<usize> = targets.steps.keys().copied().collect();
+        let mut merged: Vec<usize> = targets.0.keys().copied().collect();
         merged.sort_unstable();
         for i in merged {
             let cols = infos[i].shape.row_len();
@@ -174,42 +103,6 @@ fn output_infos(
         }
     }
     Ok(infos)
-}
-
-/// Dequantizes (or widens) a tensor's bytes to f32.
-fn to_f32(name: &str, dtype: DType, shape: &Shape, bytes: &[u8]) -> Result<Vec<f32>, LoraError> {
-    let core = |source| LoraError::Convert {
-        name: name.to_owned(),
-        source,
-    };
-    let mut out = vec![0f32; shape.elem_count().map_err(core)?];
-    if dtype.is_quantized() {
-        weightkit_quant::dequantize(dtype, bytes, &mut out).map_err(|source| LoraError::Quant {
-            name: name.to_owned(),
-            source,
-        })?;
-    } else {
-        convert::decode_f32(dtype, bytes, &mut out).map_err(core)?;
-    }
-    Ok(out)
-}
-
-/// Quantizes (or narrows) f32 rows of `cols` values to `dtype`.
-fn from_f32(name: &str, dtype: DType, values: &[f32], cols: usize) -> Result<Vec<u8>, LoraError> {
-    let core = |source| LoraError::Convert {
-        name: name.to_owned(),
-        source,
-    };
-    if dtype.is_quantized() {
-        weightkit_quant::quantize(dtype, values, cols, None).map_err(|source| LoraError::Quant {
-            name: name.to_owned(),
-            source,
-        })
-    } else {
-        let mut bytes = vec![0u8; dtype.bytes_for_elems(values.len()).map_err(core)?];
-        convert::encode_f32(dtype, values, &mut bytes).map_err(core)?;
-        Ok(bytes)
-    }
 }
 
 /// Merges `adapters` (each with its weight, applied in turn as in
@@ -236,7 +129,7 @@ pub fn merge_gguf_base<S: TensorSink>(
     mut writer: S,
     options: &GgufMergeOptions,
 ) -> Result<(GgufMergeReport, S::Output), LoraError> {
-    let targets = plan(base, adapters)?;
+    let targets = Targets::llama_cpp(base, adapters)?;
     // Validates the requantization type against every merged tensor first.
     output_infos(base, &targets, options)?;
     let src = base.source();
@@ -248,7 +141,7 @@ pub fn merge_gguf_base<S: TensorSink>(
     for (i, info) in src.tensor_infos().iter().enumerate() {
         let t = src.load(i).map_err(LoraError::Read)?;
         let bytes = t.view().data();
-        let Some((transform, steps)) = targets.steps.get(&i) else {
+        let Some(steps) = targets.0.get(&i) else {
             writer
                 .write_tensor(&info.name, bytes)
                 .map_err(|e| sink(&info.name, Box::new(e)))?;
@@ -256,27 +149,7 @@ pub fn merge_gguf_base<S: TensorSink>(
             continue;
         };
         let cols = info.shape.row_len();
-        let wide = to_f32(&info.name, info.dtype, &info.shape, bytes)?;
-        let mut w = transform
-            .apply(&wide, info)
-            .map_err(LoraError::Read)?
-            .into_owned();
-        for &(k, m) in steps {
-            let (adapter, weight) = adapters[k];
-            let module = &adapter.modules()[m];
-            apply_module(
-                adapter.config(),
-                module,
-                &mut w,
-                options.scale * weight,
-                false,
-            );
-        }
-        let w = transform
-            .inverse()
-            .apply(&w, info)
-            .map_err(LoraError::Read)?
-            .into_owned();
+        let w = merged_values(info, t.view(), steps, adapters, options.scale, false)?;
         if options.safe_merge && !w.iter().all(|x| x.is_finite()) {
             return Err(LoraError::NonFinite(info.name.clone()));
         }

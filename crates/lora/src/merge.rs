@@ -5,7 +5,6 @@
 //! adapter plus one base tensor (two for DoRA on `fan_in_fan_out` bases).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -15,6 +14,7 @@ use weightkit_safetensors::SafetensorsWriter;
 
 use crate::adapter::{Adapter, AdapterConfig, LoraModule};
 use crate::error::{BoxError, LoraError};
+use crate::merged::{Action, Targets, merged_values};
 
 /// How to merge.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,18 +45,6 @@ pub struct MergeReport {
     pub replaced: Vec<String>,
     /// Tensors copied unchanged.
     pub copied: usize,
-}
-
-enum Action {
-    Lora(usize),
-    /// `bias += scaling * lora_B.bias` of module `module` (`lora_bias`),
-    /// after replacing the base bias by saved tensor `replace` if any
-    /// (`bias = "all"`: PEFT loads the trained bias, then merges).
-    Bias {
-        module: usize,
-        replace: Option<usize>,
-    },
-    Replace(usize),
 }
 
 /// Merges `adapter` into `base` and writes the result to `out` as
@@ -141,86 +129,6 @@ fn to_safetensors(
     run(base, adapters, writer, options, unmerge, &write_err).map(|(report, _)| report)
 }
 
-fn is_mergeable(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
-}
-
-/// Checks that `base` holds `name` with the shape the adapter implies
-/// (`expected`) and a dtype the merge can widen to f32.
-fn check_base(
-    base: &dyn Source,
-    module: &str,
-    name: &str,
-    expected: &[usize],
-) -> Result<(), LoraError> {
-    let info = base
-        .position(name)
-        .and_then(|p| base.tensor_infos().get(p))
-        .ok_or_else(|| LoraError::MissingBaseTensor {
-            module: module.to_owned(),
-            tensor: name.to_owned(),
-        })?;
-    if info.shape.dims() != expected {
-        return Err(LoraError::Shape {
-            name: name.to_owned(),
-            expected: expected.to_vec(),
-            found: info.shape.dims().to_vec(),
-        });
-    }
-    if !is_mergeable(info.dtype) {
-        return Err(LoraError::Unsupported(format!(
-            "base tensor `{name}` has dtype {:?} (f32, f16 and bf16 only)",
-            info.dtype
-        )));
-    }
-    Ok(())
-}
-
-fn plan(
-    base: &dyn Source,
-    adapter: &Adapter,
-    k: usize,
-    actions: &mut HashMap<String, Vec<(usize, Action)>>,
-) -> Result<(), LoraError> {
-    let config = adapter.config();
-    let mut own: HashMap<String, Action> = HashMap::new();
-    for (i, m) in adapter.modules().iter().enumerate() {
-        check_base(base, &m.module, &m.target, &m.expected_shape(config))?;
-        own.insert(m.target.clone(), Action::Lora(i));
-        if m.bias.is_some() {
-            // PEFT: "Impossible to merge LoRA with `lora_bias=True` because
-            // the base layer has no bias."
-            let name = m.bias_target();
-            check_base(base, &m.module, &name, &[m.b_rows])?;
-            own.insert(
-                name,
-                Action::Bias {
-                    module: i,
-                    replace: None,
-                },
-            );
-        }
-    }
-    for (i, (name, shape, _)) in adapter.saved_tensors().iter().enumerate() {
-        check_base(base, name, name, shape)?;
-        match own.get_mut(name) {
-            Some(Action::Bias { replace, .. }) if replace.is_none() => *replace = Some(i),
-            Some(_) => {
-                return Err(LoraError::Unsupported(format!(
-                    "`{name}` is both LoRA-adapted and saved in full by the adapter"
-                )));
-            }
-            None => {
-                own.insert(name.clone(), Action::Replace(i));
-            }
-        }
-    }
-    for (name, action) in own {
-        actions.entry(name).or_default().push((k, action));
-    }
-    Ok(())
-}
-
 fn run<S: TensorSink>(
     base: &dyn Source,
     adapters: &[(&Adapter, f32)],
@@ -243,10 +151,7 @@ fn run<S: TensorSink>(
             ));
         }
     }
-    let mut actions = HashMap::new();
-    for (k, (adapter, _)) in adapters.iter().enumerate() {
-        plan(base, adapter, k, &mut actions)?;
-    }
+    let targets = Targets::by_name(base, adapters)?;
     let mut report = MergeReport::default();
     for (i, info) in base.tensor_infos().iter().enumerate() {
         let t = base.load(i).map_err(LoraError::Read)?;
@@ -255,7 +160,7 @@ fn run<S: TensorSink>(
             name: info.name.clone(),
             source,
         };
-        let Some(steps) = actions.get(&info.name) else {
+        let Some(steps) = targets.0.get(&i) else {
             writer
                 .write_tensor(&info.name, view.data())
                 .map_err(|e| wrap(&info.name, Box::new(e)))?;
@@ -264,7 +169,7 @@ fn run<S: TensorSink>(
         };
         // One LoRA update of an f32/f16/bf16 weight (the common case): in
         // place, row by row, without an f32 copy of the matrix.
-        if let [(k, Action::Lora(m))] = steps.as_slice() {
+        if let [(k, Action::Lora(m))] = steps.actions.as_slice() {
             let (adapter, weight) = adapters[*k];
             let module = &adapter.modules()[*m];
             let mut bytes = view.data().to_vec();
@@ -287,44 +192,12 @@ fn run<S: TensorSink>(
                 continue;
             }
         }
-        // The tensor's current value, in f32: the base's until a step
-        // replaces it.
-        let mut values: Option<Vec<f32>> = None;
-        let mut adapted = false;
-        for (k, action) in steps {
-            let (adapter, weight) = adapters[*k];
-            let scale = options.scale * weight;
-            match action {
-                Action::Lora(m) => {
-                    if values.is_none() {
-                        values = Some(view.to_f32_vec().map_err(conv)?);
-                    }
-                    let w = values.get_or_insert_with(Vec::new);
-                    let module = &adapter.modules()[*m];
-                    apply_module(adapter.config(), module, w, scale, unmerge);
-                    adapted = true;
-                }
-                Action::Bias { module, replace } => {
-                    if let Some(s) = replace {
-                        values = Some(adapter.saved_tensors()[*s].2.clone());
-                    } else if values.is_none() {
-                        values = Some(view.to_f32_vec().map_err(conv)?);
-                    }
-                    let b = values.get_or_insert_with(Vec::new);
-                    apply_bias(&adapter.modules()[*module], b, scale, unmerge);
-                    adapted = true;
-                }
-                Action::Replace(s) => {
-                    values = Some(adapter.saved_tensors()[*s].2.clone());
-                }
-            }
-        }
-        if adapted {
+        let values = merged_values(info, view, steps, adapters, options.scale, unmerge)?;
+        if steps.adapts() {
             report.merged.push(info.name.clone());
         } else {
             report.replaced.push(info.name.clone());
         }
-        let values = values.unwrap_or_default();
         let mut bytes = vec![0u8; view.data().len()];
         convert::encode_f32(info.dtype, &values, &mut bytes).map_err(conv)?;
         if options.safe_merge {
