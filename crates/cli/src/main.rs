@@ -21,7 +21,7 @@ mod units;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::error::CliError;
 
@@ -52,6 +52,9 @@ enum Command {
     /// Q8_0 ...)
     #[command(long_about = commands::quantize::LONG_ABOUT)]
     Quantize(commands::quantize::Args),
+    /// Base model + LoRA adapters -> one quantized GGUF file, in one pass
+    #[command(long_about = commands::export::LONG_ABOUT)]
+    Export(commands::export::Args),
     /// Merge PEFT LoRA adapters into a checkpoint
     #[command(long_about = commands::merge::MERGE_LONG_ABOUT)]
     Merge(commands::merge::MergeArgs),
@@ -63,8 +66,12 @@ enum Command {
     Adapter(commands::adapter::AdapterCommand),
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: Cli, matches: &ArgMatches) -> Result<(), CliError> {
     match cli.command {
+        Command::Export(args) => {
+            let weights = export_weights(matches)?;
+            commands::export::run(&args, &weights)
+        }
         Command::Inspect(args) => commands::inspect::run(&args),
         Command::Convert(args) => commands::convert::run(&args),
         Command::Quantize(args) => commands::quantize::run(&args),
@@ -74,9 +81,33 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// `export`'s adapter weights, each paired with the `--adapter` before it
+/// by command-line position.
+fn export_weights(matches: &ArgMatches) -> Result<Vec<f64>, CliError> {
+    let Some(m) = matches.subcommand_matches("export") else {
+        return Ok(Vec::new());
+    };
+    let adapters: Vec<usize> = m
+        .indices_of("adapters")
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let positions = m.indices_of("adapter_weights").into_iter().flatten();
+    let values = m
+        .get_many::<f64>("adapter_weights")
+        .into_iter()
+        .flatten()
+        .copied();
+    let weights: Vec<(usize, f64)> = positions.zip(values).collect();
+    commands::export::pair_weights(&adapters, &weights)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`weightkit inspect big | head`): not an error.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
@@ -95,7 +126,6 @@ mod tests {
 
     #[test]
     fn clap_definition_is_valid() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

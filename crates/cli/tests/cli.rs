@@ -2872,3 +2872,198 @@ fn merge_into_a_quantized_llama_cpp_gguf() {
         stderr(&o)
     );
 }
+
+// ---- export ----
+
+/// The tensors of two GGUF files, byte for byte, and their tensor lists.
+fn same_gguf_tensors(a: &Path, b: &Path) {
+    let x = weightkit_gguf::GgufFile::open(a).unwrap();
+    let y = weightkit_gguf::GgufFile::open(b).unwrap();
+    assert_eq!(x.tensors(), y.tensors());
+    for i in 0..x.tensors().len() {
+        use weightkit_core::TensorSource;
+        assert_eq!(
+            x.load(i).unwrap().view().data(),
+            y.load(i).unwrap().view().data(),
+            "{}",
+            x.tensors()[i].name
+        );
+    }
+}
+
+#[test]
+fn export_is_merge_then_quantize_in_one_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let basic = lora_dir("basic");
+    // Two half-weight adapters, weights paired by position.
+    let ours = tmp.path().join("ours.gguf");
+    let text = run_ok(&[
+        "export",
+        LLAMA_DIR,
+        "--adapter",
+        &basic,
+        "--adapter-weight",
+        "0.5",
+        "--adapter",
+        &basic,
+        "--adapter-weight",
+        "0.5",
+        "--quant",
+        "q8_0",
+        "--override",
+        "ffn_down=f16",
+        "--name",
+        "tiny",
+        "-o",
+        path_str(&ours),
+    ]);
+    assert!(text.contains("+ 2 adapters ->"), "{text}");
+    assert!(text.contains("(weight 0.5)"), "{text}");
+    assert!(text.contains("  merged   14 tensors"), "{text}");
+    assert!(text.contains("  memory   "), "{text}");
+    // The same through the two commands (merge writes the f32 base's f32,
+    // which is what export quantizes).
+    let merged = tmp.path().join("merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    std::fs::copy(
+        format!("{LLAMA_DIR}/config.json"),
+        merged.join("config.json"),
+    )
+    .unwrap();
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &basic,
+        &basic,
+        "--weights",
+        "0.5,0.5",
+        "-o",
+        path_str(&merged.join("model.safetensors")),
+    ]);
+    let two_step = tmp.path().join("two-step.gguf");
+    run_ok(&[
+        "quantize",
+        path_str(&merged),
+        path_str(&two_step),
+        "q8_0",
+        "--override",
+        "ffn_down=f16",
+        "--name",
+        "tiny",
+    ]);
+    same_gguf_tensors(&ours, &two_step);
+    // bits per weight as printed = bytes written * 8 / parameters.
+    let bpw: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bpw"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let file = weightkit_gguf::GgufFile::open(&ours).unwrap();
+    let (mut bytes, mut params) = (0usize, 0usize);
+    for t in file.tensors() {
+        bytes += t.byte_len().unwrap();
+        params += t.elem_count().unwrap();
+    }
+    assert!(
+        (bpw - bytes as f64 * 8.0 / params as f64).abs() < 0.006,
+        "{bpw}"
+    );
+}
+
+#[test]
+fn export_to_a_hugging_face_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("merged");
+    let text = run_ok(&[
+        "export",
+        LLAMA_DIR,
+        "--adapter",
+        &lora_dir("basic"),
+        "--format",
+        "safetensors",
+        "-o",
+        path_str(&out),
+    ]);
+    assert!(text.contains("as safetensors"), "{text}");
+    assert!(out.join("config.json").is_file());
+    // PEFT's merge.
+    let reference = PathBuf::from(lora_dir("basic")).join("merged_reference.safetensors");
+    let rel = max_rel_diff(&out.join("model.safetensors"), &reference);
+    assert!(rel <= 1e-6, "relative difference {rel:e}");
+}
+
+#[test]
+fn export_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.gguf");
+    let basic = lora_dir("basic");
+    let o = path_str(&out);
+    // Q8_0 has no fallback for 172-wide rows: the hint names --override.
+    let err = weightkit_err(&[
+        "export",
+        LLAMA_DIR,
+        "--adapter",
+        &basic,
+        "--quant",
+        "q8_0",
+        "-o",
+        o,
+    ]);
+    assert!(err.contains("cannot export"), "{err}");
+    assert!(err.contains("--override"), "{err}");
+    assert!(!out.exists());
+    for (args, says) in [
+        (vec!["--adapter", basic.as_str(), "-o", o], "needs --quant"),
+        (
+            vec![
+                "--adapter-weight",
+                "2",
+                "--adapter",
+                basic.as_str(),
+                "--quant",
+                "q4_k_m",
+                "-o",
+                o,
+            ],
+            "must follow the --adapter",
+        ),
+        (
+            vec![
+                "--adapter",
+                basic.as_str(),
+                "--quant",
+                "q4_k_m",
+                "--format",
+                "safetensors",
+                "-o",
+                o,
+            ],
+            "--quant applies to GGUF output",
+        ),
+        (
+            vec!["--adapter", "/nonexistent", "--quant", "q4_k_m", "-o", o],
+            "cannot load adapter /nonexistent",
+        ),
+    ] {
+        let mut full = vec!["export", LLAMA_DIR];
+        full.extend(args);
+        let err = weightkit_err(&full);
+        assert!(err.contains(says), "{full:?}: {err}");
+        assert!(!out.exists());
+    }
+    // An adapter for another model: named, nothing written.
+    let err = weightkit_err(&[
+        "export",
+        LLAMA_DIR,
+        "--adapter",
+        &lora_dir("gpt2-fan-in-fan-out"),
+        "--quant",
+        "q4_k_m",
+        "-o",
+        o,
+    ]);
+    assert!(err.contains("transformer.h.0"), "{err}");
+    assert!(!out.exists());
+}

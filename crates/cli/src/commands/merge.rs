@@ -554,7 +554,7 @@ pub(crate) fn load_adapter(dir: &Path) -> Result<Adapter, CliError> {
     })
 }
 
-fn lora_error(what: String, e: LoraError) -> CliError {
+pub(crate) fn lora_error(what: String, e: LoraError) -> CliError {
     let hint = match &e {
         LoraError::MissingBaseTensor { .. } => Some(
             "the base must hold the tensors the adapter was trained on, under their Hugging \

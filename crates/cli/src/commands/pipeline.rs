@@ -344,6 +344,21 @@ pub(crate) fn planned_bytes_in(model: &Model, plan: &Plan) -> u64 {
         .sum()
 }
 
+/// The process's peak resident memory so far (Linux `VmHWM`); `None`
+/// where the system does not say.
+pub(crate) fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
 /// A spinner on stderr with the elapsed time and what is being done;
 /// hidden when stderr is not a terminal (`ProgressDrawTarget::stderr`), and
 /// cleared when finished or dropped (an error then prints on a clean line).

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use regex::Regex;
-use weightkit_core::DType;
+use weightkit_core::{DType, TensorInfo};
 use weightkit_io::Format;
-use weightkit_io::convert::identity_plan;
+use weightkit_io::convert::{ConvertReport, Plan, identity_plan};
 use weightkit_io::imatrix::{ImatrixError, ImportanceMatrix};
 use weightkit_io::mixture::{self, Mixture, MixtureError};
 use weightkit_io::plan::{GgufPlanOptions, hf_to_gguf_plan};
@@ -80,6 +80,28 @@ pub(crate) struct Args {
     #[arg(value_name = "TYPE", value_parser = parse_mixture)]
     mixture: Mixture,
 
+    #[command(flatten)]
+    mix: MixtureArgs,
+
+    /// Threads for quantizing [default: one per CPU]
+    #[arg(long, value_name = "N")]
+    threads: Option<NonZeroUsize>,
+
+    /// Non-GGUF input only: `general.name` [default: the model directory's
+    /// name]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Non-GGUF input only: `tokenizer.ggml.pre` for a byte-level BPE
+    /// tokenizer (llama-bpe, qwen2 ...) [default: from tokenizer.json]
+    #[arg(long, value_name = "PRE")]
+    pre: Option<String>,
+}
+
+/// llama-quantize's type-choice flags and the importance matrix, shared by
+/// `quantize` and `export`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MixtureArgs {
     /// An importance matrix from llama-imatrix (GGUF or legacy .dat)
     #[arg(long, value_name = "FILE")]
     imatrix: Option<PathBuf>,
@@ -116,27 +138,89 @@ pub(crate) struct Args {
     /// Keep output.weight as it is
     #[arg(long)]
     leave_output_tensor: bool,
+}
 
-    /// Threads for quantizing [default: one per CPU]
-    #[arg(long, value_name = "N")]
-    threads: Option<NonZeroUsize>,
+impl MixtureArgs {
+    /// The library options for a pass over `plan`'s tensors (GGUF names),
+    /// loading the importance matrix; warns on stderr when the matrix has
+    /// no entry for any of them. Also returns, for the summary, the matrix
+    /// path with the model tensors it has entries for and its entry count.
+    pub(crate) fn options(
+        &self,
+        plan: &Plan,
+        model: &str,
+    ) -> Result<(QuantizeOptions, Option<ImatrixUse<'_>>), CliError> {
+        let imatrix = match &self.imatrix {
+            None => None,
+            Some(path) => Some(load_imatrix(path)?),
+        };
+        // How many of the model's tensors the matrix has an entry for.
+        let imatrix_use = imatrix.as_ref().map(|m| {
+            let used = plan
+                .tensors
+                .iter()
+                .filter(|t| m.get(&t.out.name).is_some())
+                .count();
+            (used, m.len())
+        });
+        if let (Some(path), Some((0, entries))) = (&self.imatrix, imatrix_use)
+            && entries > 0
+        {
+            let example = imatrix
+                .as_ref()
+                .and_then(|m| m.names().next())
+                .unwrap_or_default();
+            let mut err = io::stderr().lock();
+            writeln!(
+                err,
+                "warning: the importance matrix {} has no entry for any tensor of {model} \
+                 (its {entries} entries are named like `{example}`); it changes no tensor",
+                path.display()
+            )?;
+        }
+        let opts = QuantizeOptions {
+            choice: mixture::Options {
+                pure: self.pure,
+                overrides: self
+                    .overrides
+                    .iter()
+                    .map(|Override(r, t)| (r.clone(), *t))
+                    .collect(),
+                output_tensor_type: self.output_tensor_type,
+                token_embedding_type: self.token_embedding_type,
+                allow_requantize: self.allow_requantize,
+                leave_output_tensor: self.leave_output_tensor,
+                // quantize_plan sets it from the matrix.
+                has_imatrix: false,
+            },
+            imatrix,
+        };
+        Ok((opts, self.imatrix.as_deref().zip(imatrix_use)))
+    }
+}
 
-    /// Non-GGUF input only: `general.name` [default: the model directory's
-    /// name]
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
+/// The importance matrix's path, the model tensors it has entries for and
+/// its entry count.
+pub(crate) type ImatrixUse<'a> = (&'a Path, (usize, usize));
 
-    /// Non-GGUF input only: `tokenizer.ggml.pre` for a byte-level BPE
-    /// tokenizer (llama-bpe, qwen2 ...) [default: from tokenizer.json]
-    #[arg(long, value_name = "PRE")]
-    pre: Option<String>,
+/// A thread pool of `threads` threads (default: one per CPU).
+pub(crate) fn thread_pool(threads: Option<NonZeroUsize>) -> Result<rayon::ThreadPool, CliError> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        b = b.num_threads(n.get());
+    }
+    b.build().map_err(|e| CliError::Run {
+        what: Some("cannot start the worker threads".to_owned()),
+        source: Box::new(e),
+        hint: None,
+    })
 }
 
 /// One `--override`, parsed.
 #[derive(Clone, Debug)]
 struct Override(Regex, DType);
 
-fn parse_mixture(s: &str) -> Result<Mixture, MixtureError> {
+pub(crate) fn parse_mixture(s: &str) -> Result<Mixture, MixtureError> {
     Mixture::from_name(s)
 }
 
@@ -181,64 +265,9 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     }
     .map_err(|e| io_error(format!("cannot plan the GGUF layout of {in_text}"), e))?;
 
-    let imatrix = match &args.imatrix {
-        None => None,
-        Some(path) => Some(load_imatrix(path)?),
-    };
-    // How many of the model's tensors the matrix has an entry for.
-    let imatrix_use = imatrix.as_ref().map(|m| {
-        let used = plan
-            .tensors
-            .iter()
-            .filter(|t| m.get(&t.out.name).is_some())
-            .count();
-        (used, m.len())
-    });
-    if let (Some(path), Some((0, entries))) = (&args.imatrix, imatrix_use)
-        && entries > 0
-    {
-        let example = imatrix
-            .as_ref()
-            .and_then(|m| m.names().next())
-            .unwrap_or_default();
-        let mut err = io::stderr().lock();
-        writeln!(
-            err,
-            "warning: the importance matrix {} has no entry for any tensor of {in_text} \
-             (its {entries} entries are named like `{example}`); it changes no tensor",
-            path.display()
-        )?;
-    }
+    let (opts, imatrix_use) = args.mix.options(&plan, &in_text)?;
 
-    let opts = QuantizeOptions {
-        choice: mixture::Options {
-            pure: args.pure,
-            overrides: args
-                .overrides
-                .iter()
-                .map(|Override(r, t)| (r.clone(), *t))
-                .collect(),
-            output_tensor_type: args.output_tensor_type,
-            token_embedding_type: args.token_embedding_type,
-            allow_requantize: args.allow_requantize,
-            leave_output_tensor: args.leave_output_tensor,
-            // quantize_plan sets it from the matrix.
-            has_imatrix: false,
-        },
-        imatrix,
-    };
-
-    let pool = {
-        let mut b = rayon::ThreadPoolBuilder::new();
-        if let Some(n) = args.threads {
-            b = b.num_threads(n.get());
-        }
-        b.build().map_err(|e| CliError::Run {
-            what: Some("cannot start the worker threads".to_owned()),
-            source: Box::new(e),
-            hint: None,
-        })?
-    };
+    let pool = thread_pool(args.threads)?;
     let threads = pool.current_num_threads();
     let bytes_in = planned_bytes_in(&model, &plan);
     let spinner = Spinner::start(format!(
@@ -263,7 +292,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
         output: &args.output,
         mixture: args.mixture,
         report: &report,
-        imatrix: args.imatrix.as_deref().zip(imatrix_use),
+        imatrix: imatrix_use,
         file_bytes,
         threads,
         seconds: start.elapsed().as_secs_f64(),
@@ -313,45 +342,7 @@ impl Summary<'_> {
             self.mixture,
             self.mixture.ftype()
         )?;
-        // Per type: tensor count; most common first, then by name.
-        let mut by_type: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let mut parameters = 0u64;
-        for t in &r.tensors {
-            *by_type.entry(t.dtype.name()).or_default() += 1;
-            parameters += t.elem_count().map_or(0, |n| n as u64);
-        }
-        let mut types: Vec<(&str, usize)> = by_type.into_iter().collect();
-        types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let types: Vec<String> = types.iter().map(|(t, n)| format!("{n} {t}")).collect();
-        writeln!(
-            w,
-            "  tensors  {} ({})",
-            thousands(r.tensors.len() as u64),
-            types.join(", ")
-        )?;
-        let c = &r.convert;
-        // Ratios for display only.
-        #[allow(clippy::cast_precision_loss)]
-        let ratio = if c.bytes_out > 0 {
-            format!(" ({:.2}x smaller)", c.bytes_in as f64 / c.bytes_out as f64)
-        } else {
-            String::new()
-        };
-        writeln!(
-            w,
-            "  size     {} -> {}{ratio}",
-            bytes_with_unit(c.bytes_in),
-            bytes_with_unit(c.bytes_out)
-        )?;
-        if parameters > 0 {
-            #[allow(clippy::cast_precision_loss)]
-            let bpw = c.bytes_out as f64 * 8.0 / parameters as f64;
-            writeln!(
-                w,
-                "  bpw      {bpw:.2} bits per weight ({} parameters)",
-                thousands(parameters)
-            )?;
-        }
+        write_tensor_lines(w, &r.tensors, &r.convert)?;
         if let Some((path, (used, entries))) = self.imatrix {
             writeln!(
                 w,
@@ -376,4 +367,52 @@ impl Summary<'_> {
             if self.threads == 1 { "" } else { "s" }
         )
     }
+}
+
+/// The summary lines on the output tensors: count per type, bytes read and
+/// written, bits per weight.
+pub(crate) fn write_tensor_lines(
+    w: &mut dyn Write,
+    tensors: &[TensorInfo],
+    c: &ConvertReport,
+) -> io::Result<()> {
+    // Per type: tensor count; most common first, then by name.
+    let mut by_type: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut parameters = 0u64;
+    for t in tensors {
+        *by_type.entry(t.dtype.name()).or_default() += 1;
+        parameters += t.elem_count().map_or(0, |n| n as u64);
+    }
+    let mut types: Vec<(&str, usize)> = by_type.into_iter().collect();
+    types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let types: Vec<String> = types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    writeln!(
+        w,
+        "  tensors  {} ({})",
+        thousands(tensors.len() as u64),
+        types.join(", ")
+    )?;
+    // Ratios for display only.
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = if c.bytes_out > 0 {
+        format!(" ({:.2}x smaller)", c.bytes_in as f64 / c.bytes_out as f64)
+    } else {
+        String::new()
+    };
+    writeln!(
+        w,
+        "  size     {} -> {}{ratio}",
+        bytes_with_unit(c.bytes_in),
+        bytes_with_unit(c.bytes_out)
+    )?;
+    if parameters > 0 {
+        #[allow(clippy::cast_precision_loss)]
+        let bpw = c.bytes_out as f64 * 8.0 / parameters as f64;
+        writeln!(
+            w,
+            "  bpw      {bpw:.2} bits per weight ({} parameters)",
+            thousands(parameters)
+        )?;
+    }
+    Ok(())
 }
