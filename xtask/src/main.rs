@@ -47,6 +47,11 @@ commands:
   interop lora
             only the PEFT re-save check, with the packages already in
             target/interop-venv (no pip, no llama.cpp)
+  interop export
+            only the `weightkit export` check, with the venv as it is: the
+            tiny Llama + testdata/lora/basic exported to F32, Q8_0 and
+            Q4_K_M GGUF, run in llama.cpp, compared with transformers on
+            PEFT's merged_reference (also the last step of `interop`)
   interop gguf-lora
             only the GGUF LoRA check, with the packages already in
             target/interop-venv: `weightkit adapter export-gguf` of
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
         Some("interop") if args.len() == 1 => interop(),
         Some("interop") if args.len() == 2 && args[1] == "lora" => interop_lora(),
         Some("interop") if args.len() == 2 && args[1] == "gguf-lora" => interop_gguf_lora(),
+        Some("interop") if args.len() == 2 && args[1] == "export" => interop_export(),
         Some("quant-perf") if args.len() == 1 => quant_perf(),
         Some(cmd @ ("ci" | "fmt" | "fixtures" | "interop" | "quant-perf")) => Err(Failure::Usage(
             format!("`{cmd}` takes no arguments, got `{}`", args[1..].join(" ")),
@@ -238,7 +244,8 @@ fn interop() -> Result<(), Failure> {
     )?;
     llama_cpp(&root, &py)?;
     lora_resave(&root, &py)?;
-    gguf_lora(&root, &py)
+    gguf_lora(&root, &py)?;
+    export(&root, &py)
 }
 
 /// The interop venv's python, which `cargo xtask interop` creates.
@@ -263,6 +270,64 @@ fn interop_lora() -> Result<(), Failure> {
 fn interop_gguf_lora() -> Result<(), Failure> {
     let root = workspace_root();
     gguf_lora(&root, &existing_venv_python(&root)?)
+}
+
+/// `cargo xtask interop export`: [`export`] with the venv as it is.
+fn interop_export() -> Result<(), Failure> {
+    let root = workspace_root();
+    export(&root, &existing_venv_python(&root)?)
+}
+
+/// Exports the tiny Llama + `testdata/lora/basic` with `weightkit export`
+/// (F32, Q8_0, Q4_K_M), runs the files in llama.cpp and compares them with
+/// transformers running PEFT's own merge (`merged_reference.safetensors`).
+fn export(root: &Path, py: &str) -> Result<(), Failure> {
+    let dir = root.join("target/interop/export");
+    let io = |e: std::io::Error| Failure::Step(format!("{}: {e}", dir.display()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+    }
+    let base = dir.join("base");
+    tiny_llama_dir(root, &base, true)?;
+    let peft = dir.join("peft-merged");
+    tiny_llama_dir(root, &peft, false)?;
+    std::fs::copy(
+        root.join("testdata/lora/basic/merged_reference.safetensors"),
+        peft.join("model.safetensors"),
+    )
+    .map_err(io)?;
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let adapter = s(root.join("testdata/lora/basic"));
+    for (file, quant, extra) in [
+        ("f32.gguf", "F32", &[][..]),
+        // 172-wide ffn_down rows have no Q8_0 fallback (nor in llama-quantize).
+        ("q8_0.gguf", "Q8_0", &["--override", "ffn_down=f16"][..]),
+        ("q4_k_m.gguf", "Q4_K_M", &[][..]),
+    ] {
+        let out = s(dir.join(file));
+        let mut args = vec![
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "weightkit-cli",
+            "--",
+            "export",
+        ];
+        let base_s = s(base.clone());
+        args.extend([
+            base_s.as_str(),
+            "--adapter",
+            &adapter,
+            "--quant",
+            quant,
+            "-o",
+            &out,
+        ]);
+        args.extend(extra);
+        run_cargo(&args)?;
+    }
+    run(py, &["xtask/interop/check_export.py", &s(dir)])
 }
 
 /// Copies the tiny Llama (F32 safetensors) and a Llama-3 tokenizer into
