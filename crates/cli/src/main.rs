@@ -52,6 +52,10 @@ enum Command {
     /// Q8_0 ...)
     #[command(long_about = commands::quantize::LONG_ABOUT)]
     Quantize(commands::quantize::Args),
+    /// The lifecycle on a generated model, offline: build, adapt, export,
+    /// verify
+    #[command(long_about = commands::demo::LONG_ABOUT)]
+    Demo(commands::demo::Args),
     /// Base model + LoRA adapters -> one quantized GGUF file, in one pass
     #[command(long_about = commands::export::LONG_ABOUT)]
     Export(commands::export::Args),
@@ -68,6 +72,7 @@ enum Command {
 
 fn run(cli: Cli, matches: &ArgMatches) -> Result<(), CliError> {
     match cli.command {
+        Command::Demo(args) => commands::demo::run(&args),
         Command::Export(args) => {
             let weights = export_weights(matches)?;
             commands::export::run(&args, &weights)

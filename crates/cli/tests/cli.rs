@@ -3067,3 +3067,183 @@ fn export_errors() {
     assert!(err.contains("transformer.h.0"), "{err}");
     assert!(!out.exists());
 }
+
+// ---- demo ----
+
+/// A number printed by the demo: the first token of `line` after `label`.
+fn demo_number(text: &str, line_start: &str, label: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(line_start))
+        .unwrap_or_else(|| panic!("no line starting with {line_start}:\n{text}"));
+    let rest = &line[line
+        .find(label)
+        .unwrap_or_else(|| panic!("{label} in {line}"))
+        + label.len()..];
+    let token = rest.split_whitespace().next().unwrap();
+    token
+        .trim_end_matches('%')
+        .replace(',', "")
+        .parse()
+        .unwrap()
+}
+
+/// llama.cpp's q/k row order (convert_hf_to_gguf.py's `permute`): GGUF row
+/// `h*d + 2*i + j` holds Hugging Face row `h*d + j*d/2 + i`.
+fn gguf_row_to_hf(row: usize, rows: usize, heads: usize) -> usize {
+    let d = rows / heads;
+    let (h, rest) = (row / d, row % d);
+    let (i, j) = (rest / 2, rest % 2);
+    h * d + j * (d / 2) + i
+}
+
+#[test]
+fn demo_prints_what_its_files_hold() {
+    use weightkit_core::TensorSource;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let text = run_ok(&["demo", "--out", path_str(&dir)]);
+    for step in [
+        "1. base model",
+        "2. LoRA adapter",
+        "3. export Q8_0",
+        "4. export Q4_K_M",
+    ] {
+        assert!(text.contains(step), "{text}");
+    }
+    // Sizes and bits per weight are the files'.
+    for name in [
+        "model/model.safetensors",
+        "adapter/adapter_model.safetensors",
+        "merged-Q8_0.gguf",
+        "merged-Q4_K_M.gguf",
+    ] {
+        let printed = demo_number(&text, name, name);
+        let len = std::fs::metadata(dir.join(name)).unwrap().len();
+        assert_eq!(printed as u64, len, "{name}");
+    }
+    // The model and adapter, read with the safetensors crate's own parser
+    // (not weightkit's), and the merge computed here in f64.
+    let model_bytes = std::fs::read(dir.join("model/model.safetensors")).unwrap();
+    let model = safetensors::SafeTensors::deserialize(&model_bytes).unwrap();
+    let adapter_bytes = std::fs::read(dir.join("adapter/adapter_model.safetensors")).unwrap();
+    let adapter = safetensors::SafeTensors::deserialize(&adapter_bytes).unwrap();
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("adapter/adapter_config.json")).unwrap())
+            .unwrap();
+    let scaling = config["lora_alpha"].as_f64().unwrap() / config["r"].as_f64().unwrap();
+    let f32s = |t: &safetensors::tensor::TensorView<'_>| -> Vec<f32> {
+        match t.dtype() {
+            safetensors::Dtype::BF16 => t
+                .data()
+                .chunks_exact(2)
+                .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+                .collect(),
+            safetensors::Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            d => panic!("{d:?}"),
+        }
+    };
+    let merged = |hf: &str| -> Vec<f64> {
+        let w = model.tensor(hf).unwrap();
+        let cols = w.shape()[1];
+        let mut v: Vec<f64> = f32s(&w).iter().map(|&x| f64::from(x)).collect();
+        let module = hf.trim_end_matches(".weight");
+        if let (Ok(a), Ok(b)) = (
+            adapter.tensor(&format!("base_model.model.{module}.lora_A.weight")),
+            adapter.tensor(&format!("base_model.model.{module}.lora_B.weight")),
+        ) {
+            let (a, b, r) = (f32s(&a), f32s(&b), a.shape()[0]);
+            for (i, row) in v.chunks_exact_mut(cols).enumerate() {
+                for (j, x) in row.iter_mut().enumerate() {
+                    let dot: f64 = (0..r)
+                        .map(|k| f64::from(b[i * r + k]) * f64::from(a[k * cols + j]))
+                        .sum();
+                    *x += scaling * dot;
+                }
+            }
+        }
+        v
+    };
+    let gguf = weightkit_gguf::GgufFile::open(dir.join("merged-Q8_0.gguf")).unwrap();
+    let (mut bytes, mut params) = (0usize, 0usize);
+    for t in gguf.tensors() {
+        bytes += t.byte_len().unwrap();
+        params += t.elem_count().unwrap();
+    }
+    let bpw = demo_number(&text, "merged-Q8_0.gguf", "bytes");
+    assert!(
+        (bpw - bytes as f64 * 8.0 / params as f64).abs() < 6e-4,
+        "{bpw}"
+    );
+    // Each Q8_0 row of the error table, recomputed from the files.
+    let mut checked = 0;
+    for (i, t) in gguf.tensors().iter().enumerate() {
+        if t.shape.rank() != 2 {
+            continue;
+        }
+        let hf = match t.name.as_str() {
+            "token_embd.weight" => "model.embed_tokens.weight".to_owned(),
+            "output.weight" => "lm_head.weight".to_owned(),
+            n => {
+                let mut p = n.splitn(3, '.');
+                let (_, l, rest) = (p.next(), p.next().unwrap(), p.next().unwrap());
+                let m = match rest {
+                    "attn_q.weight" => "self_attn.q_proj",
+                    "attn_k.weight" => "self_attn.k_proj",
+                    "attn_v.weight" => "self_attn.v_proj",
+                    "attn_output.weight" => "self_attn.o_proj",
+                    "ffn_gate.weight" => "mlp.gate_proj",
+                    "ffn_up.weight" => "mlp.up_proj",
+                    "ffn_down.weight" => "mlp.down_proj",
+                    other => panic!("{other}"),
+                };
+                format!("model.layers.{l}.{m}.weight")
+            }
+        };
+        let want = merged(&hf);
+        let (rows, cols) = (t.shape.dims()[0], t.shape.dims()[1]);
+        let heads = if t.name.ends_with("attn_q.weight") {
+            Some(4)
+        } else if t.name.ends_with("attn_k.weight") {
+            Some(2)
+        } else {
+            None
+        };
+        let raw = gguf.load(i).unwrap();
+        let mut got = vec![0f32; rows * cols];
+        weightkit_quant::dequantize(t.dtype, raw.view().data(), &mut got).unwrap();
+        let (mut d2, mut n2) = (0f64, 0f64);
+        for g_row in 0..rows {
+            let h_row = heads.map_or(g_row, |h| gguf_row_to_hf(g_row, rows, h));
+            for c in 0..cols {
+                let d = f64::from(got[g_row * cols + c]) - want[h_row * cols + c];
+                d2 += d * d;
+                n2 += want[h_row * cols + c].powi(2);
+            }
+        }
+        let rmse = (d2 / (rows * cols) as f64).sqrt();
+        let rel = (d2 / n2).sqrt() * 100.0;
+        let line_start = format!("{} ", t.name);
+        let printed_rmse = demo_number(&text, &line_start, "| Q8_0");
+        let printed_rel = demo_number(&text, &line_start, &format!("{printed_rmse:.4e}"));
+        assert!(
+            (printed_rmse - rmse).abs() <= 1e-3 * rmse,
+            "{}: {printed_rmse} vs {rmse}",
+            t.name
+        );
+        assert!(
+            (printed_rel - rel).abs() <= 1e-3 * rel,
+            "{}: {printed_rel} vs {rel}",
+            t.name
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 44);
+    // The merge is exact to f32 rounding.
+    let max_diff = demo_number(&text, "max |difference|", "max |difference|");
+    assert!(max_diff < 1e-7, "{max_diff}");
+}

@@ -3,6 +3,7 @@
 
 pub(crate) mod adapter;
 pub(crate) mod convert;
+pub(crate) mod demo;
 pub(crate) mod export;
 pub(crate) mod inspect;
 pub(crate) mod merge;
