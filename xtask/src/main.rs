@@ -65,6 +65,23 @@ commands:
             pinned llama-cpp-python sources against the ggml libraries that
             `cargo xtask interop` installed, runs it and weightkit-quant's
             `speed` example in alternating rounds and prints GB/s and ratios
+  export-bench [--small] [--stand-in] [--only chain|weightkit]
+            shipping a LoRA-finetuned model to llama.cpp, timed on this
+            machine (slow, not in CI; needs target/interop-venv): generates
+            once under target/export-bench/ a random bf16 Llama with
+            TinyLlama-1.1B's shape (--small: ~125M parameters) and a PEFT LoRA
+            adapter (r=16 on q,k,v,o,gate,up,down), then runs the usual chain
+            (PEFT merge_and_unload + save_pretrained, llama.cpp's
+            convert_hf_to_gguf.py --outtype f16, llama-quantize Q4_K_M, built
+            from the pinned llama-cpp-python sources) and weightkit's one pass
+            `weightkit export BASE --adapter DIR --quant Q4_K_M -o OUT`,
+            each step a subprocess, and prints wall time and peak RSS per
+            step and in total, the ratios, and whether both GGUFs have the
+            same tensors (results JSON in target/export-bench/).
+            WEIGHTKIT_EXPORT_CMD replaces the weightkit command (placeholders
+            {weightkit} {base} {adapter} {out} {tmp}); --stand-in times
+            `weightkit merge` + `weightkit quantize` instead, labelled so;
+            --only runs one side
   help      print this message
 ";
 
@@ -134,6 +151,7 @@ fn main() -> ExitCode {
         Some("interop") if args.len() == 2 && args[1] == "gguf-lora" => interop_gguf_lora(),
         Some("interop") if args.len() == 2 && args[1] == "export" => interop_export(),
         Some("quant-perf") if args.len() == 1 => quant_perf(),
+        Some("export-bench") => export_bench(&args[1..]),
         Some(cmd @ ("ci" | "fmt" | "fixtures" | "interop" | "quant-perf")) => Err(Failure::Usage(
             format!("`{cmd}` takes no arguments, got `{}`", args[1..].join(" ")),
         )),
@@ -477,6 +495,106 @@ fn quant_perf() -> Result<(), Failure> {
             "3",
         ],
     )
+}
+
+/// weightkit's side of `cargo xtask export-bench` by default: one command.
+const EXPORT_CMD: &str = "{weightkit} export {base} --adapter {adapter} --quant Q4_K_M -o {out}";
+
+/// `cargo xtask export-bench --stand-in`: the two commands `export` replaces,
+/// timed as two steps (the merged directory gets the base's config and
+/// tokenizer files, which `quantize` reads).
+const STAND_IN_STEPS: &[(&str, &str)] = &[
+    (
+        "stand-in: weightkit merge",
+        "mkdir -p {tmp}/merged && cp {base}/*.json {base}/tokenizer.model {tmp}/merged/ && \
+         rm -f {tmp}/merged/model.safetensors.index.json && \
+         {weightkit} merge {base} {adapter} -o {tmp}/merged/model.safetensors",
+    ),
+    (
+        "stand-in: weightkit quantize Q4_K_M",
+        "{weightkit} quantize {tmp}/merged {out} Q4_K_M",
+    ),
+];
+
+/// The usual LoRA-to-llama.cpp chain against weightkit's one pass, timed.
+fn export_bench(args: &[String]) -> Result<(), Failure> {
+    let (mut small, mut stand_in, mut only) = (false, false, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--small" => small = true,
+            "--stand-in" => stand_in = true,
+            "--only" => match it.next().map(String::as_str) {
+                Some(side @ ("chain" | "weightkit")) => only = Some(side),
+                _ => {
+                    return Err(Failure::Usage(
+                        "export-bench: --only takes `chain` or `weightkit`".to_owned(),
+                    ));
+                }
+            },
+            other => {
+                return Err(Failure::Usage(format!(
+                    "export-bench: unknown argument `{other}`"
+                )));
+            }
+        }
+    }
+    let root = workspace_root();
+    let py = existing_venv_python(&root)?;
+    let custom = std::env::var("WEIGHTKIT_EXPORT_CMD").ok();
+    let steps: Vec<(String, String)> = match (&custom, stand_in) {
+        (Some(_), true) => {
+            return Err(Failure::Usage(
+                "export-bench: WEIGHTKIT_EXPORT_CMD and --stand-in exclude each other".to_owned(),
+            ));
+        }
+        (Some(cmd), false) => vec![("weightkit (WEIGHTKIT_EXPORT_CMD)".to_owned(), cmd.clone())],
+        (None, true) => STAND_IN_STEPS
+            .iter()
+            .map(|(n, c)| ((*n).to_owned(), (*c).to_owned()))
+            .collect(),
+        (None, false) => vec![("weightkit export".to_owned(), EXPORT_CMD.to_owned())],
+    };
+    let label = if stand_in {
+        "weightkit stand-in (merge + quantize)"
+    } else if custom.is_some() {
+        "weightkit (custom command)"
+    } else {
+        "weightkit export"
+    };
+    if only != Some("chain") {
+        run_cargo(&["build", "--quiet", "--release", "-p", "weightkit-cli"])?;
+    }
+    let weightkit = root.join("target/release/weightkit");
+    let weightkit = weightkit.to_string_lossy();
+    let mut argv: Vec<String> = [
+        "xtask/interop/export_bench.py",
+        "run",
+        "--llama-cpp-python",
+        LLAMA_CPP_PYTHON_VERSION,
+        "--work",
+        "target/export-bench",
+        "--sdist-dir",
+        "target/qperf",
+        "--shape",
+        if small { "small" } else { "full" },
+        "--weightkit",
+        &weightkit,
+        "--label",
+        label,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for (name, cmd) in &steps {
+        argv.push("--step".to_owned());
+        argv.push(format!("{name}={cmd}"));
+    }
+    if let Some(side) = only {
+        argv.push("--only".to_owned());
+        argv.push(side.to_owned());
+    }
+    run(&py, &argv.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Converts the tiny Llama (with a Llama-3 tokenizer) to F32, Q8_0 and

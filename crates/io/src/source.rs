@@ -306,16 +306,26 @@ fn sniff(path: &Path) -> Result<Option<Format>, IoError> {
             k => n += k,
         }
     }
-    let head = &head[..n];
-    Ok(if head.starts_with(b"GGUF") {
+    Ok(sniff_head(&head[..n]))
+}
+
+/// [`sniff`] on the first bytes. A safetensors file starts with its header's
+/// length (8 bytes, little-endian) and then `{`; the length's low byte may be
+/// 0x80 (a header of 0x3080 bytes, as transformers writes for a 12-layer
+/// Llama) or 0x80 then 2..=5 (640 bytes), which also open a pickle, so the
+/// safetensors check comes first and a pickle needs a protocol byte.
+fn sniff_head(head: &[u8]) -> Option<Format> {
+    if head.starts_with(b"GGUF") {
         Some(Format::Gguf)
-    } else if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
-        Some(Format::PyTorch)
     } else if head.len() >= 9 && head[8] == b'{' {
         Some(Format::Safetensors)
+    } else if head.starts_with(b"PK\x03\x04")
+        || (head.first() == Some(&0x80) && head.get(1).is_some_and(|p| (2..=5).contains(p)))
+    {
+        Some(Format::PyTorch)
     } else {
         None
-    })
+    }
 }
 
 #[derive(Deserialize)]
@@ -476,4 +486,30 @@ pub fn open(path: impl AsRef<Path>) -> Result<Model, IoError> {
         dir,
         config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Format, sniff_head};
+
+    #[test]
+    fn safetensors_header_lengths_that_look_like_pickle() {
+        // 12416 = 0x3080: 0x80 then 0x30, no pickle protocol.
+        assert_eq!(
+            sniff_head(b"\x80\x30\0\0\0\0\0\0{\"__metadata__\""),
+            Some(Format::Safetensors)
+        );
+        // 640 = 0x280: 0x80 then 2, a pickle protocol byte.
+        assert_eq!(
+            sniff_head(b"\x80\x02\0\0\0\0\0\0{\"a\""),
+            Some(Format::Safetensors)
+        );
+        assert_eq!(
+            sniff_head(b"\x80\x02\x8a\x0alZ\xfc\x9cF\xf9 j"),
+            Some(Format::PyTorch)
+        );
+        assert_eq!(sniff_head(b"PK\x03\x04\x14\0"), Some(Format::PyTorch));
+        assert_eq!(sniff_head(b"GGUF\x03\0\0\0"), Some(Format::Gguf));
+        assert_eq!(sniff_head(b"\x80\x30"), None);
+    }
 }
