@@ -77,9 +77,18 @@ pub fn hf_to_gguf_plan(model: &Model, opts: &GgufPlanOptions) -> Result<Plan, Io
             }
             None => Transform::None,
         };
+        // convert_hf_to_gguf.py: "Most of the codebase that takes in 1D
+        // tensors or norms only handles F32 tensors" (whatever --outtype).
+        let dtype = if info.dtype.is_float()
+            && (info.shape.rank() <= 1 || g.name.ends_with("_norm.weight"))
+        {
+            DType::F32
+        } else {
+            cast_to(opts.dtype, info.dtype)
+        };
         tensors.push(TensorPlan {
             source: i,
-            out: TensorInfo::new(g.name, cast_to(opts.dtype, info.dtype), info.shape.clone()),
+            out: TensorInfo::new(g.name, dtype, info.shape.clone()),
             transform,
             importance: None,
             inline: None,

@@ -160,3 +160,59 @@ fn failures_leave_no_output() {
     assert!(open(dir.join("missing")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn gguf_keeps_norms_and_vectors_in_f32_as_the_converter() {
+    // convert_hf_to_gguf.py writes 1-D tensors and `*_norm.weight` as F32
+    // whatever the source or --outtype; 2-D weights keep bf16 here.
+    let dir = temp("norms-f32");
+    let out = dir.join("m.gguf");
+    let model = open(testdata("tiny-llama/safetensors-bf16-sharded")).unwrap();
+    convert(
+        &model,
+        &out,
+        &ConvertOptions {
+            to: Format::Gguf,
+            ..ConvertOptions::default()
+        },
+    )
+    .unwrap();
+    let gguf = open(&out).unwrap();
+    let src = gguf.source();
+    let mut vectors = 0;
+    for (i, t) in src.tensor_infos().iter().enumerate() {
+        if t.shape.rank() == 1 {
+            vectors += 1;
+            assert_eq!(t.dtype, DType::F32, "{}", t.name);
+            // The values are the bf16 ones, widened exactly.
+            let hf = match t.name.as_str() {
+                "output_norm.weight" => "model.norm.weight".to_owned(),
+                n => {
+                    let (layer, kind) = n
+                        .strip_prefix("blk.")
+                        .and_then(|r| r.split_once('.'))
+                        .unwrap();
+                    let norm = match kind {
+                        "attn_norm.weight" => "input_layernorm",
+                        "ffn_norm.weight" => "post_attention_layernorm",
+                        other => panic!("{other}"),
+                    };
+                    format!("model.layers.{layer}.{norm}.weight")
+                }
+            };
+            let widened = model
+                .source()
+                .load(model.source().position(&hf).unwrap())
+                .unwrap()
+                .view()
+                .to_f32_vec()
+                .unwrap();
+            let ours = src.load(i).unwrap().view().to_f32_vec().unwrap();
+            assert_eq!(widened, ours, "{}", t.name);
+        } else {
+            assert_eq!(t.dtype, DType::BF16, "{}", t.name);
+        }
+    }
+    assert_eq!(vectors, 5);
+    std::fs::remove_dir_all(dir).unwrap();
+}
