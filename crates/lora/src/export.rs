@@ -136,9 +136,13 @@ pub fn export(
                 for t in &mut plan.tensors {
                     let was = base_types.get(t.source).copied();
                     let merged_f32 = infos.get(t.source).is_some_and(|i| i.dtype == DType::F32);
+                    // (1-D tensors and norms stay F32, as the converter
+                    // writes them.)
                     if t.out.dtype == DType::F32
                         && merged_f32
                         && t.inline.is_none()
+                        && t.out.shape.rank() >= 2
+                        && !t.out.name.ends_with("_norm.weight")
                         && matches!(was, Some(DType::F16 | DType::BF16))
                     {
                         t.out.dtype = was.unwrap_or(DType::F32);
