@@ -96,8 +96,8 @@
 //! adapter plus one tensor) and writes safetensors atomically;
 //! [`merge_into`] writes into any [`TensorSink`] (a GGUF or PyTorch writer)
 //! and applies several weighted adapters in turn. The result equals PEFT's
-//! `merge_and_unload` (checked against PEFT's own output in `weightkit-lora`'s
-//! tests).
+//! `merge_and_unload` (`examples/merge_lora.rs` checks it against PEFT's own
+//! output).
 //!
 //! ```
 //! use weightkit::{Adapter, MergeOptions, merge_lora};
@@ -154,6 +154,19 @@
 //! assert!((var - 2.0 / 128.0).abs() < 0.1 * 2.0 / 128.0, "{var}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## Examples
+//!
+//! `crates/weightkit/examples/` runs offline on the repository's testdata:
+//!
+//! - `merge_lora`: merge a PEFT adapter from library code and compare every
+//!   tensor with PEFT's own merged weights.
+//! - `quant_bench`: time quantize, dequantize and `vec_dot` per type at the
+//!   detected SIMD level and at the scalar one.
+//! - `dependencies`: a program built on `weightkit-safetensors` and
+//!   `weightkit-quant` alone, quantizing a checkpoint to Q8_0 in memory.
+//!
+//! Run one with `cargo run --release -p weightkit --example merge_lora`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
