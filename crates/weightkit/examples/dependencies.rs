@@ -13,8 +13,8 @@
 //! cargo run --release -p weightkit --example dependencies -- model.safetensors
 //! ```
 //!
-//! Such a program's `Cargo.toml` (the crates are taken from the repository
-//! until they are published):
+//! Such a program's `Cargo.toml` (git dependencies on the repository; cargo
+//! finds each package in its workspace):
 //!
 //! ```toml
 //! [dependencies]

@@ -22,7 +22,7 @@
 //! | [`quant`] | `weightkit-quant` | every ggml block type (Q4_0 .. Q8_0, the k-quants, IQ types): quantize, dequantize, `vec_dot`, `matvec`, bit-exact with llama.cpp, SIMD chosen at run time |
 //! | [`init`] | `weightkit-init` | `torch.nn.init` (Kaiming, Xavier, orthogonal, ...), LoRA inits; reproducible across thread counts, or bit for bit with torch's generator |
 //! | [`io`] | `weightkit-io` | [`open`] any checkpoint as one [`Source`]; streaming conversion (Hugging Face <-> GGUF as `convert_hf_to_gguf.py`), llama-quantize's mixtures and importance matrices |
-//! | [`lora`] | `weightkit-lora` | PEFT adapters: load, save, [`merge_lora`] / [`merge_into`] equal to PEFT's merge, combinations, extraction, llama.cpp GGUF adapters |
+//! | [`lora`] | `weightkit-lora` | PEFT adapters: load, save, [`merge_lora`] / [`merge_into`] equal to PEFT's merge, [`lora::export()`] (base + adapters -> quantized GGUF in one streaming pass, what `weightkit export` runs), combinations, extraction, llama.cpp GGUF adapters |
 //!
 //! At the root: [`DType`], [`Shape`], [`Tensor`], [`TensorInfo`],
 //! [`TensorView`], [`Metadata`], [`TensorSource`], [`TensorSink`] (core);
@@ -48,8 +48,8 @@
 //! | LoRA adapters and merges | `weightkit-lora` | `weightkit-io`, `weightkit-init`, faer |
 //!
 //! `weightkit-core` is a dependency of every other crate, so naming it too
-//! costs nothing. None of them depends on burn. The crates are not on
-//! crates.io yet; take them from the repository:
+//! costs nothing. None of them depends on burn. Take them from the
+//! repository, as git or path dependencies:
 //!
 //! ```toml
 //! [dependencies]
