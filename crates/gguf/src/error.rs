@@ -232,7 +232,7 @@ pub enum Error {
         name: String,
         /// The type.
         dtype: DType,
-        /// ne[0].
+        /// `ne[0]`.
         row: u64,
         /// The block length.
         block: usize,

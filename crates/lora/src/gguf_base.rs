@@ -6,9 +6,9 @@
 //! `convert_hf_to_gguf.py`. The translation is the io crate's GGUF -> HF
 //! plan (the same tables `weightkit convert` uses): each adapted GGUF tensor
 //! is dequantized to f32, its rows put back in Hugging Face order, changed by
-//! [`apply_module`] exactly as in a Hugging Face merge, permuted again and
-//! requantized, to its own type or one the caller picks. Every other tensor
-//! is copied byte for byte.
+//! [`crate::apply_module`] exactly as in a Hugging Face merge, permuted again
+//! and requantized, to its own type or one the caller picks. Every other
+//! tensor is copied byte for byte.
 //!
 //! Requantizing loses precision; the report gives each merged tensor's
 //! relative RMS error against the f32 merge, so the caller sees what the

@@ -9,7 +9,7 @@
 //!
 //! This module also holds what [`crate::merge_into`] and
 //! [`crate::merge_gguf_base`] share: which base tensors each adapter changes
-//! ([`Targets`]) and the merged value of one tensor ([`merged_values`]).
+//! (`Targets`) and the merged value of one tensor (`merged_values`).
 
 use std::collections::HashMap;
 
