@@ -19,7 +19,7 @@ use std::path::Path;
 
 use weightkit_core::{DType, TensorInfo};
 use weightkit_io::convert::{
-    ConvertOptions, ConvertReport, Progress, identity_plan, run_plan_with_progress,
+    ConvertOptions, ConvertReport, Plan, Progress, identity_plan, run_plan_with_progress,
 };
 use weightkit_io::mixture::Mixture;
 use weightkit_io::plan::{GgufPlanOptions, gguf_to_hf_plan, hf_to_gguf_plan};
@@ -115,12 +115,8 @@ pub fn export(
             quantize,
             plan: plan_options,
         } => {
-            let base_types: Vec<DType> = base
-                .source()
-                .tensor_infos()
-                .iter()
-                .map(|t| t.dtype)
-                .collect();
+            let base_infos = base.source().tensor_infos().to_vec();
+            let base_types: Vec<DType> = base_infos.iter().map(|t| t.dtype).collect();
             let (model, merged) = merged_model(base, adapters, &options.merge, MergedDType::F32)?;
             let plan = if model.format() == Format::Gguf {
                 identity_plan(&model, None)
@@ -150,7 +146,7 @@ pub fn export(
                 }
             }
             let tensors = plan.tensors.iter().map(|t| t.out.clone()).collect();
-            let convert = run_plan_with_progress(
+            let mut convert = run_plan_with_progress(
                 &model,
                 &plan,
                 out,
@@ -161,6 +157,7 @@ pub fn export(
                 progress,
             )
             .map_err(read)?;
+            convert.bytes_in = base_bytes(&plan, &base_infos);
             Ok(ExportReport {
                 merged,
                 tensors,
@@ -188,6 +185,7 @@ pub fn export(
             } else {
                 MergedDType::F32
             };
+            let base_infos = base.source().tensor_infos().to_vec();
             let (model, merged) = merged_model(base, adapters, &options.merge, merged_dtype)?;
             let plan = if gguf && merged.llama_cpp_names {
                 gguf_to_hf_plan(&model, *dtype)
@@ -196,7 +194,7 @@ pub fn export(
             }
             .map_err(read)?;
             let tensors = plan.tensors.iter().map(|t| t.out.clone()).collect();
-            let convert = run_plan_with_progress(
+            let mut convert = run_plan_with_progress(
                 &model,
                 &plan,
                 out,
@@ -209,6 +207,7 @@ pub fn export(
                 progress,
             )
             .map_err(read)?;
+            convert.bytes_in = base_bytes(&plan, &base_infos);
             Ok(ExportReport {
                 merged,
                 tensors,
@@ -216,4 +215,16 @@ pub fn export(
             })
         }
     }
+}
+
+/// The bytes `plan` reads from the base (the pass itself saw merged tensors
+/// as the f32 the merge hands over).
+fn base_bytes(plan: &Plan, base_infos: &[TensorInfo]) -> u64 {
+    plan.tensors
+        .iter()
+        .filter(|t| t.inline.is_none())
+        .filter_map(|t| base_infos.get(t.source))
+        .filter_map(|i| i.byte_len().ok())
+        .map(|n| n as u64)
+        .sum()
 }

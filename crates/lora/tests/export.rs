@@ -230,6 +230,9 @@ fn a_bf16_base_keeps_unquantized_merged_tensors_in_bf16() {
         .find(|t| t.name == "blk.0.attn_q.weight")
         .unwrap();
     assert_eq!(q.dtype, DType::BF16);
+    // Bytes read are the bf16 base's (123,712 parameters), not the f32 the
+    // merge hands over.
+    assert_eq!(report.convert.bytes_in, 2 * 123_712);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

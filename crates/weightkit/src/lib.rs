@@ -113,6 +113,45 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Base + adapter -> quantized GGUF in one pass
+//!
+//! [`export`] is `weightkit export`: each base tensor is read once, merged
+//! in f32, quantized with llama-quantize's mixture and written, so the GGUF
+//! llama.cpp runs comes out without the 16-bit merged copy and the
+//! converter's second copy. (The tiny model's 172-wide `ffn_down` rows are
+//! no whole number of Q8_0 blocks, so they get F16, as llama-quantize's
+//! `--tensor-type` would give them.)
+//!
+//! ```
+//! use weightkit::io::mixture::{Mixture, Options, parse_override};
+//! use weightkit::io::{convert::NoProgress, plan::GgufPlanOptions, quantize::QuantizeOptions};
+//! use weightkit::{Adapter, ExportFormat, ExportOptions, MergeOptions, export};
+//!
+//! let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata");
+//! let base = weightkit::open(format!("{testdata}/tiny-llama/safetensors-f32"))?;
+//! let adapter = Adapter::open(format!("{testdata}/lora/basic"))?;
+//! let out = std::env::temp_dir().join(format!("weightkit-doc-{}.gguf", std::process::id()));
+//! let options = ExportOptions {
+//!     merge: MergeOptions::default(),
+//!     format: ExportFormat::Gguf {
+//!         mixture: Mixture::Q8_0,
+//!         quantize: QuantizeOptions {
+//!             choice: Options {
+//!                 overrides: vec![parse_override("ffn_down=f16")?],
+//!                 ..Options::default()
+//!             },
+//!             imatrix: None,
+//!         },
+//!         plan: GgufPlanOptions::default(),
+//!     },
+//! };
+//! let report = export(base, vec![(adapter, 1.0)], &out, &options, &NoProgress)?;
+//! println!("{} tensors merged, {} bytes written", report.merged.merged.len(), report.convert.bytes_out);
+//! assert!(report.tensors.iter().any(|t| t.dtype == weightkit::DType::Q8_0));
+//! std::fs::remove_file(&out)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Quantize a row to Q4_K and back
 //!
 //! The byte-level API takes f32 rows and returns the bytes a GGUF tensor of
@@ -184,5 +223,8 @@ pub use weightkit_core::{
 };
 pub use weightkit_init::{Init, Rng};
 pub use weightkit_io::{Format, Model, Source, open};
-pub use weightkit_lora::{Adapter, MergeOptions, merge_into, merge_lora};
+pub use weightkit_lora::{
+    Adapter, ExportFormat, ExportOptions, MergeOptions, export, merge_into, merge_lora,
+    merged_model,
+};
 pub use weightkit_quant::{dequantize, quantize};
