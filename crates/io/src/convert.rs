@@ -402,7 +402,7 @@ pub fn run_plan_with_progress(
                     None => {
                         let n = t.out.shape.elem_count()?;
                         let mut v = vec![0f32; n];
-                        weightkit_quant::dequantize(view.dtype(), raw, &mut v).map_err(|_| {
+                        weightkit_quant::dequantize_parallel(view.dtype(), raw, &mut v).map_err(|_| {
                             IoError::Cast {
                                 tensor: t.out.name.clone(),
                                 from: view.dtype(),
@@ -428,7 +428,7 @@ pub fn run_plan_with_progress(
             } else if view.dtype().is_quantized() {
                 let n = t.out.shape.elem_count()?;
                 let mut f = vec![0f32; n];
-                weightkit_quant::dequantize(view.dtype(), raw, &mut f).map_err(|_| {
+                weightkit_quant::dequantize_parallel(view.dtype(), raw, &mut f).map_err(|_| {
                     IoError::Cast {
                         tensor: t.out.name.clone(),
                         from: view.dtype(),

@@ -266,14 +266,14 @@ pub(crate) fn to_f32(
         source,
     };
     let mut out = vec![0f32; shape.elem_count().map_err(core)?];
-    if dtype.is_quantized() {
-        weightkit_quant::dequantize(dtype, bytes, &mut out).map_err(|source| LoraError::Quant {
+    // Floats too: in parallel chunks, so a large tensor's pages fault in
+    // and widen on every core.
+    weightkit_quant::dequantize_parallel(dtype, bytes, &mut out).map_err(|source| {
+        LoraError::Quant {
             name: name.to_owned(),
             source,
-        })?;
-    } else {
-        convert::decode_f32(dtype, bytes, &mut out).map_err(core)?;
-    }
+        }
+    })?;
     Ok(out)
 }
 
