@@ -3247,3 +3247,28 @@ fn demo_prints_what_its_files_hold() {
     let max_diff = demo_number(&text, "max |difference|", "max |difference|");
     assert!(max_diff < 1e-7, "{max_diff}");
 }
+
+#[test]
+fn export_scale_and_adapter_weight_multiply_the_same_delta() {
+    // --scale s and --adapter-weight s give each module the factor s, so the
+    // exports are the same bytes; unscaled, they differ.
+    let tmp = tempfile::tempdir().unwrap();
+    let basic = lora_dir("basic");
+    let run = |extra: &[&str], name: &str| {
+        let out = tmp.path().join(name);
+        let mut args = vec!["export", LLAMA_DIR, "--adapter", basic.as_str()];
+        args.extend_from_slice(extra);
+        args.extend(["--quant", "q4_k_m", "-o", path_str(&out)]);
+        let text = run_ok(&args);
+        (out, text)
+    };
+    let (weighted, _) = run(&["--adapter-weight", "0.25"], "weighted.gguf");
+    let (scaled, text) = run(&["--scale", "0.25"], "scaled.gguf");
+    assert!(text.contains("  scale    0.25"), "{text}");
+    same_gguf_tensors(&weighted, &scaled);
+    let (full, _) = run(&[], "full.gguf");
+    assert_ne!(
+        std::fs::read(&full).unwrap(),
+        std::fs::read(&scaled).unwrap()
+    );
+}

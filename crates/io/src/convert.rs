@@ -402,13 +402,13 @@ pub fn run_plan_with_progress(
                     None => {
                         let n = t.out.shape.elem_count()?;
                         let mut v = vec![0f32; n];
-                        weightkit_quant::dequantize_parallel(view.dtype(), raw, &mut v).map_err(|_| {
-                            IoError::Cast {
+                        weightkit_quant::dequantize_parallel(view.dtype(), raw, &mut v).map_err(
+                            |_| IoError::Cast {
                                 tensor: t.out.name.clone(),
                                 from: view.dtype(),
                                 to: t.out.dtype,
-                            }
-                        })?;
+                            },
+                        )?;
                         owned = v;
                         &owned
                     }
