@@ -97,7 +97,7 @@ def run_ours(speed):
     out = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0].lower() in [t.lower() for t in TYPES]:
+        if len(cells) == 6 and cells[0].lower() in [t.lower() for t in TYPES]:
             t = next(x for x in TYPES if x.lower() == cells[0].lower())
             out[t] = tuple(float(c) for c in cells[1:])
     return out
@@ -116,22 +116,23 @@ def main():
         for k, v in got.items():
             best_l[k] = max(best_l.get(k, 0.0), v)
         for k, v in run_ours(speed).items():
-            best_o[k] = tuple(max(a, b) for a, b in zip(best_o.get(k, (0.0,) * 4), v))
+            best_o[k] = tuple(max(a, b) for a, b in zip(best_o.get(k, (0.0,) * 5), v))
     print(f"llama.cpp {commit[:7]} test-quantize-perf (-i {ITER}, 4096 values, 1 thread) vs "
           f"weightkit speed example, best of {rounds} alternating rounds; GB/s of f32 data "
           f"(llama.cpp's from its mean cycles at a {rate / 1e9:.2f} GHz time-stamp counter)")
     print()
     print("| type | quantize: weightkit / llama.cpp | ratio | dequantize: weightkit / llama.cpp | ratio |"
-          " vec_dot: weightkit / llama.cpp | ratio | weightkit with imatrix |")
-    print("|---|---|---|---|---|---|---|---|")
+          " vec_dot: weightkit / llama.cpp | ratio | weightkit vec_dot, byte API |"
+          " weightkit with imatrix |")
+    print("|---|---|---|---|---|---|---|---|---|")
     ratio = lambda a, b: f"**{a / b:.2f}x**" if b > 0 else "n/a"
     for t in TYPES:
-        q, w, d, v = best_o[t]
+        q, w, d, v, vb = best_o[t]
         lq = best_l[(t, "quantize_row_q_reference")]
         ld = best_l[(t, "dequantize_row_q")]
         lv = best_l[(t, "vec_dot_q")]
         print(f"| {t} | {q:.3f} / {lq:.3f} | {ratio(q, lq)} | {d:.2f} / {ld:.2f} | {ratio(d, ld)} |"
-              f" {v:.1f} / {lv:.1f} | {ratio(v, lv)} | {w:.3f} |")
+              f" {v:.1f} / {lv:.1f} | {ratio(v, lv)} | {vb:.1f} | {w:.3f} |")
 
 
 if __name__ == "__main__":

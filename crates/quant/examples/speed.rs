@@ -5,14 +5,57 @@
 //! f32 data (2^30 bytes). `cargo xtask quant-perf` runs this next to
 //! llama.cpp's own binary and prints the ratios.
 //!
+//! `vec_dot` is timed twice: through the typed entry point of the dispatch
+//! module (`simd::dispatch::vec_dot_q4_k_q8_k(&[BlockQ4K], &[BlockQ8K])`,
+//! what a matrix-vector product calls per row, and what test-quantize-perf
+//! times: ggml's `vec_dot` function pointer), and through the byte-level
+//! `vec_dot(dtype, &[u8], &[u8])`, which adds a type match and two slice
+//! casts per call.
+//!
 //! Usage: `cargo run --release -p weightkit-quant --example speed [--types q4_0,q4_K,..]`
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
+use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use weightkit_quant::simd::dispatch as d;
 use weightkit_quant::{
     QuantError, dequantize, quantize, quantize_into, row_size, vec_dot, vec_dot_type,
 };
+
+/// Mean seconds of one typed `vec_dot` call on the row `q` and its partner
+/// `p` (bytes copied into aligned blocks first, outside the timing).
+fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<f64, QuantError> {
+    macro_rules! time {
+        ($bx:ty, $by:ty, $f:path) => {{
+            let x: Vec<$bx> = bytemuck::pod_collect_to_vec(q);
+            let y: Vec<$by> = bytemuck::pod_collect_to_vec(p);
+            mean_secs(budget, || {
+                $f(black_box(&x), black_box(&y)).map(|r| {
+                    black_box(r);
+                })
+            })
+        }};
+    }
+    match dtype {
+        DType::Q4_0 => time!(BlockQ4_0, BlockQ8_0, d::vec_dot_q4_0_q8_0),
+        DType::Q4_1 => time!(BlockQ4_1, BlockQ8_1, d::vec_dot_q4_1_q8_1),
+        DType::Q5_0 => time!(BlockQ5_0, BlockQ8_0, d::vec_dot_q5_0_q8_0),
+        DType::Q5_1 => time!(BlockQ5_1, BlockQ8_1, d::vec_dot_q5_1_q8_1),
+        DType::Q8_0 => time!(BlockQ8_0, BlockQ8_0, d::vec_dot_q8_0_q8_0),
+        DType::Q2_K => time!(BlockQ2K, BlockQ8K, d::vec_dot_q2_k_q8_k),
+        DType::Q3_K => time!(BlockQ3K, BlockQ8K, d::vec_dot_q3_k_q8_k),
+        DType::Q4_K => time!(BlockQ4K, BlockQ8K, d::vec_dot_q4_k_q8_k),
+        DType::Q5_K => time!(BlockQ5K, BlockQ8K, d::vec_dot_q5_k_q8_k),
+        DType::Q6_K => time!(BlockQ6K, BlockQ8K, d::vec_dot_q6_k_q8_k),
+        _ => Err(QuantError::Unsupported {
+            dtype,
+            what: "vec_dot",
+        }),
+    }
+}
 
 /// Calls `f` until `budget` has passed (at least 32 times, after 5 warm-up
 /// calls) and returns the mean seconds per call.
@@ -74,8 +117,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gb = (n * 4) as f64 / f64::from(1u32 << 30);
     // The dot product's other operand, as test-quantize-perf makes it.
     let other: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
-    println!("| type | quantize GB/s | with imatrix GB/s | dequantize GB/s | vec_dot GB/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| type | quantize GB/s | with imatrix GB/s | dequantize GB/s | vec_dot GB/s | \
+         vec_dot (byte API) GB/s |"
+    );
+    println!("|---|---|---|---|---|---|");
     for dtype in types {
         let mut q = vec![0u8; row_size(dtype, n)?];
         let tq = mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?;
@@ -87,14 +133,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         quantize_into(dtype, &x, n, None, &mut q)?;
         let partner = vec_dot_type(dtype).ok_or("no dot product")?;
         let p = quantize(partner, &other, n, None)?;
-        let tv = mean_secs(budget, || vec_dot(dtype, &q, &p).map(|_| ()))?;
+        let tv = typed_dot_secs(budget, dtype, &q, &p)?;
+        let tb = mean_secs(budget, || {
+            vec_dot(dtype, black_box(&q), black_box(&p)).map(|r| {
+                black_box(r);
+            })
+        })?;
         println!(
-            "| {} | {:.3} | {:.3} | {:.2} | {:.2} |",
+            "| {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} |",
             dtype.name(),
             gb / tq,
             gb / tw,
             gb / td,
-            gb / tv
+            gb / tv,
+            gb / tb
         );
     }
     Ok(())

@@ -1015,13 +1015,14 @@ fn dup_half<const HI: i32>(v: __m256i) -> __m256i {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    let t = f16_table();
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0f);
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
-        let dmin = _mm256_mul_ps(_mm256_set1_ps(-yb.d), h2f_x8(xb.dmin));
+        let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
+        let dmin = _mm256_set1_ps(-yb.d * h2f_t(t, xb.dmin));
         let mins_and_scales = load_u8x16(&xb.scales);
         let scales = _mm256_cvtepu8_epi16(_mm_and_si128(mins_and_scales, m4));
         let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(mins_and_scales), m4));
@@ -1079,12 +1080,13 @@ fn q3_k_scales(s: &[u8; 12]) -> [u8; 16] {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    let t = f16_table();
     let m3 = _mm256_set1_epi8(3);
     let four = _mm256_set1_epi8(4);
     let zero = _mm256_setzero_si256();
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
+        let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
         // Scales - 32, in -32..=31.
         let sc8 = _mm_sub_epi8(load_u8x16(&q3_k_scales(&xb.scales)), _mm_set1_epi8(32));
         let scales = _mm256_cvtepi8_epi16(sc8);
@@ -1125,12 +1127,13 @@ pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let t = f16_table();
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
-        let dmin = _mm256_mul_ps(_mm256_set1_ps(-yb.d), h2f_x8(xb.dmin));
+        let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
+        let dmin = _mm256_set1_ps(-yb.d * h2f_t(t, xb.dmin));
         let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc_m);
         let mut sumi = _mm256_setzero_si256();
         let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(2);
@@ -1155,13 +1158,14 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    let t = f16_table();
     let m4 = _mm256_set1_epi8(0x0f);
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        let d = _mm256_mul_ps(_mm256_set1_ps(yb.d), h2f_x8(xb.d));
-        let dmin = _mm256_mul_ps(_mm256_set1_ps(-yb.d), h2f_x8(xb.dmin));
+        let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
+        let dmin = _mm256_set1_ps(-yb.d * h2f_t(t, xb.dmin));
         let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc_m);
         let hbits = load_u8x32(&xb.qh);
         let mut sumi = _mm256_setzero_si256();
@@ -1191,10 +1195,11 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let t = f16_table();
     let m32 = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        let d = _mm256_mul_ps(h2f_x8(xb.d), _mm256_set1_ps(yb.d));
+        let d = _mm256_set1_ps(h2f_t(t, xb.d) * yb.d);
         // The sixteen scales as i16, widened once per block: each 32-quant
         // vector then takes its two with one shuffle.
         let scales = _mm256_cvtepi8_epi16(load_i8x16(&xb.scales));
