@@ -961,10 +961,10 @@ fn k4_scales_mins(s: &[u8; 12]) -> [u8; 16] {
 }
 
 /// Per-block setup shared by Q4_K and Q5_K: accumulates the mins term into
-/// `acc_m` and returns the eight scales as `i16` in both 128-bit lanes.
+/// `acc` and returns the eight scales as `i16` in both 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn k4_block_setup(scales: &[u8; 12], dmin: __m256, yb: &BlockQ8K, acc_m: &mut __m256) -> __m256i {
+fn k4_block_setup(scales: &[u8; 12], dmin: __m256, yb: &BlockQ8K, acc: &mut __m256) -> __m256i {
     let mins_and_scales = _mm256_cvtepu8_epi16(load_u8x16(&k4_scales_mins(scales)));
     let mins = _mm256_extracti128_si256::<1>(mins_and_scales);
     // Each min twice, against the two 16-quant sums of its 32 quants; the
@@ -975,7 +975,7 @@ fn k4_block_setup(scales: &[u8; 12], dmin: __m256, yb: &BlockQ8K, acc_m: &mut __
         _mm_unpacklo_epi16(mins, mins),
     );
     let prod = _mm256_madd_epi16(mins2, load_i16x16(&yb.bsums));
-    *acc_m = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), *acc_m);
+    *acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), *acc);
     let sc = _mm256_castsi256_si128(mins_and_scales);
     _mm256_set_m128i(sc, sc)
 }
@@ -1019,7 +1019,6 @@ pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0f);
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
         let dmin = _mm256_set1_ps(-yb.d * h2f_t(t, xb.dmin));
@@ -1029,7 +1028,7 @@ pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
         // Each min against its group's stored sum, the products summed in
         // pairs in 32 bits: exact for any `bsums`.
         let prod = _mm256_madd_epi16(mins, load_i16x16(&yb.bsums));
-        acc_m = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc_m);
+        acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc);
         let scales = [dup_half::<0>(scales), dup_half::<1>(scales)];
         let mut sumi = _mm256_setzero_si256();
         let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(4);
@@ -1049,7 +1048,7 @@ pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_f32x8(acc) + hsum_f32x8(acc_m)
+    hsum_f32x8(acc)
 }
 
 /// The sixteen Q3_K scales (6 bits, biased by 32) as `i8`, ggml's `aux`
@@ -1130,11 +1129,10 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let t = f16_table();
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
         let dmin = _mm256_set1_ps(-yb.d * h2f_t(t, xb.dmin));
-        let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc_m);
+        let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc);
         let mut sumi = _mm256_setzero_si256();
         let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(2);
         for (j, (q4, q8)) in xb.qs.as_chunks::<32>().0.iter().zip(q8).enumerate() {
@@ -1149,7 +1147,7 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_f32x8(acc) + hsum_f32x8(acc_m)
+    hsum_f32x8(acc)
 }
 
 /// Q5_K x Q8_K.
@@ -1162,11 +1160,10 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0x0f);
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
         let dmin = _mm256_set1_ps(-yb.d * h2f_t(t, xb.dmin));
-        let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc_m);
+        let scales = k4_block_setup(&xb.scales, dmin, yb, &mut acc);
         let hbits = load_u8x32(&xb.qh);
         let mut sumi = _mm256_setzero_si256();
         let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(2);
@@ -1186,7 +1183,7 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
         }
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_f32x8(acc) + hsum_f32x8(acc_m)
+    hsum_f32x8(acc)
 }
 
 /// Q6_K x Q8_K.
