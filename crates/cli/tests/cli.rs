@@ -3272,3 +3272,30 @@ fn export_scale_and_adapter_weight_multiply_the_same_delta() {
         std::fs::read(&scaled).unwrap()
     );
 }
+
+#[test]
+fn export_takes_llama_cpp_gguf_adapters() {
+    // llama.cpp's converter's file for `basic` (testdata/lora/gguf) merges
+    // to the same bytes as the PEFT directory it came from.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |adapter: &str, name: &str| {
+        let out = tmp.path().join(name);
+        run_ok(&[
+            "export",
+            LLAMA_DIR,
+            "--adapter",
+            adapter,
+            "--quant",
+            "q4_k_m",
+            "-o",
+            path_str(&out),
+        ]);
+        out
+    };
+    let from_gguf = run(
+        &format!("{ROOT}/testdata/lora/gguf/basic-f32.gguf"),
+        "g.gguf",
+    );
+    let from_peft = run(&lora_dir("basic"), "p.gguf");
+    same_gguf_tensors(&from_gguf, &from_peft);
+}

@@ -9,14 +9,16 @@
 
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use weightkit_io::Format;
 use weightkit_io::convert::identity_plan;
 use weightkit_io::mixture::Mixture;
 use weightkit_io::plan::{GgufPlanOptions, hf_to_gguf_plan};
-use weightkit_lora::{Adapter, ExportFormat, ExportOptions, MergeOptions, export};
+use weightkit_lora::{
+    Adapter, ExportFormat, ExportOptions, MergeOptions, base_config, export, import_gguf,
+};
 
 use super::merge::{CombineArgs, combine, load_adapter, lora_error};
 use super::pipeline::{
@@ -42,7 +44,8 @@ BASE is a Llama-family Hugging Face checkpoint (directory, .safetensors, \
 shard index or .bin, with its config.json; tokenizer files beside it are \
 carried into the GGUF) or a llama.cpp GGUF model (any types; adapted \
 tensors are dequantized, merged and requantized). Each --adapter is a PEFT \
-adapter directory; an --adapter-weight right after it scales its delta \
+adapter directory or a llama.cpp GGUF LoRA adapter file (convert_lora_to_gguf.py's \
+or `weightkit adapter export-gguf`'s); an --adapter-weight right after it scales its delta \
 (default 1); adapters are merged in turn, or combined first with --method \
 as in `weightkit merge`.
 
@@ -68,7 +71,8 @@ pub(crate) struct Args {
     #[arg(value_name = "BASE")]
     base: PathBuf,
 
-    /// A PEFT adapter directory (repeatable; merged in order)
+    /// A PEFT adapter directory, or a llama.cpp GGUF LoRA adapter file
+    /// (repeatable; merged in order)
     #[arg(long = "adapter", value_name = "DIR", required = true)]
     adapters: Vec<PathBuf>,
 
@@ -166,6 +170,35 @@ pub(crate) fn pair_weights(
     Ok(weights)
 }
 
+/// A PEFT adapter directory, or a llama.cpp GGUF LoRA adapter file (read
+/// back into PEFT's form with the base's head counts, which its q/k
+/// `lora_b` permutation needs).
+fn load_any_adapter(path: &Path, base: &Path) -> Result<Adapter, CliError> {
+    if !path.is_file() {
+        return load_adapter(path);
+    }
+    // base_config reads a model directory, a config.json or a GGUF model.
+    let is_gguf = base
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let from = if base.is_dir() || is_gguf {
+        base
+    } else {
+        base.parent().unwrap_or(Path::new("."))
+    };
+    let what = || format!("cannot load {} as a GGUF LoRA adapter", path.display());
+    let config = base_config(from).map_err(|e| CliError::Run {
+        what: Some(what()),
+        source: Box::new(e),
+        hint: Some("the base's config.json (or GGUF metadata) gives the head counts"),
+    })?;
+    import_gguf(path, Some(&config)).map_err(|e| CliError::Run {
+        what: Some(what()),
+        source: Box::new(e),
+        hint: None,
+    })
+}
+
 pub(crate) fn run(args: &Args, weights: &[f64]) -> Result<(), CliError> {
     let start = Instant::now();
     if !args.scale.is_finite() {
@@ -202,7 +235,7 @@ pub(crate) fn run(args: &Args, weights: &[f64]) -> Result<(), CliError> {
     let loaded = args
         .adapters
         .iter()
-        .map(|d| load_adapter(d))
+        .map(|d| load_any_adapter(d, &args.base))
         .collect::<Result<Vec<_>, _>>()?;
     let adapters: Vec<(Adapter, f32)> = match args.combine.method {
         Some(method) => vec![(combine(&loaded, weights, method, &args.combine)?, 1.0)],
