@@ -3299,3 +3299,105 @@ fn export_takes_llama_cpp_gguf_adapters() {
     let from_peft = run(&lora_dir("basic"), "p.gguf");
     same_gguf_tensors(&from_gguf, &from_peft);
 }
+
+/// A legacy llama-imatrix `.dat` file with an entry for every 2-D weight of
+/// the tiny Llama except the embeddings (positive, uneven values, ncall 1).
+fn tiny_imatrix(path: &Path) {
+    let mut entries: Vec<(String, usize)> = Vec::new();
+    for l in 0..2 {
+        for (name, cols) in [
+            ("attn_q", 64),
+            ("attn_k", 64),
+            ("attn_v", 64),
+            ("attn_output", 64),
+            ("ffn_gate", 64),
+            ("ffn_up", 64),
+            ("ffn_down", 172),
+        ] {
+            entries.push((format!("blk.{l}.{name}.weight"), cols));
+        }
+    }
+    entries.push(("output.weight".to_owned(), 64));
+    let mut b = Vec::new();
+    b.extend((entries.len() as i32).to_le_bytes());
+    for (name, cols) in &entries {
+        b.extend((name.len() as i32).to_le_bytes());
+        b.extend(name.as_bytes());
+        b.extend(1i32.to_le_bytes());
+        b.extend((*cols as i32).to_le_bytes());
+        for i in 0..*cols {
+            b.extend((0.5 + ((i * 37) % 101) as f32 / 50.0).to_le_bytes());
+        }
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn export_quantizes_with_the_importance_matrix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let imatrix = tmp.path().join("tiny.dat");
+    tiny_imatrix(&imatrix);
+    let basic = lora_dir("basic");
+    let with = tmp.path().join("with.gguf");
+    let text = run_ok(&[
+        "export",
+        LLAMA_DIR,
+        "--adapter",
+        &basic,
+        "--quant",
+        "q4_k_m",
+        "--imatrix",
+        path_str(&imatrix),
+        "--name",
+        "tiny",
+        "-o",
+        path_str(&with),
+    ]);
+    assert!(text.contains("  imatrix  "), "{text}");
+    assert!(text.contains("entries for 15 tensors"), "{text}");
+    // The same matrix through merge, then quantize: the same bytes.
+    let merged = tmp.path().join("merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    std::fs::copy(
+        format!("{LLAMA_DIR}/config.json"),
+        merged.join("config.json"),
+    )
+    .unwrap();
+    run_ok(&[
+        "merge",
+        LLAMA_DIR,
+        &basic,
+        "-o",
+        path_str(&merged.join("model.safetensors")),
+    ]);
+    let two_step = tmp.path().join("two-step.gguf");
+    run_ok(&[
+        "quantize",
+        path_str(&merged),
+        path_str(&two_step),
+        "q4_k_m",
+        "--imatrix",
+        path_str(&imatrix),
+        "--name",
+        "tiny",
+    ]);
+    same_gguf_tensors(&with, &two_step);
+    // And the matrix changed the result.
+    let without = tmp.path().join("without.gguf");
+    run_ok(&[
+        "export",
+        LLAMA_DIR,
+        "--adapter",
+        &basic,
+        "--quant",
+        "q4_k_m",
+        "--name",
+        "tiny",
+        "-o",
+        path_str(&without),
+    ]);
+    assert_ne!(
+        std::fs::read(&with).unwrap(),
+        std::fs::read(&without).unwrap()
+    );
+}
