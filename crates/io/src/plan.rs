@@ -172,9 +172,16 @@ pub fn gguf_to_hf_plan(model: &Model, dtype: Option<DType>) -> Result<Plan, IoEr
             }
             None => Transform::None,
         };
+        // Hugging Face formats hold no ggml blocks: quantized tensors are
+        // dequantized, to f32 (exact) unless a float type is asked for.
+        let out_dtype = if info.dtype.is_quantized() {
+            dtype.unwrap_or(DType::F32)
+        } else {
+            cast_to(dtype, info.dtype)
+        };
         tensors.push(TensorPlan {
             source: i,
-            out: TensorInfo::new(h.name, cast_to(dtype, info.dtype), info.shape.clone()),
+            out: TensorInfo::new(h.name, out_dtype, info.shape.clone()),
             transform,
             importance: None,
             inline: None,

@@ -310,3 +310,61 @@ fn a_llama_cpp_gguf_base_exports_the_same_tensors() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_quantized_gguf_base_exports_to_a_hugging_face_directory() {
+    // tiny Llama -> Q8_0 GGUF (llama.cpp's names; ffn_down F16), then the
+    // adapter merged into it and written as Hugging Face safetensors: every
+    // tensor dequantized to f32 under its HF name and layout, within Q8_0's
+    // error of PEFT's merge.
+    let dir = tmp("q8-to-hf");
+    let q8 = dir.join("q8.gguf");
+    let model = base();
+    let plan = hf_to_gguf_plan(&model, &plan_options()).unwrap();
+    quantize_with_plan(
+        &model,
+        plan,
+        &q8,
+        Mixture::Q8_0,
+        &quantize_options(&["ffn_down=f16"]),
+    )
+    .unwrap();
+    let out = dir.join("hf");
+    let report = export(
+        weightkit_io::open(&q8).unwrap(),
+        vec![(basic(), 1.0)],
+        &out,
+        &ExportOptions {
+            merge: MergeOptions::default(),
+            format: ExportFormat::HuggingFace {
+                format: Format::Safetensors,
+                dtype: None,
+                max_shard_size: None,
+            },
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(report.merged.llama_cpp_names);
+    let ours = weightkit_io::open(out.join("model.safetensors")).unwrap();
+    let peft = weightkit_io::open(root().join("testdata/lora/basic/merged_reference.safetensors"))
+        .unwrap();
+    let (a, b) = (ours.source(), peft.source());
+    assert_eq!(a.tensor_infos().len(), b.tensor_infos().len());
+    for (i, t) in a.tensor_infos().iter().enumerate() {
+        assert_eq!(t.dtype, DType::F32, "{}", t.name);
+        let x = a.load(i).unwrap().view().to_f32_vec().unwrap();
+        let j = b.position(&t.name).unwrap_or_else(|| panic!("{}", t.name));
+        let y = b.load(j).unwrap().view().to_f32_vec().unwrap();
+        let (mut d2, mut n2) = (0f64, 0f64);
+        for (&p, &q) in x.iter().zip(&y) {
+            d2 += f64::from(p - q).powi(2);
+            n2 += f64::from(q).powi(2);
+        }
+        let rel = (d2 / n2).sqrt();
+        // Q8_0: a step of amax/127 per 32 values, about 0.5% relative RMS;
+        // F16 and F32 tensors far less.
+        assert!(rel < 0.01, "{}: {rel}", t.name);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
