@@ -13,11 +13,14 @@
 //! casts per call.
 //!
 //! Usage: `cargo run --release -p weightkit-quant --example speed [--types q4_0,q4_K,..]`
+//! (`iq4_nl` and `iq4_xs` only when listed; `WEIGHTKIT_SIMD=scalar` times
+//! the scalar kernels).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
+use weightkit_quant::iquants::{BlockIq4Nl, BlockIq4Xs};
 use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use weightkit_quant::simd::dispatch as d;
@@ -50,6 +53,8 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
         DType::Q4_K => time!(BlockQ4K, BlockQ8K, d::vec_dot_q4_k_q8_k),
         DType::Q5_K => time!(BlockQ5K, BlockQ8K, d::vec_dot_q5_k_q8_k),
         DType::Q6_K => time!(BlockQ6K, BlockQ8K, d::vec_dot_q6_k_q8_k),
+        DType::IQ4_NL => time!(BlockIq4Nl, u8, d::vec_dot_iq4_nl_q8_0),
+        DType::IQ4_XS => time!(BlockIq4Xs, u8, d::vec_dot_iq4_xs_q8_k),
         _ => Err(QuantError::Unsupported {
             dtype,
             what: "vec_dot",
@@ -98,6 +103,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DType::Q5_K,
         DType::Q6_K,
     ];
+    // Also accepted by --types, but not run by default (test-quantize-perf,
+    // which `cargo xtask quant-perf` compares with, is asked for the ten above).
+    let extra = [DType::IQ4_NL, DType::IQ4_XS];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let types: Vec<DType> = match args.iter().position(|a| a == "--types") {
         Some(i) => {
@@ -105,6 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             list.split(',')
                 .map(|t| {
                     all.iter()
+                        .chain(&extra)
                         .copied()
                         .find(|d| d.name().eq_ignore_ascii_case(t))
                         .ok_or_else(|| format!("unknown type {t}"))

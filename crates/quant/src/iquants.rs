@@ -60,9 +60,9 @@ pub use ternary::{
 /// ggml's `QK_K`: elements per super-block.
 const QK_K: usize = 256;
 /// Bytes of one `block_q8_0` (f16 d + 32 i8).
-const Q8_0_BYTES: usize = 34;
+pub(crate) const Q8_0_BYTES: usize = 34;
 /// Bytes of one `block_q8_K` (f32 d + 256 i8 + 16 i16 bsums).
-const Q8_K_BYTES: usize = 292;
+pub(crate) const Q8_K_BYTES: usize = 292;
 
 /// ggml's `nearest_int` for any input: [`common::nearest_int`] where it is
 /// defined, else the same bit trick without its range assertion (what the C

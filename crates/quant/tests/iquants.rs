@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use weightkit_gguf::GgufFile;
 use weightkit_quant::QuantError;
 use weightkit_quant::iquants::{self, grids};
+use weightkit_quant::simd::{Level, dispatch};
 use weightkit_safetensors::SafetensorsFile;
 
 const ROWS: usize = 8;
@@ -116,6 +117,18 @@ fn iq4_xs_matches_llama_cpp() {
         iquants::quantize_iq4_xs,
         iquants::dequantize_row_iq4_xs,
     );
+}
+
+/// llama.cpp's dequantized floats from the SIMD dequantizers too (at AVX2,
+/// or the best level this CPU has below it).
+#[test]
+fn iq4_simd_dequantizers_match_llama_cpp() {
+    check_ggml_reference::<iquants::BlockIq4Nl>("iq4_nl", 32, iquants::quantize_iq4_nl, |x, y| {
+        dispatch::dequantize_row_iq4_nl_at(Level::Avx2, x, y)
+    });
+    check_ggml_reference::<iquants::BlockIq4Xs>("iq4_xs", 256, iquants::quantize_iq4_xs, |x, y| {
+        dispatch::dequantize_row_iq4_xs_at(Level::Avx2, x, y)
+    });
 }
 
 #[test]
@@ -445,6 +458,8 @@ fn quantization_error_within_test_quantize_fns_thresholds() {
     assert!(e < 0.002, "iq4_nl total error {e}");
     let d = dot_err(iquants::vec_dot_iq4_nl_q8_0(&q, &q8_0).unwrap());
     assert!(d < 0.02, "iq4_nl dot error {d}");
+    let d = dot_err(dispatch::vec_dot_iq4_nl_q8_0_at(Level::Avx2, &q, &q8_0).unwrap());
+    assert!(d < 0.02, "iq4_nl SIMD dot error {d}");
     // and the importance path llama-quantize uses
     iquants::quantize_iq4_nl(&x, &mut q, N, None).unwrap();
     iquants::dequantize_row_iq4_nl(&q, &mut y).unwrap();
@@ -457,6 +472,8 @@ fn quantization_error_within_test_quantize_fns_thresholds() {
     assert!(e < 0.002, "iq4_xs total error {e}");
     let d = dot_err(iquants::vec_dot_iq4_xs_q8_k(&q, &q8_k).unwrap());
     assert!(d < 0.02, "iq4_xs dot error {d}");
+    let d = dot_err(dispatch::vec_dot_iq4_xs_q8_k_at(Level::Avx2, &q, &q8_k).unwrap());
+    assert!(d < 0.02, "iq4_xs SIMD dot error {d}");
 
     let mut q = vec![zeroed::<iquants::BlockTq1_0>(); N / 256];
     iquants::quantize_row_tq1_0_ref(&x, &mut q).unwrap();

@@ -6,3 +6,4 @@ mod iquants;
 mod kquants;
 mod legacy;
 mod simd;
+mod simd_iq4;

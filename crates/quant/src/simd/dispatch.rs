@@ -2,7 +2,7 @@
 //! [`level`] cap) allows.
 //!
 //! Every function has the signature of its scalar reference in
-//! [`crate::legacy`] or [`crate::kquants`], checks its arguments the same way
+//! [`crate::legacy`], [`crate::kquants`] or [`crate::iquants`], checks its arguments the same way
 //! and returns the same errors: whenever the arguments are not what a kernel
 //! needs (a length mismatch, a non-finite value to quantize) the call is
 //! handed to the scalar function, which reports the error before writing
@@ -21,6 +21,7 @@
 //! above this crate's MSRV.)
 
 use crate::QuantError;
+use crate::iquants::{self, BlockIq4Nl, BlockIq4Xs};
 use crate::kquants::{self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
@@ -458,4 +459,72 @@ dot! {
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q6_k_q8_k / vec_dot_q6_k_q8_k_at = vec_dot_q6_k_q8_k_impl,
     BlockQ6K, BlockQ8K, kquants::vec_dot_q6_k_q8_k
+}
+
+// ------------------------------------------ dot products with a raw partner
+
+macro_rules! dot_raw {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $bx:ty, $ybytes:expr, $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(x: &[$bx], y: &[u8]) -> f32
+        }
+
+        fn $imp(level: Level, x: &[$bx], y: &[u8]) -> Result<f32, QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) && x.len().checked_mul($ybytes) == Some(y.len()) {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+                return Ok(unsafe { x86::$name(x, y) });
+            }
+            let _ = level;
+            $scalar(x, y)
+        }
+    };
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq4_nl_q8_0`] (`y` the raw bytes of `block_q8_0`s),
+    /// SIMD where available: exact block integer sums, f32 accumulation in
+    /// another order (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 34 * x.len()`.
+    vec_dot_iq4_nl_q8_0 / vec_dot_iq4_nl_q8_0_at = vec_dot_iq4_nl_q8_0_impl,
+    BlockIq4Nl, iquants::Q8_0_BYTES, iquants::vec_dot_iq4_nl_q8_0
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq4_xs_q8_k`] (`y` the raw bytes of `block_q8_K`s),
+    /// SIMD where available: exact block integer sums (scaled by the group
+    /// scales in i32), f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq4_xs_q8_k / vec_dot_iq4_xs_q8_k_at = vec_dot_iq4_xs_q8_k_impl,
+    BlockIq4Xs, iquants::Q8_K_BYTES, iquants::vec_dot_iq4_xs_q8_k
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq4_nl`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 32 * x.len()`.
+    dequantize_row_iq4_nl / dequantize_row_iq4_nl_at = dequantize_iq4_nl_impl,
+    BlockIq4Nl, 32, iquants::dequantize_row_iq4_nl
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq4_xs`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq4_xs / dequantize_row_iq4_xs_at = dequantize_iq4_xs_impl,
+    BlockIq4Xs, kquants::QK_K, iquants::dequantize_row_iq4_xs
 }

@@ -40,12 +40,21 @@
 //!   own accumulator. The Q4_0/Q5_0/Q8_0 block scales come from a table of
 //!   every f16's f32 value (exact, as F16C), so their products are the
 //!   scalar code's.
+//! * IQ4_NL x Q8_0 and IQ4_XS x Q8_K look the nibbles up in the codebook
+//!   (`pshufb`) and multiply as `|y| * (sign(y) v)` in `maddubs`: exact for
+//!   every byte because no codebook value is -128 (see [`iq4_pairs`]).
+//!   IQ4_XS scales each group's integer sum in f32 by the scalar code's
+//!   `(d_x d_y) (ls - 32)`, as the scalar code does (not the group scale in
+//!   i32 as llama.cpp), so overflowing scales give what they give there.
+//!   The IQ4 dequantizers are one multiply per value, as the scalar ones.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use half::f16;
 
+use crate::iquants::grids::KVALUES_IQ4NL;
+use crate::iquants::{BlockIq4Nl, BlockIq4Xs, Q8_0_BYTES, Q8_K_BYTES};
 use crate::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK8_0};
 
@@ -1224,4 +1233,170 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_f32x8(acc)
+}
+
+// ------------------------------------------------------------------- IQ4
+
+/// The IQ4 codebook [`KVALUES_IQ4NL`] in both 128-bit lanes, for
+/// `_mm256_shuffle_epi8` lookups of nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq4_table() -> __m256i {
+    let t = KVALUES_IQ4NL.map(|v| v as u8);
+    _mm256_broadcastsi128_si256(load_u8x16(&t))
+}
+
+/// The 32 codebook values (i8, in -127..=113) of one IQ4 group of 16
+/// bytes, in element order: low nibbles, then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq4_values_x32(table: __m256i, qs: &[u8; 16]) -> __m256i {
+    // Every index is 0..=15 (bit 7 clear), so the shuffle is a lookup.
+    _mm256_shuffle_epi8(table, nibbles_x32(qs))
+}
+
+/// The sixteen exact pair sums `v[2i] y[2i] + v[2i+1] y[2i+1]` (as i16) of
+/// 32 codebook values `v` and 32 signed bytes `y`.
+///
+/// `v y = |y| * (sign(y) v)`: `|y|` read as unsigned is 0..=128 (`-128`
+/// gives `0x80`, i.e. 128, as wanted), and `sign(y) v` is exact in i8
+/// because `v` is never -128 (it is in -127..=113), so its negation is in
+/// -113..=127. Each pair sum is then at most `2 * 128 * 127 = 32512` in
+/// magnitude and `maddubs` never saturates. (llama.cpp puts the absolute
+/// value on the codebook side and negates `y`, which is wrong for
+/// `y = -128`.)
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq4_pairs(v: __m256i, y: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(v, y))
+}
+
+/// One IQ4_NL x Q8_0 block: the product of the scales (the scalar code's,
+/// from the f16 table) and the eight exact partial integer sums as f32.
+/// `by` is a raw `block_q8_0`: f16 `d` little-endian, then 32 `i8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq4_nl_q8_0_block(
+    t: &[f32; 1 << 16],
+    table: __m256i,
+    bx: &BlockIq4Nl,
+    by: &[u8; Q8_0_BYTES],
+) -> (f32, __m256) {
+    let (dy, qy) = by.split_first_chunk::<2>().expect("34 bytes");
+    let dy = f16::from_bits(u16::from_le_bytes(*dy));
+    let qy: &[u8; 32] = qy.try_into().expect("32 quants");
+    let d = h2f_t(t, dy) * h2f_t(t, bx.d);
+    let p = iq4_pairs(iq4_values_x32(table, &bx.qs), load_u8x32(qy));
+    let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+    (d, _mm256_cvtepi32_ps(s))
+}
+
+/// IQ4_NL x Q8_0, `y` the raw bytes of `block_q8_0`s (34 each); blocks past
+/// the shorter side are ignored.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_iq4_nl_q8_0(x: &[BlockIq4Nl], y: &[u8]) -> f32 {
+    let t = f16_table();
+    let table = iq4_table();
+    let (y, _) = y.as_chunks::<Q8_0_BYTES>();
+    sum_blocks(x, y, |bx, by| iq4_nl_q8_0_block(t, table, bx, by))
+}
+
+/// The eight group scales of an IQ4_XS block as the scalar code's f32
+/// products `d * (ls - 32)`, `ls` the 6-bit scale: its low 4 bits are
+/// nibble `ib` of the little-endian `scales_l`, its high 2 bits bits
+/// `2 ib..2 ib + 2` of `scales_h`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn iq4_xs_group_scales(b: &BlockIq4Xs, d: f32) -> [f32; 8] {
+    let lo = _mm256_srlv_epi32(
+        _mm256_set1_epi32(i32::from_le_bytes(b.scales_l)),
+        _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
+    );
+    let hi = _mm256_srlv_epi32(
+        _mm256_set1_epi32(i32::from(b.scales_h)),
+        _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
+    );
+    let ls = _mm256_or_si256(
+        _mm256_and_si256(lo, _mm256_set1_epi32(0xf)),
+        _mm256_slli_epi32::<4>(_mm256_and_si256(hi, _mm256_set1_epi32(3))),
+    );
+    let ls = _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32)));
+    let mut out = [0f32; 8];
+    store_f32x8(&mut out, _mm256_mul_ps(_mm256_set1_ps(d), ls));
+    out
+}
+
+/// IQ4_XS x Q8_K, `y` the raw bytes of `block_q8_K`s (292 each: f32 `d`
+/// little-endian, 256 `i8`, 16 `i16` sums); blocks past the shorter side
+/// are ignored.
+///
+/// Each group of 32 has its exact integer sum (eight lanes of at most
+/// `4 * 128 * 127` each) scaled in f32 by the scalar code's group scale
+/// `(d_x * d_y) * (ls - 32)`, so that a scale that overflows does what it
+/// does in the scalar code (llama.cpp instead weights the group sums by
+/// `ls - 32` in i32 and scales the block once, which turns the scalar's
+/// `inf * 0 = NaN` into 0).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_iq4_xs_q8_k(x: &[BlockIq4Xs], y: &[u8]) -> f32 {
+    let t = f16_table();
+    let table = iq4_table();
+    let ones = _mm256_set1_epi16(1);
+    let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (xb, yb) in x.iter().zip(y) {
+        let (dy, rest) = yb.split_first_chunk::<4>().expect("292 bytes");
+        let d = h2f_t(t, xb.d) * f32::from_le_bytes(*dy);
+        let (q8, _) = rest[..QK_K].as_chunks::<32>();
+        let (q4, _) = xb.qs.as_chunks::<16>();
+        let dl = iq4_xs_group_scales(xb, d);
+        for (j, ((q4, q8), &dl)) in q4.iter().zip(q8).zip(&dl).enumerate() {
+            let p = iq4_pairs(iq4_values_x32(table, q4), load_u8x32(q8));
+            let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+            let a = &mut acc[j % 2];
+            *a = _mm256_fmadd_ps(_mm256_set1_ps(dl), s, *a);
+        }
+    }
+    hsum_f32x8(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// `y = d * kvalues[q]` for IQ4_NL blocks (the scalar code's one multiply).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row_iq4_nl(x: &[BlockIq4Nl], y: &mut [f32]) {
+    let table = iq4_table();
+    for (b, out) in x.iter().zip(y.as_chunks_mut::<32>().0) {
+        let d = h2f_x8(b.d);
+        store_scaled(out, i8x32_to_f32(iq4_values_x32(table, &b.qs)), d);
+    }
+}
+
+/// `y = (d * (ls - 32)) * kvalues[q]` for IQ4_XS blocks: the group scale is
+/// the scalar code's f32 product, then one multiply per value.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dequantize_row_iq4_xs(x: &[BlockIq4Xs], y: &mut [f32]) {
+    let t = f16_table();
+    let table = iq4_table();
+    for (b, out) in x.iter().zip(y.as_chunks_mut::<QK_K>().0) {
+        let dl = iq4_xs_group_scales(b, h2f_t(t, b.d));
+        let (q4, _) = b.qs.as_chunks::<16>();
+        let (out, _) = out.as_chunks_mut::<32>();
+        for ((out, q4), &dl) in out.iter_mut().zip(q4).zip(&dl) {
+            store_scaled(
+                out,
+                i8x32_to_f32(iq4_values_x32(table, q4)),
+                _mm256_set1_ps(dl),
+            );
+        }
+    }
 }
