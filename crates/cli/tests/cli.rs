@@ -2891,6 +2891,30 @@ fn same_gguf_tensors(a: &Path, b: &Path) {
     }
 }
 
+/// What export replaces, as two commands: `merge LLAMA_DIR MERGE_ARGS` into
+/// a model directory (with the base's config.json), then `quantize` it with
+/// `QUANTIZE_ARGS` and `--name tiny`; the GGUF's path.
+fn merge_then_quantize(tmp: &Path, merge_args: &[&str], quantize_args: &[&str]) -> PathBuf {
+    let merged = tmp.join("merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    std::fs::copy(
+        format!("{LLAMA_DIR}/config.json"),
+        merged.join("config.json"),
+    )
+    .unwrap();
+    let model = merged.join("model.safetensors");
+    let mut args = vec!["merge", LLAMA_DIR];
+    args.extend_from_slice(merge_args);
+    args.extend(["-o", path_str(&model)]);
+    run_ok(&args);
+    let out = tmp.join("two-step.gguf");
+    let mut args = vec!["quantize", path_str(&merged), path_str(&out)];
+    args.extend_from_slice(quantize_args);
+    args.extend(["--name", "tiny"]);
+    run_ok(&args);
+    out
+}
+
 #[test]
 fn export_is_merge_then_quantize_in_one_pass() {
     let tmp = tempfile::tempdir().unwrap();
@@ -2923,34 +2947,11 @@ fn export_is_merge_then_quantize_in_one_pass() {
     assert!(text.contains("  memory   "), "{text}");
     // The same through the two commands (merge writes the f32 base's f32,
     // which is what export quantizes).
-    let merged = tmp.path().join("merged");
-    std::fs::create_dir_all(&merged).unwrap();
-    std::fs::copy(
-        format!("{LLAMA_DIR}/config.json"),
-        merged.join("config.json"),
-    )
-    .unwrap();
-    run_ok(&[
-        "merge",
-        LLAMA_DIR,
-        &basic,
-        &basic,
-        "--weights",
-        "0.5,0.5",
-        "-o",
-        path_str(&merged.join("model.safetensors")),
-    ]);
-    let two_step = tmp.path().join("two-step.gguf");
-    run_ok(&[
-        "quantize",
-        path_str(&merged),
-        path_str(&two_step),
-        "q8_0",
-        "--override",
-        "ffn_down=f16",
-        "--name",
-        "tiny",
-    ]);
+    let two_step = merge_then_quantize(
+        tmp.path(),
+        &[&basic, &basic, "--weights", "0.5,0.5"],
+        &["q8_0", "--override", "ffn_down=f16"],
+    );
     same_gguf_tensors(&ours, &two_step);
     // bits per weight as printed = bytes written * 8 / parameters.
     let bpw: f64 = text
@@ -3356,31 +3357,11 @@ fn export_quantizes_with_the_importance_matrix() {
     assert!(text.contains("  imatrix  "), "{text}");
     assert!(text.contains("entries for 15 tensors"), "{text}");
     // The same matrix through merge, then quantize: the same bytes.
-    let merged = tmp.path().join("merged");
-    std::fs::create_dir_all(&merged).unwrap();
-    std::fs::copy(
-        format!("{LLAMA_DIR}/config.json"),
-        merged.join("config.json"),
-    )
-    .unwrap();
-    run_ok(&[
-        "merge",
-        LLAMA_DIR,
-        &basic,
-        "-o",
-        path_str(&merged.join("model.safetensors")),
-    ]);
-    let two_step = tmp.path().join("two-step.gguf");
-    run_ok(&[
-        "quantize",
-        path_str(&merged),
-        path_str(&two_step),
-        "q4_k_m",
-        "--imatrix",
-        path_str(&imatrix),
-        "--name",
-        "tiny",
-    ]);
+    let two_step = merge_then_quantize(
+        tmp.path(),
+        &[&basic],
+        &["q4_k_m", "--imatrix", path_str(&imatrix)],
+    );
     same_gguf_tensors(&with, &two_step);
     // And the matrix changed the result.
     let without = tmp.path().join("without.gguf");

@@ -109,14 +109,14 @@ pub fn export(
     progress: &dyn Progress,
 ) -> Result<ExportReport, LoraError> {
     let read = LoraError::Read;
-    match &options.format {
+    let base_infos = base.source().tensor_infos().to_vec();
+    // Each output: the merged view, its plan and the pass's options.
+    let (model, merged, plan, convert_options) = match &options.format {
         ExportFormat::Gguf {
             mixture,
             quantize,
             plan: plan_options,
         } => {
-            let base_infos = base.source().tensor_infos().to_vec();
-            let base_types: Vec<DType> = base_infos.iter().map(|t| t.dtype).collect();
             let (model, merged) = merged_model(base, adapters, &options.merge, MergedDType::F32)?;
             let plan = if model.format() == Format::Gguf {
                 identity_plan(&model, None)
@@ -126,43 +126,13 @@ pub fn export(
             .map_err(read)?;
             let mut plan = quantize_plan(plan, *mixture, quantize).map_err(read)?;
             if *mixture != Mixture::F32 {
-                // A merged tensor the mixture leaves unquantized keeps the
-                // base's 16-bit type, not the f32 the merge hands over.
-                let infos = model.source().tensor_infos();
-                for t in &mut plan.tensors {
-                    let was = base_types.get(t.source).copied();
-                    let merged_f32 = infos.get(t.source).is_some_and(|i| i.dtype == DType::F32);
-                    // (1-D tensors and norms stay F32, as the converter
-                    // writes them.)
-                    if t.out.dtype == DType::F32
-                        && merged_f32
-                        && t.inline.is_none()
-                        && t.out.shape.rank() >= 2
-                        && !t.out.name.ends_with("_norm.weight")
-                        && matches!(was, Some(DType::F16 | DType::BF16))
-                    {
-                        t.out.dtype = was.unwrap_or(DType::F32);
-                    }
-                }
+                keep_16_bit_types(&mut plan, model.source().tensor_infos(), &base_infos);
             }
-            let tensors = plan.tensors.iter().map(|t| t.out.clone()).collect();
-            let mut convert = run_plan_with_progress(
-                &model,
-                &plan,
-                out,
-                &ConvertOptions {
-                    to: Format::Gguf,
-                    ..ConvertOptions::default()
-                },
-                progress,
-            )
-            .map_err(read)?;
-            convert.bytes_in = base_bytes(&plan, &base_infos);
-            Ok(ExportReport {
-                merged,
-                tensors,
-                convert,
-            })
+            let to = ConvertOptions {
+                to: Format::Gguf,
+                ..ConvertOptions::default()
+            };
+            (model, merged, plan, to)
         }
         ExportFormat::HuggingFace {
             format,
@@ -177,15 +147,14 @@ pub fn export(
                 ));
             }
             // Merged tensors in the base's own type unless everything is
-            // cast anyway (or the base is quantized GGUF, whose merged
-            // tensors the Hugging Face plan turns into floats).
+            // cast anyway (or the base is GGUF, whose quantized tensors the
+            // Hugging Face plan turns into floats).
             let gguf = base.format() == Format::Gguf;
             let merged_dtype = if dtype.is_none() && !gguf {
                 MergedDType::Base
             } else {
                 MergedDType::F32
             };
-            let base_infos = base.source().tensor_infos().to_vec();
             let (model, merged) = merged_model(base, adapters, &options.merge, merged_dtype)?;
             let plan = if gguf && merged.llama_cpp_names {
                 gguf_to_hf_plan(&model, *dtype)
@@ -193,26 +162,44 @@ pub fn export(
                 identity_plan(&model, *dtype)
             }
             .map_err(read)?;
-            let tensors = plan.tensors.iter().map(|t| t.out.clone()).collect();
-            let mut convert = run_plan_with_progress(
-                &model,
-                &plan,
-                out,
-                &ConvertOptions {
-                    to: *format,
-                    dtype: *dtype,
-                    keep_names: false,
-                    max_shard_size: *max_shard_size,
-                },
-                progress,
-            )
-            .map_err(read)?;
-            convert.bytes_in = base_bytes(&plan, &base_infos);
-            Ok(ExportReport {
-                merged,
-                tensors,
-                convert,
-            })
+            let to = ConvertOptions {
+                to: *format,
+                dtype: *dtype,
+                keep_names: false,
+                max_shard_size: *max_shard_size,
+            };
+            (model, merged, plan, to)
+        }
+    };
+    let tensors = plan.tensors.iter().map(|t| t.out.clone()).collect();
+    let mut convert =
+        run_plan_with_progress(&model, &plan, out, &convert_options, progress).map_err(read)?;
+    convert.bytes_in = base_bytes(&plan, &base_infos);
+    Ok(ExportReport {
+        merged,
+        tensors,
+        convert,
+    })
+}
+
+/// A merged tensor the mixture leaves unquantized keeps the base's 16-bit
+/// type (what the chain's 16-bit merged copy would hold), not the f32 the
+/// merge hands over; 1-D tensors and norms stay F32, as the converter
+/// writes them. `merged_infos` is the merged view's tensor list.
+fn keep_16_bit_types(plan: &mut Plan, merged_infos: &[TensorInfo], base_infos: &[TensorInfo]) {
+    for t in &mut plan.tensors {
+        let was = base_infos.get(t.source).map(|i| i.dtype);
+        let merged_f32 = merged_infos
+            .get(t.source)
+            .is_some_and(|i| i.dtype == DType::F32);
+        if t.out.dtype == DType::F32
+            && merged_f32
+            && t.inline.is_none()
+            && t.out.shape.rank() >= 2
+            && !t.out.name.ends_with("_norm.weight")
+            && let Some(d @ (DType::F16 | DType::BF16)) = was
+        {
+            t.out.dtype = d;
         }
     }
 }

@@ -85,21 +85,40 @@ fn quantize_reference(mixture: Mixture, overrides: &[&str], out: &Path) {
 }
 
 fn export_gguf(mixture: Mixture, overrides: &[&str], out: &Path) -> weightkit_lora::ExportReport {
+    export_basic(base(), out, gguf_format(mixture, overrides))
+}
+
+/// `basic` merged into `base` and written to `out` as `format` says.
+fn export_basic(base: Model, out: &Path, format: ExportFormat) -> weightkit_lora::ExportReport {
     export(
-        base(),
+        base,
         vec![(basic(), 1.0)],
         out,
         &ExportOptions {
             merge: MergeOptions::default(),
-            format: ExportFormat::Gguf {
-                mixture,
-                quantize: quantize_options(overrides),
-                plan: plan_options(),
-            },
+            format,
         },
         &NoProgress,
     )
     .unwrap()
+}
+
+/// A merged Hugging Face safetensors output in the base's types.
+fn hf_safetensors() -> ExportFormat {
+    ExportFormat::HuggingFace {
+        format: Format::Safetensors,
+        dtype: None,
+        max_shard_size: None,
+    }
+}
+
+/// GGUF with `mixture` and `overrides`, named `tiny`.
+fn gguf_format(mixture: Mixture, overrides: &[&str]) -> ExportFormat {
+    ExportFormat::Gguf {
+        mixture,
+        quantize: quantize_options(overrides),
+        plan: plan_options(),
+    }
 }
 
 /// Same metadata, tensor names, types, shapes and bytes; the number of
@@ -155,21 +174,7 @@ fn q4_k_m_export_is_quantizing_peft_s_merge() {
 fn hugging_face_export_is_the_streaming_merge() {
     let dir = tmp("hf");
     let out = dir.join("merged");
-    let report = export(
-        base(),
-        vec![(basic(), 1.0)],
-        &out,
-        &ExportOptions {
-            merge: MergeOptions::default(),
-            format: ExportFormat::HuggingFace {
-                format: Format::Safetensors,
-                dtype: None,
-                max_shard_size: None,
-            },
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let report = export_basic(base(), &out, hf_safetensors());
     assert!(out.join("config.json").is_file());
     // merge_into's file, written by the safetensors writer directly.
     let b = base();
@@ -209,21 +214,11 @@ fn a_bf16_base_keeps_unquantized_merged_tensors_in_bf16() {
     let out = dir.join("out.gguf");
     let base =
         weightkit_io::open(root().join("testdata/tiny-llama/safetensors-bf16-sharded")).unwrap();
-    let report = export(
+    let report = export_basic(
         base,
-        vec![(basic(), 1.0)],
         &out,
-        &ExportOptions {
-            merge: MergeOptions::default(),
-            format: ExportFormat::Gguf {
-                mixture: Mixture::Q8_0,
-                quantize: quantize_options(&["ffn_down=f16", "attn_q=bf16"]),
-                plan: plan_options(),
-            },
-        },
-        &NoProgress,
-    )
-    .unwrap();
+        gguf_format(Mixture::Q8_0, &["ffn_down=f16", "attn_q=bf16"]),
+    );
     let q = report
         .tensors
         .iter()
@@ -278,21 +273,11 @@ fn a_llama_cpp_gguf_base_exports_the_same_tensors() {
     )
     .unwrap();
     let from_gguf = dir.join("from-gguf.gguf");
-    let report = export(
+    let report = export_basic(
         weightkit_io::open(&gguf).unwrap(),
-        vec![(basic(), 1.0)],
         &from_gguf,
-        &ExportOptions {
-            merge: MergeOptions::default(),
-            format: ExportFormat::Gguf {
-                mixture: Mixture::Q8_0,
-                quantize: quantize_options(&["ffn_down=f16"]),
-                plan: plan_options(),
-            },
-        },
-        &NoProgress,
-    )
-    .unwrap();
+        gguf_format(Mixture::Q8_0, &["ffn_down=f16"]),
+    );
     assert!(report.merged.llama_cpp_names);
     assert_eq!(report.merged.merged.len(), 14);
     let from_hf = dir.join("from-hf.gguf");
@@ -330,21 +315,7 @@ fn a_quantized_gguf_base_exports_to_a_hugging_face_directory() {
     )
     .unwrap();
     let out = dir.join("hf");
-    let report = export(
-        weightkit_io::open(&q8).unwrap(),
-        vec![(basic(), 1.0)],
-        &out,
-        &ExportOptions {
-            merge: MergeOptions::default(),
-            format: ExportFormat::HuggingFace {
-                format: Format::Safetensors,
-                dtype: None,
-                max_shard_size: None,
-            },
-        },
-        &NoProgress,
-    )
-    .unwrap();
+    let report = export_basic(weightkit_io::open(&q8).unwrap(), &out, hf_safetensors());
     assert!(report.merged.llama_cpp_names);
     let ours = weightkit_io::open(out.join("model.safetensors")).unwrap();
     let peft = weightkit_io::open(root().join("testdata/lora/basic/merged_reference.safetensors"))
