@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use weightkit_io::Format;
-use weightkit_io::convert::identity_plan;
 use weightkit_io::mixture::Mixture;
-use weightkit_io::plan::{GgufPlanOptions, hf_to_gguf_plan};
 use weightkit_lora::{
     Adapter, ExportFormat, ExportOptions, MergeOptions, base_config, export, import_gguf,
 };
@@ -25,7 +23,7 @@ use super::pipeline::{
     CastDType, OutFormat, Spinner, io_error, is_dir_output, open_input, parse_size, peak_rss,
     refuse_overwriting_input,
 };
-use super::quantize::{MixtureArgs, parse_mixture, thread_pool, write_tensor_lines};
+use super::quantize::{GgufNaming, MixtureArgs, parse_mixture, thread_pool, write_tensor_lines};
 use crate::error::CliError;
 use crate::units::{binary_size, bytes_with_unit, duration, thousands};
 
@@ -130,15 +128,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N")]
     threads: Option<NonZeroUsize>,
 
-    /// Hugging Face base only: `general.name` [default: the model
-    /// directory's name]
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
-
-    /// Hugging Face base only: `tokenizer.ggml.pre` for a byte-level BPE
-    /// tokenizer (llama-bpe, qwen2 ...) [default: from tokenizer.json]
-    #[arg(long, value_name = "PRE")]
-    pre: Option<String>,
+    #[command(flatten)]
+    naming: GgufNaming,
 }
 
 /// Pairs each `--adapter-weight` with the `--adapter` given before it, from
@@ -249,38 +240,17 @@ pub(crate) fn run(args: &Args, weights: &[f64]) -> Result<(), CliError> {
     refuse_overwriting_input(&base, &args.output, dir_out)?;
     let in_text = args.base.display().to_string();
     let from = base.format();
-    if from == Format::Gguf {
-        for (flag, given) in [("--name", &args.name), ("--pre", &args.pre)] {
-            if given.is_some() {
-                return Err(CliError::Usage(format!(
-                    "{flag} applies to a Hugging Face base, but {in_text} is GGUF \
-                     (its metadata is kept)"
-                )));
-            }
-        }
-    }
-    let plan_options = GgufPlanOptions {
-        dtype: None,
-        name: args.name.clone(),
-        pre: args.pre.clone(),
-    };
-
     // The plan over the base's names, for the importance matrix's entries,
     // the byte count and the errors a wrong base gives before any merging.
     let (format, imatrix_use) = match args.mixture {
         Some(mixture) => {
-            let plan = if from == Format::Gguf {
-                identity_plan(&base, None)
-            } else {
-                hf_to_gguf_plan(&base, &plan_options)
-            }
-            .map_err(|e| io_error(format!("cannot plan the GGUF layout of {in_text}"), e))?;
+            let plan = args.naming.plan(&base, &in_text)?;
             let (quantize, imatrix_use) = args.mix.options(&plan, &in_text)?;
             (
                 ExportFormat::Gguf {
                     mixture,
                     quantize,
-                    plan: plan_options,
+                    plan: args.naming.options(),
                 },
                 imatrix_use,
             )

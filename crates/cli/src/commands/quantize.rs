@@ -16,12 +16,12 @@ use std::time::Instant;
 
 use regex::Regex;
 use weightkit_core::{DType, TensorInfo};
-use weightkit_io::Format;
 use weightkit_io::convert::{ConvertReport, Plan, identity_plan};
 use weightkit_io::imatrix::{ImatrixError, ImportanceMatrix};
 use weightkit_io::mixture::{self, Mixture, MixtureError};
 use weightkit_io::plan::{GgufPlanOptions, hf_to_gguf_plan};
 use weightkit_io::quantize::{QuantizeOptions, QuantizeReport, quantize_with_progress};
+use weightkit_io::{Format, Model};
 
 use super::pipeline::{Spinner, io_error, open_input, planned_bytes_in, refuse_overwriting_input};
 use crate::error::CliError;
@@ -87,15 +87,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N")]
     threads: Option<NonZeroUsize>,
 
-    /// Non-GGUF input only: `general.name` [default: the model directory's
-    /// name]
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
-
-    /// Non-GGUF input only: `tokenizer.ggml.pre` for a byte-level BPE
-    /// tokenizer (llama-bpe, qwen2 ...) [default: from tokenizer.json]
-    #[arg(long, value_name = "PRE")]
-    pre: Option<String>,
+    #[command(flatten)]
+    naming: GgufNaming,
 }
 
 /// llama-quantize's type-choice flags and the importance matrix, shared by
@@ -216,6 +209,54 @@ pub(crate) fn thread_pool(threads: Option<NonZeroUsize>) -> Result<rayon::Thread
     })
 }
 
+/// `--name` and `--pre`: what a Hugging Face input's GGUF metadata gets
+/// (shared by `quantize` and `export`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct GgufNaming {
+    /// Hugging Face input only: `general.name` [default: the model directory's
+    /// name]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Hugging Face input only: `tokenizer.ggml.pre` for a byte-level BPE
+    /// tokenizer (llama-bpe, qwen2 ...) [default: from tokenizer.json]
+    #[arg(long, value_name = "PRE")]
+    pre: Option<String>,
+}
+
+impl GgufNaming {
+    /// The GGUF plan for `model`: the identity for a GGUF input (whose
+    /// metadata is kept: `--name`/`--pre` are then refused), else the
+    /// Hugging Face -> GGUF plan with these names.
+    pub(crate) fn plan(&self, model: &Model, in_text: &str) -> Result<Plan, CliError> {
+        if model.format() == Format::Gguf {
+            for (flag, given) in [("--name", &self.name), ("--pre", &self.pre)] {
+                if given.is_some() {
+                    return Err(CliError::Usage(format!(
+                        "{flag} applies to a Hugging Face input, but {in_text} is GGUF \
+                         (its metadata is kept)"
+                    )));
+                }
+            }
+        }
+        let plan = if model.format() == Format::Gguf {
+            identity_plan(model, None)
+        } else {
+            hf_to_gguf_plan(model, &self.options())
+        };
+        plan.map_err(|e| io_error(format!("cannot plan the GGUF layout of {in_text}"), e))
+    }
+
+    /// The library's plan options.
+    pub(crate) fn options(&self) -> GgufPlanOptions {
+        GgufPlanOptions {
+            dtype: None,
+            name: self.name.clone(),
+            pre: self.pre.clone(),
+        }
+    }
+}
+
 /// One `--override`, parsed.
 #[derive(Clone, Debug)]
 struct Override(Regex, DType);
@@ -241,29 +282,7 @@ pub(crate) fn run(args: &Args) -> Result<(), CliError> {
     let in_text = args.input.display().to_string();
 
     let from = model.format();
-    if from == Format::Gguf {
-        for (flag, given) in [("--name", &args.name), ("--pre", &args.pre)] {
-            if given.is_some() {
-                return Err(CliError::Usage(format!(
-                    "{flag} applies to a Hugging Face input, but {in_text} is GGUF \
-                     (its metadata is kept)"
-                )));
-            }
-        }
-    }
-    let plan = if from == Format::Gguf {
-        identity_plan(&model, None)
-    } else {
-        hf_to_gguf_plan(
-            &model,
-            &GgufPlanOptions {
-                dtype: None,
-                name: args.name.clone(),
-                pre: args.pre.clone(),
-            },
-        )
-    }
-    .map_err(|e| io_error(format!("cannot plan the GGUF layout of {in_text}"), e))?;
+    let plan = args.naming.plan(&model, &in_text)?;
 
     let (opts, imatrix_use) = args.mix.options(&plan, &in_text)?;
 
