@@ -1485,3 +1485,40 @@ proptest! {
         kquantizers(&x, &qw)?;
     }
 }
+
+/// Q8_0 x Q8_0 at its corners: x = -128 (the exact widening path) and
+/// x in {-1, 127, 0} against y = -128 (the fast `|y| * (x sign y)` path,
+/// where llama.cpp's `|x| * (y sign x)` wraps), block by block and mixed.
+#[test]
+fn q8_0_dot_corners_are_exact() {
+    let block = |v: i8| BlockQ8_0 {
+        d: f16::ONE,
+        qs: [v; 32],
+    };
+    for xv in [i8::MIN, -1, i8::MAX, 0] {
+        for yv in [i8::MIN, i8::MAX, -1] {
+            let x = vec![block(xv); 5];
+            let y = vec![block(yv); 5];
+            check_dot(
+                "q8_0 corner",
+                &x,
+                &y,
+                0.0,
+                true,
+                legacy::vec_dot_q8_0_q8_0,
+                dispatch::vec_dot_q8_0_q8_0_at,
+            )
+            .unwrap_or_else(|e| panic!("{xv} x {yv}: {e}"));
+            let want = 5.0 * 32.0 * f32::from(xv) * f32::from(yv);
+            let got = dispatch::vec_dot_q8_0_q8_0(&x, &y).unwrap();
+            assert_eq!(got, want, "{xv} x {yv}");
+        }
+    }
+    // One block of each path in the same call.
+    let x = vec![block(i8::MIN), block(-1), block(i8::MIN), block(-1)];
+    let y = vec![block(i8::MIN); 4];
+    assert_eq!(
+        dispatch::vec_dot_q8_0_q8_0(&x, &y).unwrap(),
+        2.0 * 32.0 * 16384.0 + 2.0 * 32.0 * 128.0
+    );
+}

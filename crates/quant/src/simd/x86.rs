@@ -874,20 +874,35 @@ pub(crate) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let t = f16_table();
+    let minus128 = _mm256_set1_epi8(-128);
+    let ones = _mm256_set1_epi16(1);
     sum_blocks(x, y, |bx, by| {
         let d = h2f_t(t, bx.d) * h2f_t(t, by.d);
-        let (xs, _) = bx.qs.as_chunks::<16>();
-        let (ys, _) = by.qs.as_chunks::<16>();
-        // Signed x signed in 16-bit lanes: exact for every byte, -128 included.
-        let p0 = _mm256_madd_epi16(
-            _mm256_cvtepi8_epi16(load_i8x16(&xs[0])),
-            _mm256_cvtepi8_epi16(load_i8x16(&ys[0])),
-        );
-        let p1 = _mm256_madd_epi16(
-            _mm256_cvtepi8_epi16(load_i8x16(&xs[1])),
-            _mm256_cvtepi8_epi16(load_i8x16(&ys[1])),
-        );
-        (d, _mm256_cvtepi32_ps(_mm256_add_epi32(p0, p1)))
+        let qx = load_i8x32(&bx.qs);
+        let qy = load_i8x32(&by.qs);
+        let bad = _mm256_cmpeq_epi8(qx, minus128);
+        let s = if _mm256_testz_si256(bad, bad) == 1 {
+            // No x is -128 (never, for blocks ggml's quantizer writes):
+            // x * y = |y| * (x * sign(y)), where |y| read as unsigned is
+            // exact for y = -128 and x * sign(y) fits in i8, so each
+            // product is within 128 * 127 and a pair sum cannot saturate.
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(qy), _mm256_sign_epi8(qx, qy));
+            _mm256_madd_epi16(p, ones)
+        } else {
+            // Signed x signed in 16-bit lanes: exact for every byte.
+            let (xs, _) = bx.qs.as_chunks::<16>();
+            let (ys, _) = by.qs.as_chunks::<16>();
+            let p0 = _mm256_madd_epi16(
+                _mm256_cvtepi8_epi16(load_i8x16(&xs[0])),
+                _mm256_cvtepi8_epi16(load_i8x16(&ys[0])),
+            );
+            let p1 = _mm256_madd_epi16(
+                _mm256_cvtepi8_epi16(load_i8x16(&xs[1])),
+                _mm256_cvtepi8_epi16(load_i8x16(&ys[1])),
+            );
+            _mm256_add_epi32(p0, p1)
+        };
+        (d, _mm256_cvtepi32_ps(s))
     })
 }
 
