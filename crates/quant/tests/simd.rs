@@ -19,35 +19,35 @@ use weightkit_quant::legacy::{
 use weightkit_quant::simd::{Level, dispatch, supported};
 
 /// A dispatching dequantizer at a chosen level.
-type DequantAt<B> = fn(Level, &[B], &mut [f32]) -> Result<(), QuantError>;
+pub(crate) type DequantAt<B> = fn(Level, &[B], &mut [f32]) -> Result<(), QuantError>;
 /// A dispatching dot product at a chosen level.
 type DotAt<X, Y> = fn(Level, &[X], &[Y]) -> Result<f32, QuantError>;
 
 /// Every level this CPU runs, the scalar one first.
-fn levels() -> Vec<Level> {
+pub(crate) fn levels() -> Vec<Level> {
     [Level::Scalar, Level::Avx2, Level::Avx512]
         .into_iter()
         .filter(|&l| l <= supported())
         .collect()
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// `v` copied to a buffer at an odd element offset, so that it is not
 /// 32-byte aligned (and, for blocks, not even block-size aligned in bytes).
-struct Shifted<T> {
+pub(crate) struct Shifted<T> {
     buf: Vec<T>,
 }
 
 impl<T: Copy + Zeroable> Shifted<T> {
-    fn new(v: &[T]) -> Self {
+    pub(crate) fn new(v: &[T]) -> Self {
         let mut buf = vec![T::zeroed(); v.len() + 1];
         buf[1..].copy_from_slice(v);
         Shifted { buf }
     }
-    fn get(&self) -> &[T] {
+    pub(crate) fn get(&self) -> &[T] {
         &self.buf[1..]
     }
 }

@@ -10,33 +10,16 @@ use weightkit_quant::QuantError;
 use weightkit_quant::iquants::{self, BlockIq4Nl, BlockIq4Xs, grids::KVALUES_IQ4NL};
 use weightkit_quant::kquants::{self, BlockQ8K, QK_K};
 use weightkit_quant::legacy::{self, BlockQ8_0};
-use weightkit_quant::simd::{Level, dispatch, supported};
+use weightkit_quant::simd::{Level, dispatch};
+
+use crate::simd::{DequantAt, Shifted, bits, levels};
 
 /// Bytes of one `block_q8_0` and one `block_q8_K`.
 const Q8_0_BYTES: usize = 34;
 const Q8_K_BYTES: usize = 292;
 
-type DequantAt<B> = fn(Level, &[B], &mut [f32]) -> Result<(), QuantError>;
 type DotAt<B> = fn(Level, &[B], &[u8]) -> Result<f32, QuantError>;
 type Dot<B> = fn(&[B], &[u8]) -> Result<f32, QuantError>;
-
-fn levels() -> Vec<Level> {
-    [Level::Scalar, Level::Avx2, Level::Avx512]
-        .into_iter()
-        .filter(|&l| l <= supported())
-        .collect()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-/// `v` at an odd offset of a buffer (not aligned to anything).
-fn shifted<T: Copy + Zeroable>(v: &[T]) -> Vec<T> {
-    let mut buf = vec![T::zeroed(); v.len() + 1];
-    buf[1..].copy_from_slice(v);
-    buf
-}
 
 fn nl_blocks(bytes: &[u8]) -> Vec<BlockIq4Nl> {
     bytes
@@ -65,13 +48,13 @@ fn check_dequant<B: Copy + Zeroable>(
 ) -> Result<(), TestCaseError> {
     let mut want = vec![0f32; q.len() * block];
     scalar(q, &mut want).unwrap();
-    let qs = shifted(q);
+    let qs = Shifted::new(q);
     for level in levels() {
         let mut got = vec![f32::NAN; q.len() * block];
         at(level, q, &mut got).unwrap();
         prop_assert_eq!(bits(&got), bits(&want), "{} at {:?}", name, level);
         let mut out = vec![f32::NAN; q.len() * block + 1];
-        at(level, &qs[1..], &mut out[1..]).unwrap();
+        at(level, qs.get(), &mut out[1..]).unwrap();
         prop_assert_eq!(
             bits(&out[1..]),
             bits(&want),
@@ -177,9 +160,9 @@ fn check_dot<B: Copy + Zeroable>(
         Ok(())
     };
     check_near(want, "scalar")?;
-    let (xs, ys) = (shifted(x), shifted(y));
+    let (xs, ys) = (Shifted::new(x), Shifted::new(y));
     for level in levels() {
-        for (x, y) in [(x, y), (&xs[1..], &ys[1..])] {
+        for (x, y) in [(x, y), (xs.get(), ys.get())] {
             let got = at(level, x, y).unwrap();
             if level == Level::Scalar || exact {
                 prop_assert_eq!(got.to_bits(), want.to_bits(), "{} at {:?}", name, level);
