@@ -14,11 +14,9 @@ use std::time::Instant;
 
 use weightkit_io::Format;
 use weightkit_io::mixture::Mixture;
-use weightkit_lora::{
-    Adapter, ExportFormat, ExportOptions, MergeOptions, base_config, export, import_gguf,
-};
+use weightkit_lora::{Adapter, ExportFormat, ExportOptions, base_config, export, import_gguf};
 
-use super::merge::{CombineArgs, combine, load_adapter, lora_error};
+use super::merge::{CombineArgs, DeltaArgs, combine, load_adapter, lora_error};
 use super::pipeline::{
     CastDType, OutFormat, Spinner, io_error, is_dir_output, open_input, parse_size, peak_rss,
     refuse_overwriting_input,
@@ -90,18 +88,8 @@ pub(crate) struct Args {
     #[command(flatten)]
     mix: MixtureArgs,
 
-    /// Multiplies every adapter's delta (PEFT's scale_layer)
-    #[arg(
-        long,
-        value_name = "S",
-        default_value_t = 1.0,
-        allow_negative_numbers = true
-    )]
-    scale: f32,
-
-    /// Fail on a NaN or infinity in a merged tensor (PEFT's safe_merge)
-    #[arg(long)]
-    safe_merge: bool,
+    #[command(flatten)]
+    delta: DeltaArgs,
 
     #[command(flatten)]
     combine: CombineArgs,
@@ -192,12 +180,7 @@ fn load_any_adapter(path: &Path, base: &Path) -> Result<Adapter, CliError> {
 
 pub(crate) fn run(args: &Args, weights: &[f64]) -> Result<(), CliError> {
     let start = Instant::now();
-    if !args.scale.is_finite() {
-        return Err(CliError::Usage(format!(
-            "--scale must be a finite number, got {}",
-            args.scale
-        )));
-    }
+    let merge = args.delta.options()?;
     let to: Format = args.format.into();
     let gguf_out = to == Format::Gguf;
     match (gguf_out, args.mixture) {
@@ -286,13 +269,7 @@ pub(crate) fn run(args: &Args, weights: &[f64]) -> Result<(), CliError> {
         args.output.display(),
         if threads == 1 { "" } else { "s" }
     ));
-    let options = ExportOptions {
-        merge: MergeOptions {
-            scale: args.scale,
-            safe_merge: args.safe_merge,
-        },
-        format,
-    };
+    let options = ExportOptions { merge, format };
     let n_adapters = adapters.len();
     let report = pool
         .install(|| export(base, adapters, &args.output, &options, &spinner))
@@ -321,8 +298,8 @@ pub(crate) fn run(args: &Args, weights: &[f64]) -> Result<(), CliError> {
     if let Some(method) = args.combine.method {
         writeln!(out, "  combined {method} into one adapter first")?;
     }
-    if args.scale != 1.0 {
-        writeln!(out, "  scale    {}", args.scale)?;
+    if args.delta.scale != 1.0 {
+        writeln!(out, "  scale    {}", args.delta.scale)?;
     }
     let m = &report.merged;
     writeln!(

@@ -96,19 +96,8 @@ pub(crate) struct MergeArgs {
     )]
     weights: Vec<f64>,
 
-    /// Multiplies every adapter's delta (PEFT's scale_layer)
-    #[arg(
-        long,
-        value_name = "S",
-        default_value_t = 1.0,
-        allow_negative_numbers = true
-    )]
-    scale: f32,
-
-    /// Check every merged tensor for NaN or infinity before writing it, as
-    /// PEFT's safe_merge; nothing is written if one is found
-    #[arg(long)]
-    safe_merge: bool,
+    #[command(flatten)]
+    delta: DeltaArgs,
 
     /// GGUF bases with llama.cpp's names: the type merged tensors are
     /// requantized to [default: each tensor's own type]
@@ -120,6 +109,40 @@ pub(crate) struct MergeArgs {
 
     #[command(flatten)]
     out: OutArgs,
+}
+
+/// `--scale` and `--safe-merge`, shared by `merge` and `export`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DeltaArgs {
+    /// Multiplies every adapter's delta (PEFT's scale_layer)
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub(crate) scale: f32,
+
+    /// Check every merged tensor for NaN or infinity before writing it, as
+    /// PEFT's safe_merge; nothing is written if one is found
+    #[arg(long)]
+    pub(crate) safe_merge: bool,
+}
+
+impl DeltaArgs {
+    /// The library options, refusing a scale that is not a finite number.
+    pub(crate) fn options(&self) -> Result<MergeOptions, CliError> {
+        if !self.scale.is_finite() {
+            return Err(CliError::Usage(format!(
+                "--scale must be a finite number, got {}",
+                self.scale
+            )));
+        }
+        Ok(MergeOptions {
+            scale: self.scale,
+            safe_merge: self.safe_merge,
+        })
+    }
 }
 
 /// PEFT's `add_weighted_adapter` arguments.
@@ -283,12 +306,7 @@ impl OutArgs {
 pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
     let start = Instant::now();
     let weights = adapter_weights(&args.weights, args.adapters.len())?;
-    if !args.scale.is_finite() {
-        return Err(CliError::Usage(format!(
-            "--scale must be a finite number, got {}",
-            args.scale
-        )));
-    }
+    let options = args.delta.options()?;
     args.combine.check_used()?;
     let to = args.out.format()?;
     let loaded = args
@@ -321,10 +339,6 @@ pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
             "--requant applies to GGUF bases with llama.cpp's tensor names".into(),
         ));
     }
-    let options = MergeOptions {
-        scale: args.scale,
-        safe_merge: args.safe_merge,
-    };
     let spinner = Spinner::start(format!(
         "merging {} adapter(s) into {} tensors, writing {}",
         adapters.len(),
@@ -375,8 +389,8 @@ pub(crate) fn run_merge(args: &MergeArgs) -> Result<(), CliError> {
             combined.modules().len()
         )?;
     }
-    if args.scale != 1.0 {
-        writeln!(out, "  scale    {}", args.scale)?;
+    if args.delta.scale != 1.0 {
+        writeln!(out, "  scale    {}", args.delta.scale)?;
     }
     write_report(&mut out, &report, start)?;
     out.flush()?;
@@ -402,8 +416,8 @@ fn merge_gguf(
         )));
     }
     let options = GgufMergeOptions {
-        scale: args.scale,
-        safe_merge: args.safe_merge,
+        scale: args.delta.scale,
+        safe_merge: args.delta.safe_merge,
         requant: args.requant,
     };
     let what = || {
