@@ -174,7 +174,7 @@ fn q8_k(x: &[f32]) -> Vec<BlockQ8K> {
 
 /// Dequantizes `q` at every level (also from an unaligned copy) and checks
 /// the floats bit for bit against the scalar reference.
-fn check_dequant<B: Copy + Zeroable>(
+pub(crate) fn check_dequant<B: Copy + Zeroable>(
     name: &str,
     q: &[B],
     block: usize,

@@ -12,7 +12,7 @@ use weightkit_quant::kquants::{self, BlockQ8K, QK_K};
 use weightkit_quant::legacy::{self, BlockQ8_0};
 use weightkit_quant::simd::{Level, dispatch};
 
-use crate::simd::{DequantAt, Shifted, bits, levels};
+use crate::simd::{Shifted, check_dequant, levels};
 
 /// Bytes of one `block_q8_0` and one `block_q8_K`.
 const Q8_0_BYTES: usize = 34;
@@ -36,35 +36,6 @@ fn xs_blocks(bytes: &[u8]) -> Vec<BlockIq4Xs> {
 }
 
 // ------------------------------------------------------------ dequantizers
-
-/// `q` dequantized at every level (also from and into unaligned copies)
-/// equals the scalar reference bit for bit.
-fn check_dequant<B: Copy + Zeroable>(
-    name: &str,
-    q: &[B],
-    block: usize,
-    scalar: fn(&[B], &mut [f32]) -> Result<(), QuantError>,
-    at: DequantAt<B>,
-) -> Result<(), TestCaseError> {
-    let mut want = vec![0f32; q.len() * block];
-    scalar(q, &mut want).unwrap();
-    let qs = Shifted::new(q);
-    for level in levels() {
-        let mut got = vec![f32::NAN; q.len() * block];
-        at(level, q, &mut got).unwrap();
-        prop_assert_eq!(bits(&got), bits(&want), "{} at {:?}", name, level);
-        let mut out = vec![f32::NAN; q.len() * block + 1];
-        at(level, qs.get(), &mut out[1..]).unwrap();
-        prop_assert_eq!(
-            bits(&out[1..]),
-            bits(&want),
-            "{} unaligned at {:?}",
-            name,
-            level
-        );
-    }
-    Ok(())
-}
 
 // ------------------------------------------------------------ dot products
 
