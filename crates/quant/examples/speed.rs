@@ -12,9 +12,12 @@
 //! `vec_dot(dtype, &[u8], &[u8])`, which adds a type match and two slice
 //! casts per call.
 //!
+//! Types without a typed entry point in the dispatch module time the
+//! byte-level function in both columns.
+//!
 //! Usage: `cargo run --release -p weightkit-quant --example speed [--types q4_0,q4_K,..]`
-//! (`iq4_nl` and `iq4_xs` only when listed; `WEIGHTKIT_SIMD=scalar` times
-//! the scalar kernels).
+//! (every type test-quantize-perf measures, by default; `WEIGHTKIT_SIMD=scalar`
+//! times the scalar kernels).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -55,9 +58,10 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
         DType::Q6_K => time!(BlockQ6K, BlockQ8K, d::vec_dot_q6_k_q8_k),
         DType::IQ4_NL => time!(BlockIq4Nl, u8, d::vec_dot_iq4_nl_q8_0),
         DType::IQ4_XS => time!(BlockIq4Xs, u8, d::vec_dot_iq4_xs_q8_k),
-        _ => Err(QuantError::Unsupported {
-            dtype,
-            what: "vec_dot",
+        _ => mean_secs(budget, || {
+            vec_dot(dtype, black_box(q), black_box(p)).map(|r| {
+                black_box(r);
+            })
         }),
     }
 }
@@ -102,10 +106,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
+        DType::IQ4_NL,
+        DType::IQ4_XS,
+        DType::TQ1_0,
+        DType::TQ2_0,
+        DType::MXFP4,
+        DType::NVFP4,
+        DType::F16,
+        DType::BF16,
     ];
-    // Also accepted by --types, but not run by default (test-quantize-perf,
-    // which `cargo xtask quant-perf` compares with, is asked for the ten above).
-    let extra = [DType::IQ4_NL, DType::IQ4_XS];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let types: Vec<DType> = match args.iter().position(|a| a == "--types") {
         Some(i) => {
@@ -113,7 +122,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             list.split(',')
                 .map(|t| {
                     all.iter()
-                        .chain(&extra)
                         .copied()
                         .find(|d| d.name().eq_ignore_ascii_case(t))
                         .ok_or_else(|| format!("unknown type {t}"))
