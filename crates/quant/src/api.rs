@@ -13,6 +13,7 @@ use crate::iquants::*;
 use crate::kquants::*;
 use crate::legacy::*;
 use crate::simd::dispatch::{
+    dequantize_row_bf16 as fast_dequantize_row_bf16, dequantize_row_f16 as fast_dequantize_row_f16,
     dequantize_row_iq4_nl as fast_dequantize_row_iq4_nl,
     dequantize_row_iq4_xs as fast_dequantize_row_iq4_xs,
     dequantize_row_q2_k as fast_dequantize_row_q2_k,
@@ -21,8 +22,11 @@ use crate::simd::dispatch::{
     dequantize_row_q4_k as fast_dequantize_row_q4_k,
     dequantize_row_q5_k as fast_dequantize_row_q5_k,
     dequantize_row_q6_k as fast_dequantize_row_q6_k,
-    dequantize_row_q8_0 as fast_dequantize_row_q8_0, quantize_row_q8_0 as fast_quantize_row_q8_0,
-    quantize_row_q8_k as fast_quantize_row_q8_k, vec_dot_iq4_nl_q8_0 as fast_vec_dot_iq4_nl_q8_0,
+    dequantize_row_q8_0 as fast_dequantize_row_q8_0, quantize_row_bf16 as fast_quantize_row_bf16,
+    quantize_row_f16 as fast_quantize_row_f16, quantize_row_q8_0 as fast_quantize_row_q8_0,
+    quantize_row_q8_k as fast_quantize_row_q8_k, vec_dot_bf16 as fast_vec_dot_bf16,
+    vec_dot_f16 as fast_vec_dot_f16, vec_dot_f32 as fast_vec_dot_f32,
+    vec_dot_iq4_nl_q8_0 as fast_vec_dot_iq4_nl_q8_0,
     vec_dot_iq4_xs_q8_k as fast_vec_dot_iq4_xs_q8_k, vec_dot_q2_k_q8_k as fast_vec_dot_q2_k_q8_k,
     vec_dot_q3_k_q8_k as fast_vec_dot_q3_k_q8_k, vec_dot_q4_0_q8_0 as fast_vec_dot_q4_0_q8_0,
     vec_dot_q4_1_q8_1 as fast_vec_dot_q4_1_q8_1, vec_dot_q4_k_q8_k as fast_vec_dot_q4_k_q8_k,
@@ -186,14 +190,16 @@ pub fn quantize_into(
             if let Some((i, &v)) = crate::common::first_non_finite(src).map(|i| (i, &src[i])) {
                 return Err(QuantError::NonFiniteInput { index: i, value: v });
             }
-            weightkit_core::convert::encode_f32(dtype, src, dst).map_err(|_| {
-                QuantError::BufferLength {
-                    what: "destination",
-                    expected,
-                    found: dst.len(),
-                    unit: "bytes",
+            match dtype {
+                DType::F16 => fast_quantize_row_f16(src, dst),
+                DType::BF16 => fast_quantize_row_bf16(src, dst),
+                _ => {
+                    for (c, v) in dst.chunks_exact_mut(4).zip(src) {
+                        c.copy_from_slice(&v.to_le_bytes());
+                    }
+                    Ok(())
                 }
-            })
+            }
         }
         DType::Q4_0 => q!(BlockQ4_0, quantize_q4_0),
         DType::Q4_1 => q!(BlockQ4_1, quantize_q4_1),
@@ -318,19 +324,16 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         };
     }
     match dtype {
-        DType::F32
-        | DType::F16
-        | DType::BF16
-        | DType::F64
-        | DType::I8
-        | DType::I16
-        | DType::I32
-        | DType::I64 => weightkit_core::convert::decode_f32(dtype, src, dst).map_err(|_| {
-            QuantError::Unsupported {
-                dtype,
-                what: "dequantize",
-            }
-        }),
+        DType::F16 => fast_dequantize_row_f16(src, dst),
+        DType::BF16 => fast_dequantize_row_bf16(src, dst),
+        DType::F32 | DType::F64 | DType::I8 | DType::I16 | DType::I32 | DType::I64 => {
+            weightkit_core::convert::decode_f32(dtype, src, dst).map_err(|_| {
+                QuantError::Unsupported {
+                    dtype,
+                    what: "dequantize",
+                }
+            })
+        }
         DType::Q4_0 => dq!(BlockQ4_0, fast_dequantize_row_q4_0),
         DType::Q4_1 => dq!(BlockQ4_1, dequantize_row_q4_1),
         DType::Q5_0 => dq!(BlockQ5_0, dequantize_row_q5_0),
@@ -378,12 +381,12 @@ pub fn dequantize_parallel(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<
 }
 
 /// The type a row of `dtype` is dotted with (ggml's `vec_dot_type`):
-/// activations are quantized to it before [`vec_dot`]. F32/F16/BF16 dot
-/// with F32.
+/// activations are quantized to it before [`vec_dot`]. F32, F16 and BF16
+/// rows dot rows of their own type, as in ggml.
 pub fn vec_dot_type(dtype: DType) -> Option<DType> {
     use DType::*;
     Some(match dtype {
-        F32 | F16 | BF16 => F32,
+        F32 | F16 | BF16 => dtype,
         Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 | NVFP4 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS | TQ1_0 | TQ2_0 => Q8_K,
@@ -405,24 +408,9 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
         };
     }
     match dtype {
-        DType::F32 | DType::F16 | DType::BF16 => {
-            let n = x.len() / dtype.block_bytes();
-            let mut xf = vec![0f32; n];
-            weightkit_core::convert::decode_f32(dtype, x, &mut xf).map_err(|_| {
-                QuantError::BufferLength {
-                    what: "x",
-                    expected: n * dtype.block_bytes(),
-                    found: x.len(),
-                    unit: "bytes",
-                }
-            })?;
-            check_len("y", n * 4, y.len(), "bytes")?;
-            let mut sum = 0f32;
-            for (a, c) in xf.iter().zip(y.chunks_exact(4)) {
-                sum += a * f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-            Ok(sum)
-        }
+        DType::F32 => fast_vec_dot_f32(x, y),
+        DType::F16 => fast_vec_dot_f16(x, y),
+        DType::BF16 => fast_vec_dot_bf16(x, y),
         DType::Q4_0 => dot!(BlockQ4_0, BlockQ8_0, fast_vec_dot_q4_0_q8_0),
         DType::Q4_1 => dot!(BlockQ4_1, BlockQ8_1, fast_vec_dot_q4_1_q8_1),
         DType::Q5_0 => dot!(BlockQ5_0, BlockQ8_0, fast_vec_dot_q5_0_q8_0),

@@ -33,6 +33,7 @@
 pub mod api;
 pub mod common;
 mod error;
+pub mod floats;
 pub mod iquants;
 pub mod kquants;
 mod lanes;

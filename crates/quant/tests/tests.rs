@@ -6,4 +6,5 @@ mod iquants;
 mod kquants;
 mod legacy;
 mod simd;
+mod simd_float;
 mod simd_iq4;

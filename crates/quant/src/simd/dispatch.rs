@@ -21,13 +21,14 @@
 //! above this crate's MSRV.)
 
 use crate::QuantError;
+use crate::floats;
 use crate::iquants::{self, BlockIq4Nl, BlockIq4Xs};
 use crate::kquants::{self, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
-#[cfg(target_arch = "x86_64")]
-use super::x86;
 use super::{Level, level, supported};
+#[cfg(target_arch = "x86_64")]
+use super::{x86, x86_float};
 
 /// Generates the pair of public functions `$name(args)` (at [`level`]) and
 /// `$name_at(level, args)` over a private `$imp(level, args)`.
@@ -459,6 +460,104 @@ dot! {
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q6_k_q8_k / vec_dot_q6_k_q8_k_at = vec_dot_q6_k_q8_k_impl,
     BlockQ6K, BlockQ8K, kquants::vec_dot_q6_k_q8_k
+}
+
+// -------------------------------------------------- F16, BF16 and F32 rows
+
+/// Generates the entry points of a [`crate::floats`] kernel: the AVX2 one
+/// when `$ok` (the lengths the scalar function accepts), else the scalar one.
+macro_rules! float_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident ($x:ident: $tx:ty, $y:ident: $ty:ty) -> $ret:ty,
+        $ok:expr, $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp($x: $tx, $y: $ty) -> $ret
+        }
+
+        fn $imp(level: Level, $x: $tx, $y: $ty) -> Result<$ret, QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) && $ok {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+                return Ok(unsafe { x86_float::$name($x, $y) });
+            }
+            let _ = level;
+            $scalar($x, $y)
+        }
+    };
+}
+
+float_kernel! {
+    /// [`floats::dequantize_row_f16`] (f16 bytes -> f32), bit-identical,
+    /// SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `x.len() == 2 * y.len()`.
+    dequantize_row_f16 / dequantize_row_f16_at = dequantize_f16_impl(x: &[u8], y: &mut [f32]) -> (),
+    y.len().checked_mul(2) == Some(x.len()), floats::dequantize_row_f16
+}
+
+float_kernel! {
+    /// [`floats::dequantize_row_bf16`] (bf16 bytes -> f32), bit-identical,
+    /// SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `x.len() == 2 * y.len()`.
+    dequantize_row_bf16 / dequantize_row_bf16_at = dequantize_bf16_impl(x: &[u8], y: &mut [f32]) -> (),
+    y.len().checked_mul(2) == Some(x.len()), floats::dequantize_row_bf16
+}
+
+float_kernel! {
+    /// [`floats::quantize_row_f16`] (f32 -> f16 bytes, nearest even),
+    /// bit-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 2 * x.len()`.
+    quantize_row_f16 / quantize_row_f16_at = quantize_f16_impl(x: &[f32], y: &mut [u8]) -> (),
+    x.len().checked_mul(2) == Some(y.len()), floats::quantize_row_f16
+}
+
+float_kernel! {
+    /// [`floats::quantize_row_bf16`] (f32 -> bf16 bytes, ggml's rounding),
+    /// bit-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 2 * x.len()`.
+    quantize_row_bf16 / quantize_row_bf16_at = quantize_bf16_impl(x: &[f32], y: &mut [u8]) -> (),
+    x.len().checked_mul(2) == Some(y.len()), floats::quantize_row_bf16
+}
+
+float_kernel! {
+    /// [`floats::vec_dot_f16`], SIMD where available: f32 FMA lanes in
+    /// place of the scalar f64 sum (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both rows hold as many values.
+    vec_dot_f16 / vec_dot_f16_at = vec_dot_f16_impl(x: &[u8], y: &[u8]) -> f32,
+    x.len() == y.len() && x.len().is_multiple_of(2), floats::vec_dot_f16
+}
+
+float_kernel! {
+    /// [`floats::vec_dot_bf16`], SIMD where available: f32 FMA lanes in
+    /// place of the scalar f64 sum (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both rows hold as many values.
+    vec_dot_bf16 / vec_dot_bf16_at = vec_dot_bf16_impl(x: &[u8], y: &[u8]) -> f32,
+    x.len() == y.len() && x.len().is_multiple_of(2), floats::vec_dot_bf16
+}
+
+float_kernel! {
+    /// [`floats::vec_dot_f32`], SIMD where available: f32 FMA lanes in
+    /// place of the scalar f64 sum (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless both rows hold as many values.
+    vec_dot_f32 / vec_dot_f32_at = vec_dot_f32_impl(x: &[u8], y: &[u8]) -> f32,
+    x.len() == y.len() && x.len().is_multiple_of(4), floats::vec_dot_f32
 }
 
 // ------------------------------------------ dot products with a raw partner

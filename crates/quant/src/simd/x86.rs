@@ -63,7 +63,7 @@ use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 /// Loads 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_u8x32(b: &[u8; 32]) -> __m256i {
+pub(super) fn load_u8x32(b: &[u8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
@@ -79,7 +79,7 @@ fn load_i8x32(b: &[i8; 32]) -> __m256i {
 /// Loads 16 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_u8x16(b: &[u8; 16]) -> __m128i {
+pub(super) fn load_u8x16(b: &[u8; 16]) -> __m128i {
     // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
@@ -171,7 +171,7 @@ fn f2h(x: f32) -> f16 {
 /// Horizontal sum of eight floats (llama.cpp's `hsum_float_8` order).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_f32x8(x: __m256) -> f32 {
+pub(super) fn hsum_f32x8(x: __m256) -> f32 {
     let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
     hsum_f32x4(r)
 }
