@@ -125,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 300,
     };
     let n = 4096usize;
-    let levels: Vec<Level> = [Level::Scalar, Level::Avx2]
+    let levels: Vec<Level> = [Level::Scalar, Level::Avx2, Level::Avx512]
         .into_iter()
         .filter(|&l| l <= supported())
         .collect();

@@ -17,6 +17,8 @@ pub mod dispatch;
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_float;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_vnni;
 
 /// An instruction-set level, in increasing order of capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,7 +28,9 @@ pub enum Level {
     Scalar,
     /// x86_64 AVX2 + FMA + F16C.
     Avx2,
-    /// x86_64 AVX-512 F/BW/VL (on top of AVX2).
+    /// x86_64 AVX-512 F/BW/VL and VNNI (on top of AVX2): Ice Lake, Zen 4
+    /// and later. (A CPU with AVX-512 but no VNNI, such as Skylake-SP, runs
+    /// the AVX2 kernels.)
     Avx512,
 }
 
@@ -77,7 +81,8 @@ pub fn supported() -> Level {
         let avx512 = avx2
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl");
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni");
         if avx512 {
             return Level::Avx512;
         }

@@ -71,7 +71,7 @@ pub(super) fn load_u8x32(b: &[u8; 32]) -> __m256i {
 /// Loads 32 signed bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_i8x32(b: &[i8; 32]) -> __m256i {
+pub(super) fn load_i8x32(b: &[i8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
@@ -141,7 +141,7 @@ fn h2f_x8(h: f16) -> __m256 {
 /// Every f16 bit pattern's f32 value (exact), ggml's `ggml_table_f32_f16`:
 /// the legacy dot products read their two per-block scales here, two loads
 /// in place of two vector conversions, as llama.cpp's x86 build does.
-fn f16_table() -> &'static [f32; 1 << 16] {
+pub(super) fn f16_table() -> &'static [f32; 1 << 16] {
     static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = Box::new([0f32; 1 << 16]);
@@ -155,7 +155,7 @@ fn f16_table() -> &'static [f32; 1 << 16] {
 /// `h` as f32 through [`f16_table`] (exact; no bounds check, as every `u16`
 /// indexes the table).
 #[inline(always)]
-fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
+pub(super) fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
     table[usize::from(h.to_bits())]
 }
 
@@ -739,7 +739,7 @@ pub(crate) unsafe fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
 /// (a legacy block's own work is only a few cycles).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f32 {
+pub(super) fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f32 {
     let (x4, xr) = x.as_chunks::<4>();
     let (y4, yr) = y.as_chunks::<4>();
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -764,7 +764,11 @@ fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f3
 /// (one accumulator per block would spill to the stack).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks_offset<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m128, __m256)) -> f32 {
+pub(super) fn sum_blocks_offset<X, Y>(
+    x: &[X],
+    y: &[Y],
+    f: impl Fn(&X, &Y) -> (__m128, __m256),
+) -> f32 {
     let (x4, xr) = x.as_chunks::<4>();
     let (y4, yr) = y.as_chunks::<4>();
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -793,7 +797,7 @@ fn sum_blocks_offset<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (__m128, __m2
 /// through F16C (exact), one conversion for both.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn h2f_pair(a: f16, b: f16) -> __m128 {
+pub(super) fn h2f_pair(a: f16, b: f16) -> __m128 {
     let bits = u32::from(a.to_bits()) | (u32::from(b.to_bits()) << 16);
     _mm_cvtph_ps(_mm_set1_epi32(bits as i32))
 }
@@ -802,7 +806,7 @@ fn h2f_pair(a: f16, b: f16) -> __m128 {
 /// nibbles of the 16 bytes, then the high ones (values 0..=15).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn nibbles_x32(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles_x32(qs: &[u8; 16]) -> __m256i {
     let q = load_u8x16(qs);
     _mm256_and_si256(
         _mm256_set_m128i(_mm_srli_epi16::<4>(q), q),
@@ -814,7 +818,7 @@ fn nibbles_x32(qs: &[u8; 16]) -> __m256i {
 /// bytes, in element order (bit `i` of the little-endian `qh`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
+pub(super) fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
     // Byte i takes qh byte i / 8 ...
     let bytes = _mm256_shuffle_epi8(
         _mm256_set1_epi32(i32::from_le_bytes(*qh)),
@@ -1256,7 +1260,7 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// `_mm256_shuffle_epi8` lookups of nibbles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn iq4_table() -> __m256i {
+pub(super) fn iq4_table() -> __m256i {
     let t = KVALUES_IQ4NL.map(|v| v as u8);
     _mm256_broadcastsi128_si256(load_u8x16(&t))
 }
@@ -1265,7 +1269,7 @@ fn iq4_table() -> __m256i {
 /// bytes, in element order: low nibbles, then high nibbles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn iq4_values_x32(table: __m256i, qs: &[u8; 16]) -> __m256i {
+pub(super) fn iq4_values_x32(table: __m256i, qs: &[u8; 16]) -> __m256i {
     // Every index is 0..=15 (bit 7 clear), so the shuffle is a lookup.
     _mm256_shuffle_epi8(table, nibbles_x32(qs))
 }

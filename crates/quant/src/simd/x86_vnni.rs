@@ -1,0 +1,164 @@
+//! x86_64 AVX-512 VNNI kernels ([`super::Level::Avx512`]): the legacy
+//! 32-value dot products with `vpdpbusd` in 256-bit registers.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes and adds each group of
+//! four products to a 32-bit lane without any intermediate rounding or
+//! saturation, so it replaces AVX2's `vpmaddubsw` (16-bit pair sums, which
+//! saturate) plus `vpmaddwd` (widening) with one instruction, and needs no
+//! sign tricks for an unsigned operand:
+//!
+//! * Q4_1, Q5_1: the quants are unsigned (0..=15, 0..=31): `q * y` directly.
+//! * Q4_0, Q5_0: `(q - o) y = q y - o y` with `o` = 8 or 16: two products
+//!   into the one accumulator, subtracted.
+//! * Q8_0: `x y = (x + 128) y - 128 y`, where `x + 128` is `x ^ 0x80` read
+//!   as unsigned: exact for every byte, -128 included.
+//! * IQ4_NL: `v y = |y| (sign(y) v)`, exact because no codebook value is -128
+//!   (see `iq4_pairs` in x86.rs); no pair sum can saturate here either.
+//!
+//! Each block's integer sum is exact; the f32 accumulation (scales,
+//! accumulators, `m * s` offsets) is the AVX2 kernels' ([`super::x86`]), so
+//! the two levels differ only where the AVX2 kernels' own summation order
+//! does. Measured against the AVX2 kernels in docs/BENCHMARKS.md.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::x86::{
+    f16_table, h2f_pair, h2f_t, iq4_table, iq4_values_x32, load_i8x32, load_u8x32, nibbles_x32,
+    sum_blocks, sum_blocks_offset,
+};
+use crate::iquants::{BlockIq4Nl, Q8_0_BYTES};
+use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+
+/// `acc + sum of u * s` in groups of four bytes: unsigned `u`, signed `s`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn dp(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, u, s)
+}
+
+/// The eight partial sums of `(q - o) y` for unsigned quants `q` and a
+/// constant offset `o` (every byte of `off`): `q y - o y`, each exact.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn dp_offset(q: __m256i, off: __m256i, y: __m256i) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    _mm256_sub_epi32(dp(zero, q, y), dp(zero, off, y))
+}
+
+/// The 32 quants of a legacy 5-bit block (0..=31), in element order: the
+/// nibbles plus 16 where bit `i` of the little-endian `qh` is set (a byte
+/// mask straight from `qh`, in place of AVX2's shuffle and compare).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_quants(qs: &[u8; 16], qh: &[u8; 4]) -> __m256i {
+    let low = nibbles_x32(qs);
+    _mm256_mask_add_epi8(low, u32::from_le_bytes(*qh), low, _mm256_set1_epi8(16))
+}
+
+/// Q4_0 x Q8_0.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let t = f16_table();
+    let eight = _mm256_set1_epi8(8);
+    sum_blocks(x, y, |bx, by| {
+        let d = h2f_t(t, bx.d) * h2f_t(t, by.d);
+        let s = dp_offset(nibbles_x32(&bx.qs), eight, load_i8x32(&by.qs));
+        (d, _mm256_cvtepi32_ps(s))
+    })
+}
+
+/// Q5_0 x Q8_0.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let t = f16_table();
+    let sixteen = _mm256_set1_epi8(16);
+    sum_blocks(x, y, |bx, by| {
+        let d = h2f_t(t, bx.d) * h2f_t(t, by.d);
+        let s = dp_offset(q5_quants(&bx.qs, &bx.qh), sixteen, load_i8x32(&by.qs));
+        (d, _mm256_cvtepi32_ps(s))
+    })
+}
+
+/// Q8_0 x Q8_0.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let t = f16_table();
+    let bias = _mm256_set1_epi8(-128);
+    sum_blocks(x, y, |bx, by| {
+        let d = h2f_t(t, bx.d) * h2f_t(t, by.d);
+        // x + 128 as unsigned bytes.
+        let u = _mm256_xor_si256(load_i8x32(&bx.qs), bias);
+        let s = dp_offset(u, bias, load_i8x32(&by.qs));
+        (d, _mm256_cvtepi32_ps(s))
+    })
+}
+
+/// Q4_1 x Q8_1: `d * sum(q * y) + m * s` per block.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    sum_blocks_offset(x, y, |bx, by| {
+        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
+        let s = dp(
+            _mm256_setzero_si256(),
+            nibbles_x32(&bx.qs),
+            load_i8x32(&by.qs),
+        );
+        (dm, _mm256_cvtepi32_ps(s))
+    })
+}
+
+/// Q5_1 x Q8_1: `d * sum(q * y) + m * s` per block.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    sum_blocks_offset(x, y, |bx, by| {
+        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
+        let s = dp(
+            _mm256_setzero_si256(),
+            q5_quants(&bx.qs, &bx.qh),
+            load_i8x32(&by.qs),
+        );
+        (dm, _mm256_cvtepi32_ps(s))
+    })
+}
+
+/// IQ4_NL x Q8_0, `y` the raw bytes of `block_q8_0`s (34 each); blocks past
+/// the shorter side are ignored.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_iq4_nl_q8_0(x: &[BlockIq4Nl], y: &[u8]) -> f32 {
+    let t = f16_table();
+    let table = iq4_table();
+    let (y, _) = y.as_chunks::<Q8_0_BYTES>();
+    sum_blocks(x, y, |bx, by| {
+        let (dy, qy) = by.split_first_chunk::<2>().expect("34 bytes");
+        let qy: &[u8; 32] = qy.try_into().expect("32 quants");
+        let d = h2f_t(t, f16::from_bits(u16::from_le_bytes(*dy))) * h2f_t(t, bx.d);
+        let v = iq4_values_x32(table, &bx.qs);
+        let y = load_u8x32(qy);
+        let s = dp(
+            _mm256_setzero_si256(),
+            _mm256_abs_epi8(y),
+            _mm256_sign_epi8(v, y),
+        );
+        (d, _mm256_cvtepi32_ps(s))
+    })
+}
