@@ -809,6 +809,13 @@ pub(crate) trait KQuantize: Sized {
     fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self;
     /// ggml's `quantize_row_*_impl` for one super-block with its importance.
     fn impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Self;
+    /// Whether the lane searches compiled for AVX-512 run faster than the
+    /// AVX2 ones for this type, without and with importance (measured on
+    /// AMD Zen 4 by the `levels` example: 1.2-1.5x for Q2_K, Q4_K and
+    /// Q5_K without importance, 1.1x for Q2_K with it; 0.96-1.09x, inside
+    /// the noise, for Q4_K/Q5_K with it; 0.37-0.77x for Q3_K and Q6_K,
+    /// whose searches LLVM compiles worse for AVX-512).
+    const AVX512: (bool, bool) = (false, false);
 }
 
 /// Quantizes `src` into `dst` (`src.len() == QK_K * dst.len()`, checked by
@@ -847,10 +854,36 @@ unsafe fn run_blocks_avx2<B: KQuantize>(src: &[f32], qw: Option<&[f32]>, dst: &m
     run_blocks_generic::<B, true>(src, qw, dst);
 }
 
+/// [`run_blocks_generic`] with the eight-lane searches, compiled for
+/// AVX-512 (F/BW/VL; still without FMA). The same operations per lane, so
+/// the same bytes.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and AVX-512 F/BW/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+unsafe fn run_blocks_avx512<B: KQuantize>(src: &[f32], qw: Option<&[f32]>, dst: &mut [B]) {
+    run_blocks_generic::<B, true>(src, qw, dst);
+}
+
 /// Runs the fastest instance `level` (already capped at what the CPU
 /// supports) allows; the scalar level runs the one-group-at-a-time
 /// reference.
 fn run_blocks<B: KQuantize>(level: Level, src: &[f32], qw: Option<&[f32]>, dst: &mut [B]) {
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx512
+        && (if qw.is_some() {
+            B::AVX512.1
+        } else {
+            B::AVX512.0
+        })
+    {
+        // SAFETY: `level` is capped at `simd::supported()`, which reports
+        // AVX-512 only when the CPU has AVX2 and AVX-512 F/BW/VL (and VNNI).
+        unsafe { run_blocks_avx512(src, qw, dst) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if level >= Level::Avx2 {
         // SAFETY: `level` is capped at `simd::supported()`, which reports
@@ -1129,6 +1162,8 @@ fn q2_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Bloc
 }
 
 impl KQuantize for BlockQ2K {
+    const AVX512: (bool, bool) = (true, true);
+
     #[inline(always)]
     fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
         q2_k_ref_block::<LANES>(x)
@@ -1683,6 +1718,8 @@ fn q4_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Bloc
 }
 
 impl KQuantize for BlockQ4K {
+    const AVX512: (bool, bool) = (true, false);
+
     #[inline(always)]
     fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
         q4_k_ref_block::<LANES>(x)
@@ -1781,6 +1818,8 @@ fn q5_k_impl_block<const LANES: bool>(x: &[f32; QK_K], qw: &[f32; QK_K]) -> Bloc
 }
 
 impl KQuantize for BlockQ5K {
+    const AVX512: (bool, bool) = (true, false);
+
     #[inline(always)]
     fn ref_block<const LANES: bool>(x: &[f32; QK_K]) -> Self {
         q5_k_ref_block::<LANES>(x)
