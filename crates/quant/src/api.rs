@@ -24,9 +24,9 @@ use crate::simd::dispatch::{
     dequantize_row_q6_k as fast_dequantize_row_q6_k,
     dequantize_row_q8_0 as fast_dequantize_row_q8_0, quantize_row_bf16 as fast_quantize_row_bf16,
     quantize_row_f16 as fast_quantize_row_f16, quantize_row_q8_0 as fast_quantize_row_q8_0,
-    quantize_row_q8_k as fast_quantize_row_q8_k, vec_dot_bf16 as fast_vec_dot_bf16,
-    vec_dot_f16 as fast_vec_dot_f16, vec_dot_f32 as fast_vec_dot_f32,
-    vec_dot_iq4_nl_q8_0 as fast_vec_dot_iq4_nl_q8_0,
+    quantize_row_q8_1 as fast_quantize_row_q8_1, quantize_row_q8_k as fast_quantize_row_q8_k,
+    vec_dot_bf16 as fast_vec_dot_bf16, vec_dot_f16 as fast_vec_dot_f16,
+    vec_dot_f32 as fast_vec_dot_f32, vec_dot_iq4_nl_q8_0 as fast_vec_dot_iq4_nl_q8_0,
     vec_dot_iq4_xs_q8_k as fast_vec_dot_iq4_xs_q8_k, vec_dot_q2_k_q8_k as fast_vec_dot_q2_k_q8_k,
     vec_dot_q3_k_q8_k as fast_vec_dot_q3_k_q8_k, vec_dot_q4_0_q8_0 as fast_vec_dot_q4_0_q8_0,
     vec_dot_q4_1_q8_1 as fast_vec_dot_q4_1_q8_1, vec_dot_q4_k_q8_k as fast_vec_dot_q4_k_q8_k,
@@ -220,7 +220,7 @@ pub fn quantize_into(
             }
             fast_quantize_row_q8_0(src, b)
         }),
-        DType::Q8_1 => q_row!(BlockQ8_1, quantize_row_q8_1_ref),
+        DType::Q8_1 => q_row!(BlockQ8_1, fast_quantize_row_q8_1),
         DType::Q2_K => q!(BlockQ2K, quantize_q2_k),
         DType::Q3_K => q!(BlockQ3K, quantize_q3_k),
         DType::Q4_K => q!(BlockQ4K, quantize_q4_k),

@@ -410,6 +410,22 @@ fn quantizers(x: &[f32]) -> Result<(), TestCaseError> {
             }
         }
     }
+    if x.len().is_multiple_of(32) {
+        let mut want = vec![BlockQ8_1::zeroed(); x.len() / 32];
+        legacy::quantize_row_q8_1_ref(x, &mut want).unwrap();
+        for level in levels() {
+            for input in [x, shifted.get()] {
+                let mut got = vec![BlockQ8_1::zeroed(); want.len()];
+                dispatch::quantize_row_q8_1_at(level, input, &mut got).unwrap();
+                prop_assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&got),
+                    bytemuck::cast_slice::<_, u8>(&want),
+                    "q8_1 at {:?}",
+                    level
+                );
+            }
+        }
+    }
     if x.len().is_multiple_of(QK_K) {
         let want = q8_k(x);
         for level in levels() {
@@ -1241,6 +1257,10 @@ fn errors_match_scalar_at_every_level() {
             let err = dispatch::quantize_row_q8_0_at(level, &x, &mut d0).unwrap_err();
             assert!(matches!(err, QuantError::NonFiniteInput { index: i, .. } if i == index));
             assert!(d0.iter().all(|b| *b == BlockQ8_0::zeroed()));
+            let mut d1 = vec![BlockQ8_1::zeroed(); 8];
+            let err = dispatch::quantize_row_q8_1_at(level, &x, &mut d1).unwrap_err();
+            assert!(matches!(err, QuantError::NonFiniteInput { index: i, .. } if i == index));
+            assert!(d1.iter().all(|b| *b == BlockQ8_1::zeroed()));
             let mut dk = vec![BlockQ8K::zeroed(); 1];
             let err = dispatch::quantize_row_q8_k_at(level, &x, &mut dk).unwrap_err();
             assert!(matches!(err, QuantError::NonFiniteInput { index: i, .. } if i == index));

@@ -267,6 +267,18 @@ quantizer! {
 }
 
 quantizer! {
+    /// [`legacy::quantize_row_q8_1_ref`] (the partner of Q4_1 and Q5_1),
+    /// byte-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::RowNotBlockMultiple`], [`QuantError::BufferLength`],
+    /// [`QuantError::NonFiniteInput`], as the scalar function; `y` is not
+    /// written then.
+    quantize_row_q8_1 / quantize_row_q8_1_at = quantize_q8_1_impl,
+    BlockQ8_1, legacy::QK8_1, legacy::quantize_row_q8_1_ref
+}
+
+quantizer! {
     /// [`kquants::quantize_row_q8_k_ref`], byte-identical, SIMD where
     /// available.
     ///

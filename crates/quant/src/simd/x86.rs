@@ -478,6 +478,45 @@ pub(crate) unsafe fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     }
 }
 
+/// `block_q8_1`s from f32 rows: [`quantize_row_q8_0`]'s quants and scale,
+/// plus `s = f16(sum(q) * d)` as the scalar reference computes it (the sum
+/// of the stored bytes, exact in i32, then one f32 product).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C. Finite input (the dispatcher
+/// checks).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    let ones = _mm256_set1_epi8(1);
+    for (xb, yb) in x.as_chunks::<QK8_0>().0.iter().zip(y.iter_mut()) {
+        let v = load_block(xb);
+        let m01 = _mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1]));
+        let m23 = _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]));
+        let amax = f32::from_bits(hmax_i32x8(_mm256_max_epi32(m01, m23)) as u32);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let q = v.map(|v| _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, idv))));
+        let qs = low_bytes(q[0], q[1], q[2], q[3]);
+        // The stored bytes' sum: 1 * q in pairs (within i16), then widened.
+        let pairs = _mm256_maddubs_epi16(ones, qs);
+        let sum = hsum_i32x8(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+        yb.d = f2h(d);
+        yb.s = f2h(sum as f32 * d);
+        store_i8x32(&mut yb.qs, qs);
+    }
+}
+
+/// Horizontal sum of eight `i32` (wrapping, as the lanes' own adds).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32x8(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
 /// A block of 32 floats as four vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
