@@ -450,6 +450,86 @@ pub(crate) unsafe fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
 
 // --------------------------------------------------------------- quantizers
 
+/// The scales of eight Q8_0/Q8_1 blocks, each lane the scalar code's for its
+/// block: `d = amax / 127` (its f16 bits and its f32 value) and
+/// `id = d != 0 ? 1 / d : 0`. One vector division each for eight blocks, and
+/// the eight horizontal maxima reduced together, in place of a scalar chain
+/// per block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_scales_x8(xs: &[[f32; 32]; 8]) -> ([u16; 8], __m256, [f32; 8]) {
+    let m: [__m256i; 8] = std::array::from_fn(|k| {
+        let v = load_block(&xs[k]);
+        let m01 = _mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1]));
+        let m23 = _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]));
+        _mm256_max_epi32(m01, m23)
+    });
+    // Pairwise: lanes of `max(unpacklo, unpackhi)` of blocks a, b hold
+    // [a0|a2, b0|b2, a1|a3, b1|b3] per 128-bit half ('|' = max) ...
+    let pair = |a: __m256i, b: __m256i| {
+        _mm256_max_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+    };
+    // ... then the two halves of each such pair of pairs, giving each
+    // block's maximum over its 128-bit half, blocks 4k..4k + 4 in order ...
+    let quad = |p: __m256i, q: __m256i| {
+        _mm256_max_epi32(_mm256_unpacklo_epi64(p, q), _mm256_unpackhi_epi64(p, q))
+    };
+    let lo = quad(pair(m[0], m[1]), pair(m[2], m[3]));
+    let hi = quad(pair(m[4], m[5]), pair(m[6], m[7]));
+    // ... and the two 128-bit halves: block k's maximum in lane k.
+    let amax = _mm256_max_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    );
+    // For finite values the largest |x| has the largest bits.
+    let d = _mm256_div_ps(_mm256_castsi256_ps(amax), _mm256_set1_ps(127.0));
+    let nonzero = _mm256_cmp_ps::<_CMP_NEQ_OQ>(d, _mm256_setzero_ps());
+    let id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0), d), nonzero);
+    let mut dh = [0u16; 8];
+    // SAFETY: `dh` is 16 writable bytes (`storeu`: any alignment).
+    unsafe {
+        _mm_storeu_si128(
+            dh.as_mut_ptr().cast(),
+            _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d),
+        )
+    };
+    let mut ids = [0f32; 8];
+    // SAFETY: `ids` is 8 writable f32 (`storeu`: any alignment).
+    unsafe { _mm256_storeu_ps(ids.as_mut_ptr(), id) };
+    (dh, d, ids)
+}
+
+/// The scale of one Q8_0/Q8_1 block, as [`q8_scales_x8`] computes it per
+/// lane: `(d, id)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_scale(xb: &[f32; 32]) -> (f32, f32) {
+    let v = load_block(xb);
+    let m01 = _mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1]));
+    let m23 = _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]));
+    let amax = f32::from_bits(hmax_i32x8(_mm256_max_epi32(m01, m23)) as u32);
+    let d = amax / 127.0;
+    (d, if d != 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// The 32 quants `roundf(x * id)` of a block, as C's `int8_t` stores them.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_quants(xb: &[f32; 32], id: f32) -> __m256i {
+    let idv = _mm256_set1_ps(id);
+    let q = load_block(xb).map(|v| _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, idv))));
+    low_bytes(q[0], q[1], q[2], q[3])
+}
+
+/// The sum of 32 signed bytes (exact in i32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_i8x32(qs: __m256i) -> i32 {
+    // 1 * q in pairs (within i16), then widened.
+    let pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(1), qs);
+    hsum_i32x8(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
 /// ggml's `quantize_row_q8_0_ref`, byte for byte. The values must be finite
 /// (the dispatcher checks).
 ///
@@ -457,24 +537,21 @@ pub(crate) unsafe fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
-    for (xb, yb) in x.as_chunks::<QK8_0>().0.iter().zip(y.iter_mut()) {
-        let (v, _) = xb.as_chunks::<8>();
-        let v = [
-            load_f32x8(&v[0]),
-            load_f32x8(&v[1]),
-            load_f32x8(&v[2]),
-            load_f32x8(&v[3]),
-        ];
-        let m01 = _mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1]));
-        let m23 = _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]));
-        // For finite values the largest |x| has the largest bits.
-        let amax = f32::from_bits(hmax_i32x8(_mm256_max_epi32(m01, m23)) as u32);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let idv = _mm256_set1_ps(id);
-        let q = v.map(|v| _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, idv))));
+    let (xs, _) = x.as_chunks::<QK8_0>();
+    let n = xs.len().min(y.len());
+    let (x8, xr) = xs[..n].as_chunks::<8>();
+    let (y8, yr) = y[..n].as_chunks_mut::<8>();
+    for (xb8, yb8) in x8.iter().zip(y8) {
+        let (dh, _, ids) = q8_scales_x8(xb8);
+        for (((xb, yb), h), id) in xb8.iter().zip(yb8).zip(dh).zip(ids) {
+            yb.d = f16::from_bits(h);
+            store_i8x32(&mut yb.qs, q8_quants(xb, id));
+        }
+    }
+    for (xb, yb) in xr.iter().zip(yr) {
+        let (d, id) = q8_scale(xb);
         yb.d = f2h(d);
-        store_i8x32(&mut yb.qs, low_bytes(q[0], q[1], q[2], q[3]));
+        store_i8x32(&mut yb.qs, q8_quants(xb, id));
     }
 }
 
@@ -487,22 +564,45 @@ pub(crate) unsafe fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 /// checks).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
-    let ones = _mm256_set1_epi8(1);
-    for (xb, yb) in x.as_chunks::<QK8_0>().0.iter().zip(y.iter_mut()) {
-        let v = load_block(xb);
-        let m01 = _mm256_max_epi32(abs_bits(v[0]), abs_bits(v[1]));
-        let m23 = _mm256_max_epi32(abs_bits(v[2]), abs_bits(v[3]));
-        let amax = f32::from_bits(hmax_i32x8(_mm256_max_epi32(m01, m23)) as u32);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let idv = _mm256_set1_ps(id);
-        let q = v.map(|v| _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, idv))));
-        let qs = low_bytes(q[0], q[1], q[2], q[3]);
-        // The stored bytes' sum: 1 * q in pairs (within i16), then widened.
-        let pairs = _mm256_maddubs_epi16(ones, qs);
-        let sum = hsum_i32x8(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    let (xs, _) = x.as_chunks::<QK8_0>();
+    let n = xs.len().min(y.len());
+    let (x8, xr) = xs[..n].as_chunks::<8>();
+    let (y8, yr) = y[..n].as_chunks_mut::<8>();
+    for (xb8, yb8) in x8.iter().zip(y8) {
+        let (dh, d, ids) = q8_scales_x8(xb8);
+        let mut sums = [0i32; 8];
+        for ((((xb, yb), h), id), sum) in xb8
+            .iter()
+            .zip(yb8.iter_mut())
+            .zip(dh)
+            .zip(ids)
+            .zip(&mut sums)
+        {
+            let qs = q8_quants(xb, id);
+            *sum = sum_i8x32(qs);
+            yb.d = f16::from_bits(h);
+            store_i8x32(&mut yb.qs, qs);
+        }
+        // SAFETY: `sums` is 8 readable i32 (`loadu`: any alignment).
+        let sums = unsafe { _mm256_loadu_si256(sums.as_ptr().cast()) };
+        let s = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), d);
+        let mut sh = [0u16; 8];
+        // SAFETY: `sh` is 16 writable bytes (`storeu`: any alignment).
+        unsafe {
+            _mm_storeu_si128(
+                sh.as_mut_ptr().cast(),
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(s),
+            )
+        };
+        for (yb, h) in yb8.iter_mut().zip(sh) {
+            yb.s = f16::from_bits(h);
+        }
+    }
+    for (xb, yb) in xr.iter().zip(yr) {
+        let (d, id) = q8_scale(xb);
+        let qs = q8_quants(xb, id);
         yb.d = f2h(d);
-        yb.s = f2h(sum as f32 * d);
+        yb.s = f2h(sum_i8x32(qs) as f32 * d);
         store_i8x32(&mut yb.qs, qs);
     }
 }
