@@ -84,7 +84,7 @@ def run_llama(exe):
     counter's rate, which the fast operations' two figures give."""
     cycles, gbs = {}, {}
     for t in TYPES:
-        for op in ["quantize_row_q_reference", "dequantize_row_q", "vec_dot_q"]:
+        for op in ["quantize_row_q_reference", "dequantize_row_q", "vec_dot_q", "quantize_row_q_dot"]:
             text = subprocess.run([exe, "--type", t, "--op", op, "-i", str(ITER)], capture_output=True,
                                   text=True, check=True).stdout
             cycles[(t, op)] = float(re.search(r"avg cycles/32 vals\s*:\s*([0-9.]+)", text).group(1))
@@ -100,7 +100,7 @@ def run_ours(speed):
     out = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0].lower() in [t.lower() for t in TYPES]:
+        if len(cells) == 7 and cells[0].lower() in [t.lower() for t in TYPES]:
             t = next(x for x in TYPES if x.lower() == cells[0].lower())
             out[t] = tuple(float(c) for c in cells[1:])
     return out
@@ -119,23 +119,25 @@ def main():
         for k, v in got.items():
             best_l[k] = max(best_l.get(k, 0.0), v)
         for k, v in run_ours(speed).items():
-            best_o[k] = tuple(max(a, b) for a, b in zip(best_o.get(k, (0.0,) * 5), v))
+            best_o[k] = tuple(max(a, b) for a, b in zip(best_o.get(k, (0.0,) * 6), v))
     print(f"llama.cpp {commit[:7]} test-quantize-perf (-i {ITER}, 4096 values, 1 thread) vs "
           f"weightkit speed example, best of {rounds} alternating rounds; GB/s of f32 data "
           f"(llama.cpp's from its mean cycles at a {rate / 1e9:.2f} GHz time-stamp counter)")
     print()
     print("| type | quantize: weightkit / llama.cpp | ratio | dequantize: weightkit / llama.cpp | ratio |"
-          " vec_dot: weightkit / llama.cpp | ratio | weightkit vec_dot, byte API |"
-          " weightkit with imatrix |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          " vec_dot: weightkit / llama.cpp | ratio | partner quantize: weightkit / llama.cpp | ratio |"
+          " weightkit vec_dot, byte API | weightkit with imatrix |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     ratio = lambda a, b: f"**{a / b:.2f}x**" if b > 0 else "n/a"
     for t in TYPES:
-        q, w, d, v, vb = best_o[t]
+        q, w, d, v, vb, p = best_o[t]
         lq = best_l[(t, "quantize_row_q_reference")]
         ld = best_l[(t, "dequantize_row_q")]
         lv = best_l[(t, "vec_dot_q")]
+        lp = best_l[(t, "quantize_row_q_dot")]
         print(f"| {t} | {q:.3f} / {lq:.3f} | {ratio(q, lq)} | {d:.2f} / {ld:.2f} | {ratio(d, ld)} |"
-              f" {v:.1f} / {lv:.1f} | {ratio(v, lv)} | {vb:.1f} | {w:.3f} |")
+              f" {v:.1f} / {lv:.1f} | {ratio(v, lv)} | {p:.2f} / {lp:.2f} | {ratio(p, lp)} |"
+              f" {vb:.1f} | {w:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 //! Single-thread speed of quantize (with and without an importance vector),
-//! dequantize and vec_dot (against the partner type) per type, measured the way llama.cpp's
+//! dequantize, vec_dot (against the partner type) and quantizing a row to the
+//! partner type (test-quantize-perf's `quantize_row_q_dot`: what a
+//! matrix-vector product does to its input) per type, measured the way llama.cpp's
 //! `tests/test-quantize-perf` measures it: one row of 4096 values of
 //! `0.1 + 2*cos(i)`, a warm-up, then the mean over many calls, in GB/s of
 //! f32 data (2^30 bytes). `cargo xtask quant-perf` runs this next to
@@ -15,6 +17,9 @@
 //! Types without a typed entry point in the dispatch module time the
 //! byte-level function in both columns.
 //!
+//! The partner quantization is timed through the typed entry points too
+//! (`simd::dispatch::quantize_row_q8_0(&[f32], &mut [BlockQ8_0])`, ...).
+//!
 //! Usage: `cargo run --release -p weightkit-quant --example speed [--types q4_0,q4_K,..]`
 //! (every type test-quantize-perf measures, by default; `WEIGHTKIT_SIMD=scalar`
 //! times the scalar kernels).
@@ -27,9 +32,7 @@ use weightkit_quant::iquants::{BlockIq4Nl, BlockIq4Xs};
 use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use weightkit_quant::simd::dispatch as d;
-use weightkit_quant::{
-    QuantError, dequantize, quantize, quantize_into, row_size, vec_dot, vec_dot_type,
-};
+use weightkit_quant::{QuantError, dequantize, quantize_into, row_size, vec_dot, vec_dot_type};
 
 /// Mean seconds of one typed `vec_dot` call on the row `q` and its partner
 /// `p` (bytes copied into aligned blocks first, outside the timing).
@@ -63,6 +66,36 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
                 black_box(r);
             })
         }),
+    }
+}
+
+/// Mean seconds of quantizing the row `x` to the partner type through the
+/// typed entry point (test-quantize-perf's `quantize_row_q_dot` times ggml's
+/// `from_float` of the `vec_dot_type`). The f16/bf16 conversions are ggml's
+/// (any f32, NaN and infinities included, as ggml's); the Q8 quantizers
+/// reject non-finite values, checking each row first.
+fn typed_partner_secs(budget: Duration, partner: DType, x: &[f32]) -> Result<f64, QuantError> {
+    macro_rules! time {
+        ($b:ty, $f:path) => {{
+            let mut y: Vec<$b> = vec![
+                bytemuck::Zeroable::zeroed();
+                row_size(partner, x.len())? / std::mem::size_of::<$b>()
+            ];
+            mean_secs(budget, || $f(black_box(x), &mut y))
+        }};
+    }
+    match partner {
+        DType::Q8_0 => time!(BlockQ8_0, d::quantize_row_q8_0),
+        DType::Q8_1 => time!(BlockQ8_1, d::quantize_row_q8_1),
+        DType::Q8_K => time!(BlockQ8K, d::quantize_row_q8_k),
+        DType::F16 => time!(u8, d::quantize_row_f16),
+        DType::BF16 => time!(u8, d::quantize_row_bf16),
+        _ => {
+            let mut y = vec![0u8; row_size(partner, x.len())?];
+            mean_secs(budget, || {
+                quantize_into(partner, black_box(x), x.len(), None, &mut y)
+            })
+        }
     }
 }
 
@@ -136,9 +169,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let other: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
     println!(
         "| type | quantize GB/s | with imatrix GB/s | dequantize GB/s | vec_dot GB/s | \
-         vec_dot (byte API) GB/s |"
+         vec_dot (byte API) GB/s | partner quantize GB/s |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for dtype in types {
         let mut q = vec![0u8; row_size(dtype, n)?];
         let tq = mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?;
@@ -149,7 +182,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let td = mean_secs(budget, || dequantize(dtype, &q, &mut y))?;
         quantize_into(dtype, &x, n, None, &mut q)?;
         let partner = vec_dot_type(dtype).ok_or("no dot product")?;
-        let p = quantize(partner, &other, n, None)?;
+        let mut p = vec![0u8; row_size(partner, n)?];
+        quantize_into(partner, &other, n, None, &mut p)?;
+        let tp = typed_partner_secs(budget, partner, &other)?;
         let tv = typed_dot_secs(budget, dtype, &q, &p)?;
         let tb = mean_secs(budget, || {
             vec_dot(dtype, black_box(&q), black_box(&p)).map(|r| {
@@ -157,13 +192,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         })?;
         println!(
-            "| {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} |",
             dtype.name(),
             gb / tq,
             gb / tw,
             gb / td,
             gb / tv,
-            gb / tb
+            gb / tb,
+            gb / tp
         );
     }
     Ok(())
