@@ -6,4 +6,5 @@ mod iquants;
 mod kquants;
 mod legacy;
 mod simd;
+mod simd_fp4;
 mod simd_iq4;

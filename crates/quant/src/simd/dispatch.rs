@@ -528,3 +528,102 @@ dequantizer! {
     dequantize_row_iq4_xs / dequantize_row_iq4_xs_at = dequantize_iq4_xs_impl,
     BlockIq4Xs, kquants::QK_K, iquants::dequantize_row_iq4_xs
 }
+
+// --------------------------------------------------------- MXFP4 and NVFP4
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_fp4;
+use crate::iquants::{BlockMxfp4, BlockNvfp4};
+
+/// [`dot_raw!`] with the AVX2 kernel named by its path.
+macro_rules! dot_raw_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $bx:ty, $ybytes:expr, $avx2:path, $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(x: &[$bx], y: &[u8]) -> f32
+        }
+
+        fn $imp(level: Level, x: &[$bx], y: &[u8]) -> Result<f32, QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) && x.len().checked_mul($ybytes) == Some(y.len()) {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+                return Ok(unsafe { $avx2(x, y) });
+            }
+            let _ = level;
+            $scalar(x, y)
+        }
+    };
+}
+
+/// [`dequantizer!`] with the AVX2 kernel named by its path.
+macro_rules! dequantizer_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $qk:expr, $avx2:path, $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(x: &[$block], y: &mut [f32]) -> ()
+        }
+
+        fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) && x.len().checked_mul($qk) == Some(y.len()) {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+                unsafe { $avx2(x, y) };
+                return Ok(());
+            }
+            let _ = level;
+            $scalar(x, y)
+        }
+    };
+}
+
+dot_raw_kernel! {
+    /// [`iquants::vec_dot_mxfp4_q8_0`] (`y` the raw bytes of `block_q8_0`s),
+    /// SIMD where available: exact block integer sums and the scalar code's
+    /// block scales, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 34 * x.len()`.
+    vec_dot_mxfp4_q8_0 / vec_dot_mxfp4_q8_0_at = vec_dot_mxfp4_q8_0_impl,
+    BlockMxfp4, iquants::Q8_0_BYTES, x86_fp4::vec_dot_mxfp4_q8_0, iquants::vec_dot_mxfp4_q8_0
+}
+
+dot_raw_kernel! {
+    /// [`iquants::vec_dot_nvfp4_q8_0`] (`y` the raw bytes of two
+    /// `block_q8_0`s per NVFP4 block), SIMD where available: exact sub-block
+    /// integer sums and the scalar code's sub-block scales, f32 accumulation
+    /// in another order (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 68 * x.len()`.
+    vec_dot_nvfp4_q8_0 / vec_dot_nvfp4_q8_0_at = vec_dot_nvfp4_q8_0_impl,
+    BlockNvfp4, 2 * iquants::Q8_0_BYTES, x86_fp4::vec_dot_nvfp4_q8_0, iquants::vec_dot_nvfp4_q8_0
+}
+
+dequantizer_kernel! {
+    /// [`iquants::dequantize_row_mxfp4`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 32 * x.len()`.
+    dequantize_row_mxfp4 / dequantize_row_mxfp4_at = dequantize_mxfp4_impl,
+    BlockMxfp4, 32, x86_fp4::dequantize_row_mxfp4, iquants::dequantize_row_mxfp4
+}
+
+dequantizer_kernel! {
+    /// [`iquants::dequantize_row_nvfp4`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 64 * x.len()`.
+    dequantize_row_nvfp4 / dequantize_row_nvfp4_at = dequantize_nvfp4_impl,
+    BlockNvfp4, 64, x86_fp4::dequantize_row_nvfp4, iquants::dequantize_row_nvfp4
+}

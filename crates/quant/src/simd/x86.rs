@@ -63,7 +63,7 @@ use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 /// Loads 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_u8x32(b: &[u8; 32]) -> __m256i {
+pub(super) fn load_u8x32(b: &[u8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
@@ -79,7 +79,7 @@ fn load_i8x32(b: &[i8; 32]) -> __m256i {
 /// Loads 16 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_u8x16(b: &[u8; 16]) -> __m128i {
+pub(super) fn load_u8x16(b: &[u8; 16]) -> __m128i {
     // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
@@ -111,7 +111,7 @@ fn load_f32x8(x: &[f32; 8]) -> __m256 {
 /// Stores eight `f32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_f32x8(out: &mut [f32; 8], v: __m256) {
+pub(super) fn store_f32x8(out: &mut [f32; 8], v: __m256) {
     // SAFETY: `out` is 32 writable bytes and `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
 }
@@ -141,7 +141,7 @@ fn h2f_x8(h: f16) -> __m256 {
 /// Every f16 bit pattern's f32 value (exact), ggml's `ggml_table_f32_f16`:
 /// the legacy dot products read their two per-block scales here, two loads
 /// in place of two vector conversions, as llama.cpp's x86 build does.
-fn f16_table() -> &'static [f32; 1 << 16] {
+pub(super) fn f16_table() -> &'static [f32; 1 << 16] {
     static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = Box::new([0f32; 1 << 16]);
@@ -155,7 +155,7 @@ fn f16_table() -> &'static [f32; 1 << 16] {
 /// `h` as f32 through [`f16_table`] (exact; no bounds check, as every `u16`
 /// indexes the table).
 #[inline(always)]
-fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
+pub(super) fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
     table[usize::from(h.to_bits())]
 }
 
@@ -171,7 +171,7 @@ fn f2h(x: f32) -> f16 {
 /// Horizontal sum of eight floats (llama.cpp's `hsum_float_8` order).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_f32x8(x: __m256) -> f32 {
+pub(super) fn hsum_f32x8(x: __m256) -> f32 {
     let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
     hsum_f32x4(r)
 }
@@ -206,7 +206,7 @@ fn abs_bits(x: __m256) -> __m256i {
 /// converted to f32 (exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn i8x32_to_f32(v: __m256i) -> [__m256; 4] {
+pub(super) fn i8x32_to_f32(v: __m256i) -> [__m256; 4] {
     let lo = _mm256_castsi256_si128(v);
     let hi = _mm256_extracti128_si256::<1>(v);
     [
@@ -220,7 +220,7 @@ fn i8x32_to_f32(v: __m256i) -> [__m256; 4] {
 /// Writes `q * d` for 32 quants (as f32) into `out`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_scaled(out: &mut [f32; 32], q: [__m256; 4], d: __m256) {
+pub(super) fn store_scaled(out: &mut [f32; 32], q: [__m256; 4], d: __m256) {
     for (o, q) in out.as_chunks_mut::<8>().0.iter_mut().zip(q) {
         store_f32x8(o, _mm256_mul_ps(q, d));
     }
@@ -739,7 +739,7 @@ pub(crate) unsafe fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8K]) {
 /// (a legacy block's own work is only a few cycles).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f32 {
+pub(super) fn sum_blocks<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f32 {
     let (x4, xr) = x.as_chunks::<4>();
     let (y4, yr) = y.as_chunks::<4>();
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -1282,7 +1282,7 @@ fn iq4_values_x32(table: __m256i, qs: &[u8; 16]) -> __m256i {
 /// `y = -128`.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn iq4_pairs(v: __m256i, y: __m256i) -> __m256i {
+pub(super) fn iq4_pairs(v: __m256i, y: __m256i) -> __m256i {
     _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(v, y))
 }
 
