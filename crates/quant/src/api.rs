@@ -32,8 +32,9 @@ use crate::simd::dispatch::{
 };
 use crate::simd::dispatch::{
     dequantize_row_mxfp4 as fast_dequantize_row_mxfp4,
-    dequantize_row_nvfp4 as fast_dequantize_row_nvfp4,
-    vec_dot_mxfp4_q8_0 as fast_vec_dot_mxfp4_q8_0, vec_dot_nvfp4_q8_0 as fast_vec_dot_nvfp4_q8_0,
+    dequantize_row_nvfp4 as fast_dequantize_row_nvfp4, quantize_mxfp4 as fast_quantize_mxfp4,
+    quantize_nvfp4 as fast_quantize_nvfp4, vec_dot_mxfp4_q8_0 as fast_vec_dot_mxfp4_q8_0,
+    vec_dot_nvfp4_q8_0 as fast_vec_dot_nvfp4_q8_0,
 };
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
@@ -230,8 +231,8 @@ pub fn quantize_into(
         DType::IQ4_XS => q!(BlockIq4Xs, quantize_iq4_xs),
         DType::TQ1_0 => q!(BlockTq1_0, quantize_tq1_0),
         DType::TQ2_0 => q!(BlockTq2_0, quantize_tq2_0),
-        DType::MXFP4 => q!(BlockMxfp4, quantize_mxfp4),
-        DType::NVFP4 => q!(BlockNvfp4, quantize_nvfp4),
+        DType::MXFP4 => q!(BlockMxfp4, fast_quantize_mxfp4),
+        DType::NVFP4 => q!(BlockNvfp4, fast_quantize_nvfp4),
         DType::IQ2_XXS
         | DType::IQ2_XS
         | DType::IQ2_S

@@ -133,9 +133,39 @@ fn nv_dequant(name: &str, x: &[BlockNvfp4]) -> Result<(), TestCaseError> {
     )
 }
 
-/// `x` (whole NVFP4 blocks) quantized by both reference quantizers and a
-/// second row quantized to Q8_0, all checked.
+/// Both quantizers (rows of `x.len() / 2`, with and without importance
+/// weights, which they ignore) give the scalar reference's bytes at every
+/// level.
+fn check_quantizers(x: &[f32]) -> Result<(), TestCaseError> {
+    let n = x.len();
+    let w: Vec<f32> = (0..n / 2).map(|i| 0.25 + (i % 7) as f32).collect();
+    let mut want_mx = vec![BlockMxfp4::zeroed(); n / 32];
+    iquants::quantize_row_mxfp4_ref(x, &mut want_mx).unwrap();
+    let mut want_nv = vec![BlockNvfp4::zeroed(); n / 64];
+    iquants::quantize_row_nvfp4_ref(x, &mut want_nv).unwrap();
+    for level in levels() {
+        for w in [None, Some(&w[..])] {
+            let mut mx = vec![BlockMxfp4::zeroed(); n / 32];
+            dispatch::quantize_mxfp4_at(level, x, &mut mx, n / 2, w).unwrap();
+            prop_assert_eq!(&mx, &want_mx, "mxfp4 at {:?}", level);
+            let mut nv = vec![BlockNvfp4::zeroed(); n / 64];
+            dispatch::quantize_nvfp4_at(level, x, &mut nv, n / 2, w).unwrap();
+            prop_assert_eq!(&nv, &want_nv, "nvfp4 at {:?}", level);
+        }
+        let mut mx = vec![BlockMxfp4::zeroed(); n / 32];
+        dispatch::quantize_row_mxfp4_at(level, x, &mut mx).unwrap();
+        prop_assert_eq!(&mx, &want_mx, "mxfp4 row at {:?}", level);
+        let mut nv = vec![BlockNvfp4::zeroed(); n / 64];
+        dispatch::quantize_row_nvfp4_at(level, x, &mut nv).unwrap();
+        prop_assert_eq!(&nv, &want_nv, "nvfp4 row at {:?}", level);
+    }
+    Ok(())
+}
+
+/// `x` (an even number of NVFP4 blocks) quantized by both quantizers at
+/// every level and a second row quantized to Q8_0, all checked.
 fn quantized_rows(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
+    check_quantizers(x)?;
     let n = x.len();
     let mut mx = vec![BlockMxfp4::zeroed(); n / 32];
     iquants::quantize_mxfp4(x, &mut mx, n, None).unwrap();
@@ -184,10 +214,10 @@ const E8M0_HALF: u8 = 127;
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// Random rows of 1 to 8 NVFP4 blocks (2 to 16 MXFP4 blocks).
+    /// Random rows of 2 to 16 NVFP4 blocks (4 to 32 MXFP4 blocks).
     #[test]
     fn fp4_quantized_rows_match_scalar(
-        (x, y) in row(64, 8).prop_flat_map(|x| {
+        (x, y) in row(128, 8).prop_flat_map(|x| {
             let n = x.len();
             (Just(x), proptest::collection::vec(value(), n))
         }),
@@ -287,6 +317,60 @@ fn fp4_extreme_blocks() {
     }
 }
 
+/// Rows on and next to every decision boundary of both quantizers: the
+/// midpoints between codes (ties go to the first code, as in ggml), signed
+/// zeros, one ulp either side, subnormals and the largest floats, at
+/// several block scales.
+#[test]
+fn fp4_quantizer_boundaries() {
+    let mut rows: Vec<Vec<f32>> = vec![];
+    for scale in [1.0f32, 0.75, 3.0e-3, 1.0e-40, 1.0e30, f32::MAX / 13.0] {
+        // Multiples of 1/8 in -12..=12 (every code value and midpoint for
+        // MXFP4 blocks of amax 12, NVFP4 sub-blocks of amax 6 or 12).
+        let grid: Vec<f32> = (-96..=96).map(|k| k as f32 / 8.0 * scale).collect();
+        for nudge in [0i32, 1, -1] {
+            let row: Vec<f32> = grid
+                .iter()
+                .map(|&v| {
+                    if v == 0.0 {
+                        v
+                    } else {
+                        f32::from_bits(v.to_bits().wrapping_add_signed(nudge))
+                    }
+                })
+                .chain([-0.0, 0.0, 12.0 * scale, -6.0 * scale])
+                .cycle()
+                .take(128 * 8)
+                .map(|v| if v.is_finite() { v } else { f32::MAX })
+                .collect();
+            rows.push(row);
+        }
+    }
+    rows.push(vec![0.0; 256]);
+    rows.push(vec![-0.0; 256]);
+    rows.push(vec![f32::MAX; 256]);
+    rows.push(vec![-f32::MAX; 256]);
+    rows.push(
+        (0..256)
+            .map(|i| f32::from_bits(i * 7919 % 0x0080_0000))
+            .collect(),
+    );
+    rows.push(
+        (0..256)
+            .map(|i| {
+                if i % 2 == 0 {
+                    f32::MIN_POSITIVE
+                } else {
+                    -1.0e-45
+                }
+            })
+            .collect(),
+    );
+    for row in rows {
+        check_quantizers(&row).unwrap_or_else(|e| panic!("{:?}: {e}", &row[..4]));
+    }
+}
+
 /// Long rows (many blocks, every accumulator, 1 << 14 values).
 #[test]
 fn fp4_long_rows_match_scalar() {
@@ -338,6 +422,43 @@ fn fp4_errors_match_scalar_at_every_level() {
             );
             assert_eq!(got, iquants::vec_dot_nvfp4_q8_0(&nv, &y));
         }
+        for n in [0, 32, 64 * 3 + 1] {
+            let x = vec![1.0f32; n];
+            let mut y = vec![BlockNvfp4::zeroed(); 3];
+            assert_eq!(
+                dispatch::quantize_nvfp4_at(level, &x, &mut y, 64, None),
+                iquants::quantize_nvfp4(&x, &mut y, 64, None)
+            );
+            assert_eq!(
+                dispatch::quantize_row_nvfp4_at(level, &x, &mut y),
+                iquants::quantize_row_nvfp4_ref(&x, &mut y)
+            );
+            let mut y = vec![BlockMxfp4::zeroed(); 3];
+            assert_eq!(
+                dispatch::quantize_mxfp4_at(level, &x, &mut y, 32, None),
+                iquants::quantize_mxfp4(&x, &mut y, 32, None)
+            );
+        }
+        let mut bad = vec![1.0f32; 128];
+        bad[77] = f32::NAN;
+        let mut y = vec![BlockMxfp4::zeroed(); 4];
+        let got = dispatch::quantize_mxfp4_at(level, &bad, &mut y, 128, None);
+        assert!(
+            matches!(got, Err(QuantError::NonFiniteInput { index: 77, .. })),
+            "{got:?}"
+        );
+        let mut y = vec![BlockNvfp4::zeroed(); 2];
+        bad[77] = f32::INFINITY;
+        let got = dispatch::quantize_nvfp4_at(level, &bad, &mut y, 64, Some(&[1.0; 64]));
+        assert!(
+            matches!(got, Err(QuantError::NonFiniteInput { index: 77, .. })),
+            "{got:?}"
+        );
+        let got = dispatch::quantize_nvfp4_at(level, &bad, &mut y, 64, Some(&[-1.0; 64]));
+        assert_eq!(
+            got,
+            iquants::quantize_nvfp4(&bad, &mut y, 64, Some(&[-1.0; 64]))
+        );
         // Empty rows are fine and zero.
         assert_eq!(dispatch::vec_dot_mxfp4_q8_0_at(level, &[], &[]), Ok(0.0));
         assert_eq!(dispatch::vec_dot_nvfp4_q8_0_at(level, &[], &[]), Ok(0.0));

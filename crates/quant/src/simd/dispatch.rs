@@ -627,3 +627,109 @@ dequantizer_kernel! {
     dequantize_row_nvfp4 / dequantize_row_nvfp4_at = dequantize_nvfp4_impl,
     BlockNvfp4, 64, x86_fp4::dequantize_row_nvfp4, iquants::dequantize_row_nvfp4
 }
+
+/// [`quantizer!`] with the AVX2 kernel named by its path.
+macro_rules! quantizer_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $qk:expr, $avx2:path, $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(x: &[f32], y: &mut [$block]) -> ()
+        }
+
+        fn $imp(level: Level, x: &[f32], y: &mut [$block]) -> Result<(), QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) && x.len().is_multiple_of($qk) && y.len() == x.len() / $qk {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+                if unsafe { x86::all_finite(x) } {
+                    // SAFETY: as above; the values are finite, as the kernel needs.
+                    unsafe { $avx2(x, y) };
+                    return Ok(());
+                }
+            }
+            let _ = level;
+            $scalar(x, y)
+        }
+    };
+}
+
+quantizer_kernel! {
+    /// [`iquants::quantize_row_mxfp4_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_mxfp4 / quantize_row_mxfp4_at = quantize_row_mxfp4_impl,
+    BlockMxfp4, 32, x86_fp4::quantize_row_mxfp4, iquants::quantize_row_mxfp4_ref
+}
+
+quantizer_kernel! {
+    /// [`iquants::quantize_row_nvfp4_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_nvfp4 / quantize_row_nvfp4_at = quantize_row_nvfp4_impl,
+    BlockNvfp4, 64, x86_fp4::quantize_row_nvfp4, iquants::quantize_row_nvfp4_ref
+}
+
+/// [`iquants::quantize_mxfp4`] (rows of `n_per_row`; the importance weights
+/// are checked and ignored, as in ggml) at [`level`], byte-identical.
+///
+/// # Errors
+/// As [`iquants::quantize_mxfp4`].
+pub fn quantize_mxfp4(
+    src: &[f32],
+    dst: &mut [BlockMxfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_mxfp4_at(level(), src, dst, n_per_row, imatrix)
+}
+
+/// [`quantize_mxfp4`] at `level`, capped at what this CPU [`supported`]s
+/// ([`Level::Scalar`] runs the scalar reference).
+///
+/// # Errors
+/// As [`iquants::quantize_mxfp4`].
+pub fn quantize_mxfp4_at(
+    level: Level,
+    src: &[f32],
+    dst: &mut [BlockMxfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_mxfp4_at(level.min(supported()), src, dst, n_per_row, imatrix)
+}
+
+/// [`iquants::quantize_nvfp4`] (rows of `n_per_row`; the importance weights
+/// are checked and ignored, as in ggml) at [`level`], byte-identical.
+///
+/// # Errors
+/// As [`iquants::quantize_nvfp4`].
+pub fn quantize_nvfp4(
+    src: &[f32],
+    dst: &mut [BlockNvfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_nvfp4_at(level(), src, dst, n_per_row, imatrix)
+}
+
+/// [`quantize_nvfp4`] at `level`, capped at what this CPU [`supported`]s
+/// ([`Level::Scalar`] runs the scalar reference).
+///
+/// # Errors
+/// As [`iquants::quantize_nvfp4`].
+pub fn quantize_nvfp4_at(
+    level: Level,
+    src: &[f32],
+    dst: &mut [BlockNvfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_nvfp4_at(level.min(supported()), src, dst, n_per_row, imatrix)
+}

@@ -103,7 +103,7 @@ fn load_i16x16(b: &[i16; 16]) -> __m256i {
 /// Loads eight `f32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_f32x8(x: &[f32; 8]) -> __m256 {
+pub(super) fn load_f32x8(x: &[f32; 8]) -> __m256 {
     // SAFETY: `x` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_ps(x.as_ptr()) }
 }
@@ -188,7 +188,7 @@ fn hsum_f32x4(r: __m128) -> f32 {
 /// Horizontal signed maximum of eight `i32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hmax_i32x8(v: __m256i) -> i32 {
+pub(super) fn hmax_i32x8(v: __m256i) -> i32 {
     let m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
     let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
@@ -198,7 +198,7 @@ fn hmax_i32x8(v: __m256i) -> i32 {
 /// Bits of `|x|` as `i32` (monotonic in `|x|` for non-NaN values).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn abs_bits(x: __m256) -> __m256i {
+pub(super) fn abs_bits(x: __m256) -> __m256i {
     _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fff_ffff))
 }
 
@@ -239,7 +239,7 @@ fn store_scaled_offset(out: &mut [f32; 32], q: [__m256; 4], d: __m256, m: __m256
 /// one vector: C's store of an `int` into an `int8_t`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn low_bytes(i0: __m256i, i1: __m256i, i2: __m256i, i3: __m256i) -> __m256i {
+pub(super) fn low_bytes(i0: __m256i, i1: __m256i, i2: __m256i, i3: __m256i) -> __m256i {
     let ff = _mm256_set1_epi32(0xff);
     // Values 0..=255 pass both unsigned-saturating packs unchanged.
     let a = _mm256_packus_epi32(_mm256_and_si256(i0, ff), _mm256_and_si256(i1, ff));
@@ -481,7 +481,7 @@ pub(crate) unsafe fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 /// A block of 32 floats as four vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_block(xb: &[f32; 32]) -> [__m256; 4] {
+pub(super) fn load_block(xb: &[f32; 32]) -> [__m256; 4] {
     let (v, _) = xb.as_chunks::<8>();
     [
         load_f32x8(&v[0]),

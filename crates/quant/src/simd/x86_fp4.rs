@@ -23,6 +23,13 @@
 //!   can differ from the scalar ones in the last bits.
 //! * The dequantizers are one multiply per value, `v * d`, as the scalar
 //!   ones (bit-identical).
+//! * The quantizers reproduce the scalar reference bytes: the block and
+//!   sub-block scales come from the scalar functions (`log2f` for MXFP4's
+//!   exponent, [`fp32_to_ue4m3`] for NVFP4's), the absolute maxima are exact,
+//!   and the code search performs the scalar search's float operations and
+//!   strict comparisons, folded onto the codebook's positive half (see
+//!   [`best_codes`]). Non-finite inputs never reach them (the dispatcher
+//!   hands them to the scalar code, which reports them).
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -30,11 +37,14 @@ use std::sync::OnceLock;
 use half::f16;
 
 use super::x86::{
-    f16_table, h2f_t, hsum_f32x8, i8x32_to_f32, iq4_pairs, load_u8x16, load_u8x32, store_f32x8,
-    store_scaled, sum_blocks,
+    abs_bits, f16_table, h2f_t, hmax_i32x8, hsum_f32x8, i8x32_to_f32, iq4_pairs, load_block,
+    load_f32x8, load_u8x16, load_u8x32, low_bytes, store_f32x8, store_scaled, sum_blocks,
 };
 use crate::iquants::grids::KVALUES_MXFP4;
-use crate::iquants::{BlockMxfp4, BlockNvfp4, Q8_0_BYTES, e8m0_to_fp32_half, ue4m3_to_fp32};
+use crate::iquants::{
+    BlockMxfp4, BlockNvfp4, Q8_0_BYTES, e8m0_to_fp32_half, fp32_to_ue4m3, mxfp4_exponent,
+    ue4m3_to_fp32,
+};
 
 /// Every scale byte's decoded value, from the scalar decoders.
 struct ScaleTables {
@@ -242,5 +252,115 @@ pub(crate) unsafe fn dequantize_row_nvfp4(x: &[BlockNvfp4], y: &mut [f32]) {
             let d = _mm256_set1_ps(ue4m3[usize::from(b.d[i / 2])][0]);
             store_f32x8(o, _mm256_mul_ps(q, d));
         }
+    }
+}
+
+// --------------------------------------------------------------- quantizers
+
+/// `kvalues[k] * d` for the positive codes `k = 1..=7`, each the scalar
+/// code's product, in all lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn code_steps(d: f32) -> [__m256; 7] {
+    std::array::from_fn(|k| _mm256_set1_ps(f32::from(KVALUES_MXFP4[k + 1]) * d))
+}
+
+/// ggml's `best_index_mxfp4` for eight values: the first of the 16 codes
+/// whose `|kvalues[i] * d - x|` is smallest, as `i32`.
+///
+/// The codebook is symmetric (codes `8 + k` are codes `k` negated, code 8
+/// is zero again), and IEEE subtraction is too: the error of code `8 + k`
+/// for `x` is the error of code `k` for `-x`. For `x > 0` the negative
+/// codes' errors `k d + x` are never below code 0's `x`, and for `x < 0`
+/// the positive ones' never below code 0's `|x|`; so the first strict
+/// minimum over codes 0..=7 for `|x|` (same errors, same order, same strict
+/// comparison as the scalar loop), moved to the negative half where `x < 0`
+/// and the code is not 0, is the scalar code's index.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn best_codes(x: __m256, steps: &[__m256; 7]) -> __m256i {
+    let sign = _mm256_set1_ps(-0.0);
+    let a = _mm256_andnot_ps(sign, x);
+    // Code 0's error: |0 * d - a| = a.
+    let mut best = a;
+    let mut code = _mm256_setzero_si256();
+    for (k, step) in (1..).zip(steps) {
+        let err = _mm256_andnot_ps(sign, _mm256_sub_ps(*step, a));
+        let lt = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(err, best));
+        // min(err, best) is err exactly where err < best.
+        best = _mm256_min_ps(err, best);
+        code = _mm256_blendv_epi8(code, _mm256_set1_epi32(k), lt);
+    }
+    let negative = _mm256_srai_epi32::<31>(_mm256_castps_si256(x));
+    let nonzero = _mm256_cmpgt_epi32(code, _mm256_setzero_si256());
+    let eight = _mm256_and_si256(_mm256_and_si256(negative, nonzero), _mm256_set1_epi32(8));
+    _mm256_or_si256(code, eight)
+}
+
+/// The largest `|x|` of the vectors (exact: the bits of non-NaN absolute
+/// values order as the values do).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn abs_max(v: &[__m256]) -> f32 {
+    let m = v.iter().fold(_mm256_setzero_si256(), |m, &v| {
+        _mm256_max_epi32(m, abs_bits(v))
+    });
+    f32::from_bits(hmax_i32x8(m) as u32)
+}
+
+/// ggml's `quantize_row_mxfp4_ref`, byte-identical: the block exponent
+/// from the scalar code's [`mxfp4_exponent`], then the codes as
+/// [`best_codes`]. The values must be finite (the dispatcher checks).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_mxfp4(x: &[f32], y: &mut [BlockMxfp4]) {
+    for (blk, xb) in y.iter_mut().zip(x.as_chunks::<32>().0) {
+        let v = load_block(xb);
+        let e = mxfp4_exponent(abs_max(&v));
+        blk.e = e;
+        let steps = code_steps(e8m0_to_fp32_half(e));
+        let codes = low_bytes(
+            best_codes(v[0], &steps),
+            best_codes(v[1], &steps),
+            best_codes(v[2], &steps),
+            best_codes(v[3], &steps),
+        );
+        // Byte j: code j (0..=15) | code j + 16 << 4.
+        let hi = _mm_slli_epi16::<4>(_mm256_extracti128_si256::<1>(codes));
+        let qs = _mm_or_si128(_mm256_castsi256_si128(codes), hi);
+        // SAFETY: `blk.qs` is 16 writable bytes; `storeu` has no alignment
+        // requirement.
+        unsafe { _mm_storeu_si128(blk.qs.as_mut_ptr().cast(), qs) };
+    }
+}
+
+/// ggml's `quantize_row_nvfp4_ref`, byte-identical: each sub-block's scale
+/// from the scalar [`fp32_to_ue4m3`] of `amax / 6`, then the codes as
+/// [`best_codes`] for its decoded value. The values must be finite (the
+/// dispatcher checks).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_nvfp4(x: &[f32], y: &mut [BlockNvfp4]) {
+    let ue4m3 = &scale_tables().ue4m3;
+    for (blk, xb) in y.iter_mut().zip(x.as_chunks::<64>().0) {
+        let (xs, _) = xb.as_chunks::<8>();
+        let mut codes = [_mm256_setzero_si256(); 4];
+        for (s, (c, xs)) in codes.iter_mut().zip(xs.as_chunks::<2>().0).enumerate() {
+            let v = [load_f32x8(&xs[0]), load_f32x8(&xs[1])];
+            let ue = fp32_to_ue4m3(abs_max(&v) / 6.0);
+            blk.d[s] = ue;
+            let steps = code_steps(ue4m3[usize::from(ue)][0]);
+            // Byte j of the sub-block: code j | code j + 8 << 4.
+            let hi = _mm256_slli_epi32::<4>(best_codes(v[1], &steps));
+            *c = _mm256_or_si256(best_codes(v[0], &steps), hi);
+        }
+        let qs = low_bytes(codes[0], codes[1], codes[2], codes[3]);
+        // SAFETY: `blk.qs` is 32 writable bytes; `storeu` has no alignment
+        // requirement.
+        unsafe { _mm256_storeu_si256(blk.qs.as_mut_ptr().cast(), qs) };
     }
 }
