@@ -34,6 +34,12 @@ use crate::simd::dispatch::{
     vec_dot_q5_k_q8_k as fast_vec_dot_q5_k_q8_k, vec_dot_q6_k_q8_k as fast_vec_dot_q6_k_q8_k,
     vec_dot_q8_0_q8_0 as fast_vec_dot_q8_0_q8_0,
 };
+use crate::simd::dispatch::{
+    dequantize_row_mxfp4 as fast_dequantize_row_mxfp4,
+    dequantize_row_nvfp4 as fast_dequantize_row_nvfp4, quantize_mxfp4 as fast_quantize_mxfp4,
+    quantize_nvfp4 as fast_quantize_nvfp4, vec_dot_mxfp4_q8_0 as fast_vec_dot_mxfp4_q8_0,
+    vec_dot_nvfp4_q8_0 as fast_vec_dot_nvfp4_q8_0,
+};
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
 /// chunk size), so small tensors are not split into tiny tasks.
@@ -231,8 +237,8 @@ pub fn quantize_into(
         DType::IQ4_XS => q!(BlockIq4Xs, quantize_iq4_xs),
         DType::TQ1_0 => q!(BlockTq1_0, quantize_tq1_0),
         DType::TQ2_0 => q!(BlockTq2_0, quantize_tq2_0),
-        DType::MXFP4 => q!(BlockMxfp4, quantize_mxfp4),
-        DType::NVFP4 => q!(BlockNvfp4, quantize_nvfp4),
+        DType::MXFP4 => q!(BlockMxfp4, fast_quantize_mxfp4),
+        DType::NVFP4 => q!(BlockNvfp4, fast_quantize_nvfp4),
         DType::IQ2_XXS
         | DType::IQ2_XS
         | DType::IQ2_S
@@ -349,8 +355,8 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         DType::IQ4_XS => dq!(BlockIq4Xs, fast_dequantize_row_iq4_xs),
         DType::TQ1_0 => dq!(BlockTq1_0, dequantize_row_tq1_0),
         DType::TQ2_0 => dq!(BlockTq2_0, dequantize_row_tq2_0),
-        DType::MXFP4 => dq!(BlockMxfp4, dequantize_row_mxfp4),
-        DType::NVFP4 => dq!(BlockNvfp4, dequantize_row_nvfp4),
+        DType::MXFP4 => dq!(BlockMxfp4, fast_dequantize_row_mxfp4),
+        DType::NVFP4 => dq!(BlockNvfp4, fast_dequantize_row_nvfp4),
         DType::IQ2_XXS => dq!(BlockIq2Xxs, dequantize_row_iq2_xxs),
         DType::IQ2_XS => dq!(BlockIq2Xs, dequantize_row_iq2_xs),
         DType::IQ2_S => dq!(BlockIq2S, dequantize_row_iq2_s),
@@ -425,8 +431,8 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
         DType::IQ4_XS => dot_raw!(BlockIq4Xs, fast_vec_dot_iq4_xs_q8_k),
         DType::TQ1_0 => dot_raw!(BlockTq1_0, vec_dot_tq1_0_q8_k),
         DType::TQ2_0 => dot_raw!(BlockTq2_0, vec_dot_tq2_0_q8_k),
-        DType::MXFP4 => dot_raw!(BlockMxfp4, vec_dot_mxfp4_q8_0),
-        DType::NVFP4 => dot_raw!(BlockNvfp4, vec_dot_nvfp4_q8_0),
+        DType::MXFP4 => dot_raw!(BlockMxfp4, fast_vec_dot_mxfp4_q8_0),
+        DType::NVFP4 => dot_raw!(BlockNvfp4, fast_vec_dot_nvfp4_q8_0),
         _ => Err(QuantError::Unsupported {
             dtype,
             what: "vec_dot",

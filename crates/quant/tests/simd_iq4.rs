@@ -18,8 +18,8 @@ use crate::simd::{Shifted, check_dequant, levels};
 const Q8_0_BYTES: usize = 34;
 const Q8_K_BYTES: usize = 292;
 
-type DotAt<B> = fn(Level, &[B], &[u8]) -> Result<f32, QuantError>;
-type Dot<B> = fn(&[B], &[u8]) -> Result<f32, QuantError>;
+pub(crate) type DotAt<B> = fn(Level, &[B], &[u8]) -> Result<f32, QuantError>;
+pub(crate) type Dot<B> = fn(&[B], &[u8]) -> Result<f32, QuantError>;
 
 fn nl_blocks(bytes: &[u8]) -> Vec<BlockIq4Nl> {
     bytes
@@ -42,7 +42,7 @@ fn xs_blocks(bytes: &[u8]) -> Vec<BlockIq4Xs> {
 /// The dot in f64 from each block's exact i64 integer sum and its scale (the
 /// scalar code's f32 scale product, which may overflow where an f64 one
 /// would not), and its magnitude `sum |scale| * sum |v * q|`.
-fn exact_dot(terms: &[(f64, i64, i64)]) -> (f64, f64) {
+pub(crate) fn exact_dot(terms: &[(f64, i64, i64)]) -> (f64, f64) {
     let want = terms.iter().map(|&(d, s, _)| d * s as f64).sum();
     let mag = terms.iter().map(|&(d, _, a)| d.abs() * a as f64).sum();
     (want, mag)
@@ -109,7 +109,7 @@ fn xs_terms(x: &[BlockIq4Xs], y: &[u8]) -> Vec<(f64, i64, i64)> {
 /// scalar one against the exact f64 dot, so that a wrong integer sum in
 /// both would be caught too.
 #[allow(clippy::too_many_arguments)]
-fn check_dot<B: Copy + Zeroable>(
+pub(crate) fn check_dot<B: Copy + Zeroable>(
     name: &str,
     x: &[B],
     y: &[u8],
@@ -174,7 +174,7 @@ fn xs_dot(name: &str, x: &[BlockIq4Xs], y: &[u8], exact: bool) -> Result<(), Tes
 }
 
 /// Raw `block_q8_0` bytes with scale `d` and quants `qs` (32 per block).
-fn q8_0_raw(d: f16, qs: &[i8]) -> Vec<u8> {
+pub(crate) fn q8_0_raw(d: f16, qs: &[i8]) -> Vec<u8> {
     let mut out = vec![];
     for c in qs.chunks_exact(32) {
         out.extend_from_slice(&d.to_bits().to_le_bytes());
@@ -197,7 +197,7 @@ fn q8_k_raw(d: f32, qs: &[i8]) -> Vec<u8> {
 
 // ------------------------------------------------------------------- inputs
 
-fn value() -> impl Strategy<Value = f32> {
+pub(crate) fn value() -> impl Strategy<Value = f32> {
     prop_oneof![
         6 => -1.0f32..1.0,
         3 => -65504.0f32..65504.0,
@@ -208,15 +208,15 @@ fn value() -> impl Strategy<Value = f32> {
 }
 
 /// A row of `1..=max_blocks` blocks of `block` values.
-fn row(block: usize, max_blocks: usize) -> impl Strategy<Value = Vec<f32>> {
+pub(crate) fn row(block: usize, max_blocks: usize) -> impl Strategy<Value = Vec<f32>> {
     (1..=max_blocks).prop_flat_map(move |nb| proptest::collection::vec(value(), nb * block))
 }
 
-fn extreme_i8() -> impl Strategy<Value = i8> {
+pub(crate) fn extreme_i8() -> impl Strategy<Value = i8> {
     prop_oneof![3 => any::<i8>(), 1 => Just(i8::MIN), 1 => Just(i8::MAX)]
 }
 
-fn extreme_u8() -> impl Strategy<Value = u8> {
+pub(crate) fn extreme_u8() -> impl Strategy<Value = u8> {
     prop_oneof![3 => any::<u8>(), 1 => Just(0xFF), 1 => Just(0x00), 1 => Just(0x80)]
 }
 

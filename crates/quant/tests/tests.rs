@@ -7,4 +7,5 @@ mod kquants;
 mod legacy;
 mod simd;
 mod simd_float;
+mod simd_fp4;
 mod simd_iq4;

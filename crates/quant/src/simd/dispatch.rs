@@ -72,10 +72,18 @@ fn avx512(level: Level) -> bool {
 
 // ------------------------------------------------------------- dequantizers
 
+/// A dequantizer's entry points: the AVX2 kernel `$avx2` (by default
+/// `x86::$name`) when the lengths fit, else the scalar one.
 macro_rules! dequantizer {
     (
         $(#[$doc:meta])*
         $name:ident / $at:ident = $imp:ident, $block:ty, $qk:expr, $scalar:path
+    ) => {
+        dequantizer! { $(#[$doc])* $name / $at = $imp, $block, $qk, x86::$name, $scalar }
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $qk:expr, $avx2:path, $scalar:path
     ) => {
         entry_points! {
             $(#[$doc])*
@@ -87,7 +95,7 @@ macro_rules! dequantizer {
             if avx2(level) && x.len().checked_mul($qk) == Some(y.len()) {
                 // SAFETY: `level` is capped at `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
-                unsafe { x86::$name(x, y) };
+                unsafe { $avx2(x, y) };
                 return Ok(());
             }
             let _ = level;
@@ -141,56 +149,41 @@ dequantizer! {
     BlockQ6K, kquants::QK_K, kquants::dequantize_row_q6_k
 }
 
-macro_rules! dequantizer_autovec {
-    (
-        $(#[$doc:meta])*
-        $name:ident / $at:ident = $imp:ident, $block:ty, $avx2:path, $scalar:path
-    ) => {
-        entry_points! {
-            $(#[$doc])*
-            fn $name / $at = $imp(x: &[$block], y: &mut [f32]) -> ()
-        }
-
-        fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
-            #[cfg(target_arch = "x86_64")]
-            if avx2(level) && x.len().checked_mul(kquants::QK_K) == Some(y.len()) {
-                // SAFETY: `level` is capped at `supported()`, and
-                // `supported() >= Avx2` means the CPU has AVX2.
-                unsafe { $avx2(x, y) };
-                return Ok(());
-            }
-            let _ = level;
-            $scalar(x, y)
-        }
-    };
-}
-
-dequantizer_autovec! {
+dequantizer! {
     /// [`kquants::dequantize_row_q2_k`], bit-identical: the scalar code
     /// compiled a second time for AVX2 (no FMA), run where available.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
     dequantize_row_q2_k / dequantize_row_q2_k_at = dequantize_q2_k_impl,
-    BlockQ2K, kquants::dequantize_row_q2_k_avx2, kquants::dequantize_row_q2_k
+    BlockQ2K, kquants::QK_K, kquants::dequantize_row_q2_k_avx2, kquants::dequantize_row_q2_k
 }
 
-dequantizer_autovec! {
+dequantizer! {
     /// [`kquants::dequantize_row_q3_k`], bit-identical: the scalar code
     /// compiled a second time for AVX2 (no FMA), run where available.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
     dequantize_row_q3_k / dequantize_row_q3_k_at = dequantize_q3_k_impl,
-    BlockQ3K, kquants::dequantize_row_q3_k_avx2, kquants::dequantize_row_q3_k
+    BlockQ3K, kquants::QK_K, kquants::dequantize_row_q3_k_avx2, kquants::dequantize_row_q3_k
 }
 
 // --------------------------------------------------------------- quantizers
 
+/// A row quantizer's entry points: the AVX2 kernel `$avx2` (by default
+/// `x86::$name`) on finite rows of whole blocks, else the scalar one (which
+/// reports the error).
 macro_rules! quantizer {
     (
         $(#[$doc:meta])*
         $name:ident / $at:ident = $imp:ident, $block:ty, $qk:expr, $scalar:path
+    ) => {
+        quantizer! { $(#[$doc])* $name / $at = $imp, $block, $qk, x86::$name, $scalar }
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $qk:expr, $avx2:path, $scalar:path
     ) => {
         entry_points! {
             $(#[$doc])*
@@ -204,7 +197,7 @@ macro_rules! quantizer {
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
                 if unsafe { x86::all_finite(x) } {
                     // SAFETY: as above; the values are finite, as the kernel needs.
-                    unsafe { x86::$name(x, y) };
+                    unsafe { $avx2(x, y) };
                     return Ok(());
                 }
             }
@@ -595,10 +588,22 @@ float_kernel! {
 
 // ------------------------------------------ dot products with a raw partner
 
+/// A dot product with a raw-bytes partner: the AVX2 kernel `$avx2` (by
+/// default `x86::$name`) when the lengths fit, else the scalar one; `vnni`
+/// as for [`dot!`].
 macro_rules! dot_raw {
     (
         $(#[$doc:meta])*
         $name:ident / $at:ident = $imp:ident, $bx:ty, $ybytes:expr, $scalar:path $(, $vnni:ident)?
+    ) => {
+        dot_raw! {
+            $(#[$doc])* $name / $at = $imp, $bx, $ybytes, x86::$name, $scalar $(, $vnni)?
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $bx:ty, $ybytes:expr, $avx2:path, $scalar:path
+        $(, $vnni:ident)?
     ) => {
         entry_points! {
             $(#[$doc])*
@@ -619,7 +624,7 @@ macro_rules! dot_raw {
                 )?
                 // SAFETY: `level` is capped at `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
-                return Ok(unsafe { x86::$name(x, y) });
+                return Ok(unsafe { $avx2(x, y) });
             }
             let _ = level;
             $scalar(x, y)
@@ -668,4 +673,132 @@ dequantizer! {
     /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
     dequantize_row_iq4_xs / dequantize_row_iq4_xs_at = dequantize_iq4_xs_impl,
     BlockIq4Xs, kquants::QK_K, iquants::dequantize_row_iq4_xs
+}
+
+// --------------------------------------------------------- MXFP4 and NVFP4
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_fp4;
+use crate::iquants::{BlockMxfp4, BlockNvfp4};
+
+dot_raw! {
+    /// [`iquants::vec_dot_mxfp4_q8_0`] (`y` the raw bytes of `block_q8_0`s),
+    /// SIMD where available: exact block integer sums and the scalar code's
+    /// block scales, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 34 * x.len()`.
+    vec_dot_mxfp4_q8_0 / vec_dot_mxfp4_q8_0_at = vec_dot_mxfp4_q8_0_impl,
+    BlockMxfp4, iquants::Q8_0_BYTES, x86_fp4::vec_dot_mxfp4_q8_0, iquants::vec_dot_mxfp4_q8_0
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_nvfp4_q8_0`] (`y` the raw bytes of two
+    /// `block_q8_0`s per NVFP4 block), SIMD where available: exact sub-block
+    /// integer sums and the scalar code's sub-block scales, f32 accumulation
+    /// in another order (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 68 * x.len()`.
+    vec_dot_nvfp4_q8_0 / vec_dot_nvfp4_q8_0_at = vec_dot_nvfp4_q8_0_impl,
+    BlockNvfp4, 2 * iquants::Q8_0_BYTES, x86_fp4::vec_dot_nvfp4_q8_0, iquants::vec_dot_nvfp4_q8_0
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_mxfp4`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 32 * x.len()`.
+    dequantize_row_mxfp4 / dequantize_row_mxfp4_at = dequantize_mxfp4_impl,
+    BlockMxfp4, 32, x86_fp4::dequantize_row_mxfp4, iquants::dequantize_row_mxfp4
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_nvfp4`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 64 * x.len()`.
+    dequantize_row_nvfp4 / dequantize_row_nvfp4_at = dequantize_nvfp4_impl,
+    BlockNvfp4, 64, x86_fp4::dequantize_row_nvfp4, iquants::dequantize_row_nvfp4
+}
+
+quantizer! {
+    /// [`iquants::quantize_row_mxfp4_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_mxfp4 / quantize_row_mxfp4_at = quantize_row_mxfp4_impl,
+    BlockMxfp4, 32, x86_fp4::quantize_row_mxfp4, iquants::quantize_row_mxfp4_ref
+}
+
+quantizer! {
+    /// [`iquants::quantize_row_nvfp4_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_nvfp4 / quantize_row_nvfp4_at = quantize_row_nvfp4_impl,
+    BlockNvfp4, 64, x86_fp4::quantize_row_nvfp4, iquants::quantize_row_nvfp4_ref
+}
+
+/// [`iquants::quantize_mxfp4`] (rows of `n_per_row`; the importance weights
+/// are checked and ignored, as in ggml) at [`level`], byte-identical.
+///
+/// # Errors
+/// As [`iquants::quantize_mxfp4`].
+pub fn quantize_mxfp4(
+    src: &[f32],
+    dst: &mut [BlockMxfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_mxfp4_at(level(), src, dst, n_per_row, imatrix)
+}
+
+/// [`quantize_mxfp4`] at `level`, capped at what this CPU [`supported`]s
+/// ([`Level::Scalar`] runs the scalar reference).
+///
+/// # Errors
+/// As [`iquants::quantize_mxfp4`].
+pub fn quantize_mxfp4_at(
+    level: Level,
+    src: &[f32],
+    dst: &mut [BlockMxfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_mxfp4_at(level.min(supported()), src, dst, n_per_row, imatrix)
+}
+
+/// [`iquants::quantize_nvfp4`] (rows of `n_per_row`; the importance weights
+/// are checked and ignored, as in ggml) at [`level`], byte-identical.
+///
+/// # Errors
+/// As [`iquants::quantize_nvfp4`].
+pub fn quantize_nvfp4(
+    src: &[f32],
+    dst: &mut [BlockNvfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_nvfp4_at(level(), src, dst, n_per_row, imatrix)
+}
+
+/// [`quantize_nvfp4`] at `level`, capped at what this CPU [`supported`]s
+/// ([`Level::Scalar`] runs the scalar reference).
+///
+/// # Errors
+/// As [`iquants::quantize_nvfp4`].
+pub fn quantize_nvfp4_at(
+    level: Level,
+    src: &[f32],
+    dst: &mut [BlockNvfp4],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    iquants::quantize_nvfp4_at(level.min(supported()), src, dst, n_per_row, imatrix)
 }

@@ -103,7 +103,7 @@ fn load_i16x16(b: &[i16; 16]) -> __m256i {
 /// Loads eight `f32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_f32x8(x: &[f32; 8]) -> __m256 {
+pub(super) fn load_f32x8(x: &[f32; 8]) -> __m256 {
     // SAFETY: `x` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_ps(x.as_ptr()) }
 }
@@ -111,7 +111,7 @@ fn load_f32x8(x: &[f32; 8]) -> __m256 {
 /// Stores eight `f32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_f32x8(out: &mut [f32; 8], v: __m256) {
+pub(super) fn store_f32x8(out: &mut [f32; 8], v: __m256) {
     // SAFETY: `out` is 32 writable bytes and `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
 }
@@ -188,7 +188,7 @@ fn hsum_f32x4(r: __m128) -> f32 {
 /// Horizontal signed maximum of eight `i32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hmax_i32x8(v: __m256i) -> i32 {
+pub(super) fn hmax_i32x8(v: __m256i) -> i32 {
     let m = _mm_max_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
     let m = _mm_max_epi32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
@@ -198,7 +198,7 @@ fn hmax_i32x8(v: __m256i) -> i32 {
 /// Bits of `|x|` as `i32` (monotonic in `|x|` for non-NaN values).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn abs_bits(x: __m256) -> __m256i {
+pub(super) fn abs_bits(x: __m256) -> __m256i {
     _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x7fff_ffff))
 }
 
@@ -206,7 +206,7 @@ fn abs_bits(x: __m256) -> __m256i {
 /// converted to f32 (exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn i8x32_to_f32(v: __m256i) -> [__m256; 4] {
+pub(super) fn i8x32_to_f32(v: __m256i) -> [__m256; 4] {
     let lo = _mm256_castsi256_si128(v);
     let hi = _mm256_extracti128_si256::<1>(v);
     [
@@ -220,7 +220,7 @@ fn i8x32_to_f32(v: __m256i) -> [__m256; 4] {
 /// Writes `q * d` for 32 quants (as f32) into `out`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_scaled(out: &mut [f32; 32], q: [__m256; 4], d: __m256) {
+pub(super) fn store_scaled(out: &mut [f32; 32], q: [__m256; 4], d: __m256) {
     for (o, q) in out.as_chunks_mut::<8>().0.iter_mut().zip(q) {
         store_f32x8(o, _mm256_mul_ps(q, d));
     }
@@ -239,7 +239,7 @@ fn store_scaled_offset(out: &mut [f32; 32], q: [__m256; 4], d: __m256, m: __m256
 /// one vector: C's store of an `int` into an `int8_t`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn low_bytes(i0: __m256i, i1: __m256i, i2: __m256i, i3: __m256i) -> __m256i {
+pub(super) fn low_bytes(i0: __m256i, i1: __m256i, i2: __m256i, i3: __m256i) -> __m256i {
     let ff = _mm256_set1_epi32(0xff);
     // Values 0..=255 pass both unsigned-saturating packs unchanged.
     let a = _mm256_packus_epi32(_mm256_and_si256(i0, ff), _mm256_and_si256(i1, ff));
@@ -620,7 +620,7 @@ fn hsum_i32x8(v: __m256i) -> i32 {
 /// A block of 32 floats as four vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_block(xb: &[f32; 32]) -> [__m256; 4] {
+pub(super) fn load_block(xb: &[f32; 32]) -> [__m256; 4] {
     let (v, _) = xb.as_chunks::<8>();
     [
         load_f32x8(&v[0]),
@@ -1425,7 +1425,7 @@ pub(super) fn iq4_values_x32(table: __m256i, qs: &[u8; 16]) -> __m256i {
 /// `y = -128`.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn iq4_pairs(v: __m256i, y: __m256i) -> __m256i {
+pub(super) fn iq4_pairs(v: __m256i, y: __m256i) -> __m256i {
     _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(v, y))
 }
 
