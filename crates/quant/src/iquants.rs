@@ -69,7 +69,7 @@ pub(crate) const Q8_K_BYTES: usize = 292;
 /// code computes for an out-of-range or NaN value), so that adversarial
 /// inputs cannot panic.
 #[inline]
-fn nearest_int(fval: f32) -> i32 {
+pub(crate) fn nearest_int(fval: f32) -> i32 {
     if fval.abs() <= 4_194_303.0 {
         common::nearest_int(fval)
     } else {
@@ -81,7 +81,7 @@ fn nearest_int(fval: f32) -> i32 {
 
 /// Checks the arguments of a row-wise quantizer (`quantize_<type>(src, dst,
 /// nrow, n_per_row, imatrix)` in ggml) and returns the number of rows.
-fn check_quantize(
+pub(crate) fn check_quantize(
     dtype: DType,
     block: usize,
     src: &[f32],
@@ -143,7 +143,12 @@ fn check_quantize(
 
 /// Checks a `quantize_row_<type>_ref(x, y)` call: `x` whole blocks, `y` one
 /// block per 'block' elements.
-fn check_ref(dtype: DType, block: usize, x: &[f32], y_len: usize) -> Result<(), QuantError> {
+pub(crate) fn check_ref(
+    dtype: DType,
+    block: usize,
+    x: &[f32],
+    y_len: usize,
+) -> Result<(), QuantError> {
     if !x.len().is_multiple_of(block) {
         return Err(QuantError::RowNotBlockMultiple {
             dtype,
