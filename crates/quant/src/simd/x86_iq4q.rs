@@ -112,15 +112,17 @@ fn nearest(a: __m256) -> (__m256i, __m256) {
     let c3 = not_below(a, _mm256_permutevar8x32_ps(l3, _mm256_srli_epi32::<2>(i2)));
     let i3 = _mm256_or_si256(i2, _mm256_and_si256(c3, _mm256_set1_epi32(2)));
     let l4 = table8([T[0], T[2], T[4], T[6], T[8], T[10], T[12], T[14]]);
-    let c4 = not_below(a, _mm256_permutevar8x32_ps(l4, _mm256_srli_epi32::<1>(i3)));
+    let i4 = _mm256_srli_epi32::<1>(i3);
+    let c4 = not_below(a, _mm256_permutevar8x32_ps(l4, i4));
     // A true mask is -1: subtracting it adds 1.
     let idx = _mm256_sub_epi32(i3, c4);
-    let vlo = table8([V[0], V[1], V[2], V[3], V[4], V[5], V[6], V[7]]);
-    let vhi = table8([V[8], V[9], V[10], V[11], V[12], V[13], V[14], V[15]]);
+    // `v[i3]` or `v[i3 + 1]`, looked up with the index of `T[i3]`.
+    let veven = table8([V[0], V[2], V[4], V[6], V[8], V[10], V[12], V[14]]);
+    let vodd = table8([V[1], V[3], V[5], V[7], V[9], V[11], V[13], V[15]]);
     let q = _mm256_blendv_ps(
-        _mm256_permutevar8x32_ps(vlo, idx),
-        _mm256_permutevar8x32_ps(vhi, idx),
-        _mm256_castsi256_ps(c1),
+        _mm256_permutevar8x32_ps(veven, i4),
+        _mm256_permutevar8x32_ps(vodd, i4),
+        _mm256_castsi256_ps(c4),
     );
     (idx, q)
 }
