@@ -85,46 +85,121 @@ fn table8(t: [f32; 8]) -> __m256 {
     _mm256_setr_ps(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7])
 }
 
-/// `!(a < t)` per lane, as an all-ones / all-zeros mask (true for NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn not_below(a: __m256, t: __m256) -> __m256i {
-    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_NLT_UQ>(a, t))
+/// Where the search path `(c1, c2, c3)` (the first three comparisons)
+/// lands in the eight-entry tables below: the lanes' all-ones / all-zeros
+/// masks combine as `((c2 & 3) ^ c1) ^ (c3 & 1)`, whose low three bits (all
+/// that `vpermps` reads) differ for each path.
+const fn pos(c1: bool, c2: bool, c3: bool) -> usize {
+    let mut p = 0;
+    if c2 {
+        p ^= 3;
+    }
+    if c1 {
+        p ^= 7;
+    }
+    if c3 {
+        p ^= 1;
+    }
+    p & 7
 }
 
-/// ggml's `best_index_int8(16, kvalues_iq4nl, a)` per lane, and the codebook
-/// value at that index, as f32: a four-level binary search over [`T`].
+/// Builds an eight-entry table: entry `pos(c1, c2, c3)` is
+/// `f(8 c1 + 4 c2 + 2 c3)`, the index the path has reached.
+const fn path_table(f: [f32; 16], off: usize, c3_matters: bool) -> [f32; 8] {
+    let mut t = [0.0f32; 8];
+    let mut b = 0;
+    while b < 8 {
+        let (c1, c2, c3) = (b & 4 != 0, b & 2 != 0, b & 1 != 0);
+        let i = 8 * (c1 as usize) + 4 * (c2 as usize) + 2 * (c3 as usize);
+        if c3_matters || !c3 {
+            t[pos(c1, c2, c3)] = f[i + off];
+        }
+        b += 1;
+    }
+    t
+}
+
+/// `T` padded to sixteen entries.
+const T16: [f32; 16] = {
+    let mut t = [0.0f32; 16];
+    let mut k = 0;
+    while k < 15 {
+        t[k] = T[k];
+        k += 1;
+    }
+    t
+};
+/// The third comparison's thresholds, `T[8 c1 + 4 c2 + 1]`.
+const L3: [f32; 8] = path_table(T16, 1, false);
+/// The fourth comparison's thresholds, `T[8 c1 + 4 c2 + 2 c3]`.
+const L4: [f32; 8] = path_table(T16, 0, true);
+/// The codebook value if the fourth comparison fails, `v[8 c1 + 4 c2 + 2 c3]`...
+const VE: [f32; 8] = path_table(V, 0, true);
+/// ... and if it holds, `v[8 c1 + 4 c2 + 2 c3 + 1]`.
+const VO: [f32; 8] = path_table(V, 1, true);
+/// `8 c1 + 4 c2 + 2 c3`, the index before the fourth comparison.
+const I3: [i32; 8] = {
+    let mut t = [0i32; 8];
+    let mut b = 0;
+    while b < 8 {
+        let (c1, c2, c3) = (b & 4 != 0, b & 2 != 0, b & 1 != 0);
+        t[pos(c1, c2, c3)] = 8 * (c1 as i32) + 4 * (c2 as i32) + 2 * (c3 as i32);
+        b += 1;
+    }
+    t
+};
+
+/// The four-level binary search over [`T`] for ggml's
+/// `best_index_int8(16, kvalues_iq4nl, a)` per lane: the position of the
+/// path after three comparisons (see [`pos`]) and the fourth comparison's
+/// mask.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn search(a: __m256) -> (__m256i, __m256) {
+    let c1 = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_set1_ps(T[7]));
+    let t2 = _mm256_blendv_ps(_mm256_set1_ps(T[3]), _mm256_set1_ps(T[11]), c1);
+    let c2 = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, t2);
+    let p2 = _mm256_castps_si256(_mm256_xor_ps(
+        _mm256_and_ps(c2, _mm256_castsi256_ps(_mm256_set1_epi32(3))),
+        c1,
+    ));
+    let c3 = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_permutevar8x32_ps(table8(L3), p2));
+    let p3 = _mm256_xor_si256(
+        p2,
+        _mm256_castps_si256(_mm256_and_ps(c3, _mm256_castsi256_ps(_mm256_set1_epi32(1)))),
+    );
+    let c4 = _mm256_cmp_ps::<_CMP_NLT_UQ>(a, _mm256_permutevar8x32_ps(table8(L4), p3));
+    (p3, c4)
+}
+
+/// The codebook value at ggml's `best_index_int8(16, kvalues_iq4nl, a)`,
+/// per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nearest_value(a: __m256) -> __m256 {
+    let (p3, c4) = search(a);
+    _mm256_blendv_ps(
+        _mm256_permutevar8x32_ps(table8(VE), p3),
+        _mm256_permutevar8x32_ps(table8(VO), p3),
+        c4,
+    )
+}
+
+/// ggml's `best_index_int8(16, kvalues_iq4nl, a)` per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn nearest_index(a: __m256) -> __m256i {
+    let (p3, c4) = search(a);
+    let i3 = _mm256_setr_epi32(I3[0], I3[1], I3[2], I3[3], I3[4], I3[5], I3[6], I3[7]);
+    // A true mask is -1: subtracting it adds 1.
+    _mm256_sub_epi32(_mm256_permutevar8x32_epi32(i3, p3), _mm256_castps_si256(c4))
+}
+
+/// [`nearest_index`] and [`nearest_value`] of the same lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn nearest(a: __m256) -> (__m256i, __m256) {
-    let c1 = not_below(a, _mm256_set1_ps(T[7]));
-    let t2 = _mm256_blendv_ps(
-        _mm256_set1_ps(T[3]),
-        _mm256_set1_ps(T[11]),
-        _mm256_castsi256_ps(c1),
-    );
-    let c2 = not_below(a, t2);
-    let i2 = _mm256_or_si256(
-        _mm256_and_si256(c1, _mm256_set1_epi32(8)),
-        _mm256_and_si256(c2, _mm256_set1_epi32(4)),
-    );
-    let l3 = table8([T[1], T[5], T[9], T[13], T[13], T[13], T[13], T[13]]);
-    let c3 = not_below(a, _mm256_permutevar8x32_ps(l3, _mm256_srli_epi32::<2>(i2)));
-    let i3 = _mm256_or_si256(i2, _mm256_and_si256(c3, _mm256_set1_epi32(2)));
-    let l4 = table8([T[0], T[2], T[4], T[6], T[8], T[10], T[12], T[14]]);
-    let i4 = _mm256_srli_epi32::<1>(i3);
-    let c4 = not_below(a, _mm256_permutevar8x32_ps(l4, i4));
-    // A true mask is -1: subtracting it adds 1.
-    let idx = _mm256_sub_epi32(i3, c4);
-    // `v[i3]` or `v[i3 + 1]`, looked up with the index of `T[i3]`.
-    let veven = table8([V[0], V[2], V[4], V[6], V[8], V[10], V[12], V[14]]);
-    let vodd = table8([V[1], V[3], V[5], V[7], V[9], V[11], V[13], V[15]]);
-    let q = _mm256_blendv_ps(
-        _mm256_permutevar8x32_ps(veven, i4),
-        _mm256_permutevar8x32_ps(vodd, i4),
-        _mm256_castsi256_ps(c4),
-    );
-    (idx, q)
+    (nearest_index(a), nearest_value(a))
 }
 
 /// Loads eight `f32` from `x[i..i + 8]`.
@@ -169,7 +244,7 @@ fn group_indices(id: f32, x: &[f32; 32]) -> [u8; 16] {
     let idv = _mm256_set1_ps(id);
     let mut idx = [_mm256_setzero_si256(); 4];
     for k in 0..4 {
-        idx[k] = nearest(_mm256_mul_ps(idv, load8(x, 8 * k))).0;
+        idx[k] = nearest_index(_mm256_mul_ps(idv, load8(x, 8 * k)));
     }
     pack_nibbles(idx)
 }
@@ -252,8 +327,8 @@ fn search_group(x: &[f32; 32], w: &[f32; 32], max: f32) -> f32 {
     for j in 0..32 {
         let xj = _mm256_set1_ps(x[j]);
         let wj = _mm256_set1_ps(w[j]);
-        let (_, qa) = nearest(_mm256_mul_ps(id_a, xj));
-        let (_, qb) = nearest(_mm256_mul_ps(id_b, xj));
+        let qa = nearest_value(_mm256_mul_ps(id_a, xj));
+        let qb = nearest_value(_mm256_mul_ps(id_b, xj));
         let wqa = _mm256_mul_ps(wj, qa);
         let wqb = _mm256_mul_ps(wj, qb);
         sqx_a = _mm256_add_ps(sqx_a, _mm256_mul_ps(wqa, xj));
