@@ -17,17 +17,22 @@
 //! same scalar arithmetic; `sigma2` for eight groups runs as eight
 //! interleaved chains, each in ggml's order.
 //!
-//! The nearest-entry search ([`nearest`]) is branch-free: for the codebook
+//! The nearest-entry search ([`search`]) is branch-free: for the codebook
 //! `v`, ggml's `best_index_int8(a)` equals the number of `k` in `0..15` with
 //! `!(a < T[k])`, `T[k] = (v[k] + v[k+1]) / 2` (exact: these are integers or
 //! halves). Proof: inside `(v[k], v[k+1])` ggml picks `k + 1` iff
-//! `!(a - v[k] < v[k+1] - a)`. Within 1 of `T[k]` (where `|a| >= 3.5` and
-//! both differences are below 13 < 2|a|) the two subtractions are exact, so
+//! `!(a - v[k] < v[k+1] - a)`. Within 1/2 of `T[k]` both subtractions are
+//! exact (`a - v` with `v` an integer is a multiple of `a`'s ulp, and here
+//! `|a - v| <= 12.5` stays below `2^(e+1)` for `2^e <= |a|`: `|a| >= 4`,
+//! and `|a - v| <= 6.5` for the two thresholds below 8 in magnitude), so
 //! the test is `a >= T[k]`; farther away the exact difference of the two
-//! sides exceeds 2 while each rounding error is below 2^-19. Below `v[0]`
+//! sides exceeds 1 while each rounding error is below 2^-20. Below `v[0]`
 //! (0) and above `v[15]` (15) the count agrees, and a NaN, for which every
-//! ggml comparison is false, gives 15 in both. The unit test below checks
-//! the equality around every threshold, ulp by ulp.
+//! ggml comparison is false, gives 15 in both. The count is a four-level
+//! binary search over `T`, whose comparison masks index the next level's
+//! table directly (see [`pos`]). The unit tests check the count against
+//! ggml's search ulp by ulp around every threshold, and the vector search
+//! against it lane by lane.
 //!
 //! The reference path without the search (`quantize_row_iq4_nl_ref`, what
 //! llama.cpp's `test-quantize-perf` times) maps each group's 32 values in
