@@ -70,7 +70,7 @@ pub(crate) const Q8_K_BYTES: usize = 292;
 /// code computes for an out-of-range or NaN value), so that adversarial
 /// inputs cannot panic.
 #[inline]
-fn nearest_int(fval: f32) -> i32 {
+pub(crate) fn nearest_int(fval: f32) -> i32 {
     if fval.abs() <= 4_194_303.0 {
         common::nearest_int(fval)
     } else {
@@ -82,7 +82,7 @@ fn nearest_int(fval: f32) -> i32 {
 
 /// Checks the arguments of a row-wise quantizer (`quantize_<type>(src, dst,
 /// nrow, n_per_row, imatrix)` in ggml) and returns the number of rows.
-fn check_quantize(
+pub(crate) fn check_quantize(
     dtype: DType,
     block: usize,
     src: &[f32],
@@ -144,7 +144,12 @@ fn check_quantize(
 
 /// Checks a `quantize_row_<type>_ref(x, y)` call: `x` whole blocks, `y` one
 /// block per 'block' elements.
-fn check_ref(dtype: DType, block: usize, x: &[f32], y_len: usize) -> Result<(), QuantError> {
+pub(crate) fn check_ref(
+    dtype: DType,
+    block: usize,
+    x: &[f32],
+    y_len: usize,
+) -> Result<(), QuantError> {
     if !x.len().is_multiple_of(block) {
         return Err(QuantError::RowNotBlockMultiple {
             dtype,
@@ -219,7 +224,18 @@ fn check_finite(x: &[f32]) -> Result<(), QuantError> {
 }
 
 fn check_importance(w: &[f32]) -> Result<(), QuantError> {
-    match w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
+    const EXP: u32 = 0x7f80_0000;
+    // Branch-free per chunk (it vectorizes), the position only on a hit: a
+    // `position` over the whole row cost as much as a fifth of an AVX2
+    // IQ4_NL quantization.
+    let bad = |v: &f32| u32::from(v.to_bits() & EXP == EXP) | u32::from(*v < 0.0);
+    let first = w.chunks(64).enumerate().find_map(|(c, chunk)| {
+        if chunk.iter().fold(0u32, |acc, v| acc | bad(v)) == 0 {
+            return None;
+        }
+        chunk.iter().position(|v| bad(v) != 0).map(|i| c * 64 + i)
+    });
+    match first {
         Some(index) => Err(QuantError::InvalidImportance {
             index,
             value: w[index],

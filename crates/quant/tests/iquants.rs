@@ -60,7 +60,7 @@ fn first_byte_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 type QuantizeFn<B> = fn(&[f32], &mut [B], usize, Option<&[f32]>) -> Result<(), QuantError>;
 type DequantizeFn<B> = fn(&[B], &mut [f32]) -> Result<(), QuantError>;
 
-fn check_ggml_reference<B: Pod>(
+pub(crate) fn check_ggml_reference<B: Pod>(
     name: &str,
     block: usize,
     quantize: QuantizeFn<B>,

@@ -9,3 +9,4 @@ mod simd;
 mod simd_float;
 mod simd_fp4;
 mod simd_iq4;
+mod simd_iq4q;

@@ -802,3 +802,154 @@ pub fn quantize_nvfp4_at(
 ) -> Result<(), QuantError> {
     iquants::quantize_nvfp4_at(level.min(supported()), src, dst, n_per_row, imatrix)
 }
+
+// ------------------------------------------------- IQ4_NL / IQ4_XS quantizers
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_iq4q;
+
+entry_points! {
+    /// [`iquants::quantize_iq4_nl`] (what `llama-quantize` runs),
+    /// byte-identical, SIMD where available: AVX2 runs each group's sixteen
+    /// scale-search passes side by side, one per lane, with the scalar
+    /// operations.
+    ///
+    /// # Errors
+    /// As [`iquants::quantize_iq4_nl`]; `dst` is not written then.
+    fn quantize_iq4_nl / quantize_iq4_nl_at = quantize_iq4_nl_impl(
+        src: &[f32],
+        dst: &mut [BlockIq4Nl],
+        n_per_row: usize,
+        imatrix: Option<&[f32]>
+    ) -> ()
+}
+
+fn quantize_iq4_nl_impl(
+    level: Level,
+    src: &[f32],
+    dst: &mut [BlockIq4Nl],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) {
+        iquants::check_quantize(
+            weightkit_core::DType::IQ4_NL,
+            32,
+            src,
+            dst.len(),
+            n_per_row,
+            imatrix,
+        )?;
+        // SAFETY: `level` is capped at `supported()`, and `supported() >=
+        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
+        // are checked above.
+        unsafe { x86_iq4q::quantize_iq4_nl(src, dst, n_per_row, imatrix) };
+        return Ok(());
+    }
+    let _ = level;
+    iquants::quantize_iq4_nl(src, dst, n_per_row, imatrix)
+}
+
+entry_points! {
+    /// [`iquants::quantize_iq4_xs`] (what `llama-quantize` runs),
+    /// byte-identical, SIMD where available (as [`quantize_iq4_nl`]).
+    ///
+    /// # Errors
+    /// As [`iquants::quantize_iq4_xs`]; `dst` is not written then.
+    fn quantize_iq4_xs / quantize_iq4_xs_at = quantize_iq4_xs_impl(
+        src: &[f32],
+        dst: &mut [BlockIq4Xs],
+        n_per_row: usize,
+        imatrix: Option<&[f32]>
+    ) -> ()
+}
+
+fn quantize_iq4_xs_impl(
+    level: Level,
+    src: &[f32],
+    dst: &mut [BlockIq4Xs],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) {
+        iquants::check_quantize(
+            weightkit_core::DType::IQ4_XS,
+            kquants::QK_K,
+            src,
+            dst.len(),
+            n_per_row,
+            imatrix,
+        )?;
+        // SAFETY: `level` is capped at `supported()`, and `supported() >=
+        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
+        // are checked above.
+        unsafe { x86_iq4q::quantize_iq4_xs(src, dst, n_per_row, imatrix) };
+        return Ok(());
+    }
+    let _ = level;
+    iquants::quantize_iq4_xs(src, dst, n_per_row, imatrix)
+}
+
+entry_points! {
+    /// [`iquants::quantize_row_iq4_nl_ref`] (ggml's reference without the
+    /// scale search, what llama.cpp's `test-quantize-perf` times),
+    /// byte-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// As [`iquants::quantize_row_iq4_nl_ref`]; `y` is not written then.
+    fn quantize_row_iq4_nl_ref / quantize_row_iq4_nl_ref_at = quantize_row_iq4_nl_ref_impl(
+        x: &[f32],
+        y: &mut [BlockIq4Nl]
+    ) -> ()
+}
+
+fn quantize_row_iq4_nl_ref_impl(
+    level: Level,
+    x: &[f32],
+    y: &mut [BlockIq4Nl],
+) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) {
+        iquants::check_ref(weightkit_core::DType::IQ4_NL, 32, x, y.len())?;
+        // SAFETY: `level` is capped at `supported()`, and `supported() >=
+        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
+        // are checked above.
+        unsafe { x86_iq4q::quantize_row_iq4_nl_ref(x, y) };
+        return Ok(());
+    }
+    let _ = level;
+    iquants::quantize_row_iq4_nl_ref(x, y)
+}
+
+entry_points! {
+    /// [`iquants::quantize_row_iq4_xs_ref`] (the same bytes as
+    /// [`quantize_iq4_xs`] of one row without importance), byte-identical,
+    /// SIMD where available.
+    ///
+    /// # Errors
+    /// As [`iquants::quantize_row_iq4_xs_ref`]; `y` is not written then.
+    fn quantize_row_iq4_xs_ref / quantize_row_iq4_xs_ref_at = quantize_row_iq4_xs_ref_impl(
+        x: &[f32],
+        y: &mut [BlockIq4Xs]
+    ) -> ()
+}
+
+fn quantize_row_iq4_xs_ref_impl(
+    level: Level,
+    x: &[f32],
+    y: &mut [BlockIq4Xs],
+) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) {
+        iquants::check_ref(weightkit_core::DType::IQ4_XS, kquants::QK_K, x, y.len())?;
+        // SAFETY: `level` is capped at `supported()`, and `supported() >=
+        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
+        // are checked above.
+        unsafe { x86_iq4q::quantize_iq4_xs(x, y, x.len(), None) };
+        return Ok(());
+    }
+    let _ = level;
+    iquants::quantize_row_iq4_xs_ref(x, y)
+}
