@@ -176,7 +176,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|---|");
     for dtype in types {
         let mut q = vec![0u8; row_size(dtype, n)?];
-        let tq = mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?;
+        // test-quantize-perf's `quantize_row_q_reference` is ggml's
+        // `from_float_ref`: for every type the reference path
+        // `quantize_into` takes without importance, except IQ4_NL, whose
+        // `quantize_row_iq4_nl_ref` searches one pass per group (`ntry = -1`)
+        // where `quantize_iq4_nl` (llama-quantize's) searches 17.
+        let tq = if dtype == DType::IQ4_NL {
+            let mut b: Vec<BlockIq4Nl> = vec![bytemuck::Zeroable::zeroed(); n / 32];
+            mean_secs(budget, || d::quantize_row_iq4_nl_ref(black_box(&x), &mut b))?
+        } else {
+            mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?
+        };
         let tw = mean_secs(budget, || {
             quantize_into(dtype, &x, n, Some(&imatrix), &mut q)
         })?;
