@@ -37,12 +37,12 @@ mod iq4;
 mod iqgrid;
 mod ternary;
 
+pub(crate) use fp4::mxfp4_exponent;
 pub use fp4::{
     BlockMxfp4, BlockNvfp4, dequantize_row_mxfp4, dequantize_row_nvfp4, e8m0_to_fp32_half,
     fp32_to_ue4m3, quantize_mxfp4, quantize_nvfp4, quantize_row_mxfp4_ref, quantize_row_nvfp4_ref,
     ue4m3_to_fp32, vec_dot_mxfp4_q8_0, vec_dot_nvfp4_q8_0,
 };
-pub(crate) use fp4::{mxfp4_exponent, quantize_mxfp4_at, quantize_nvfp4_at};
 pub use iq4::{
     BlockIq4Nl, BlockIq4Xs, dequantize_row_iq4_nl, dequantize_row_iq4_xs, quantize_iq4_nl,
     quantize_iq4_xs, quantize_row_iq4_nl_ref, quantize_row_iq4_xs_ref, vec_dot_iq4_nl_q8_0,

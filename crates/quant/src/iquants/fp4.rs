@@ -7,7 +7,6 @@ use weightkit_core::DType;
 use super::grids::KVALUES_MXFP4;
 use super::{Q8_0, Q8_0_BYTES, check_dequantize, check_partner, check_quantize, check_ref};
 use crate::QuantError;
-use crate::simd::{Level, dispatch};
 
 /// ggml's `QK_MXFP4`.
 const QK_MXFP4: usize = 32;
@@ -226,32 +225,6 @@ pub fn quantize_nvfp4(
 ) -> Result<(), QuantError> {
     check_quantize(DType::NVFP4, QK_NVFP4, src, dst.len(), n_per_row, imatrix)?;
     quantize_row_nvfp4_ref(src, dst)
-}
-
-/// [`quantize_mxfp4`] with the rows quantized at `level` (the same checks
-/// and errors, the same bytes).
-pub(crate) fn quantize_mxfp4_at(
-    level: Level,
-    src: &[f32],
-    dst: &mut [BlockMxfp4],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    check_quantize(DType::MXFP4, QK_MXFP4, src, dst.len(), n_per_row, imatrix)?;
-    dispatch::quantize_row_mxfp4_at(level, src, dst)
-}
-
-/// [`quantize_nvfp4`] with the rows quantized at `level` (the same checks
-/// and errors, the same bytes).
-pub(crate) fn quantize_nvfp4_at(
-    level: Level,
-    src: &[f32],
-    dst: &mut [BlockNvfp4],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    check_quantize(DType::NVFP4, QK_NVFP4, src, dst.len(), n_per_row, imatrix)?;
-    dispatch::quantize_row_nvfp4_at(level, src, dst)
 }
 
 /// ggml's `dequantize_row_mxfp4`: `y` must hold `32 * x.len()` values.

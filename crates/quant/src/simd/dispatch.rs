@@ -745,62 +745,75 @@ quantizer! {
     BlockNvfp4, 64, x86_fp4::quantize_row_nvfp4, iquants::quantize_row_nvfp4_ref
 }
 
-/// [`iquants::quantize_mxfp4`] (rows of `n_per_row`; the importance weights
-/// are checked and ignored, as in ggml) at [`level`], byte-identical.
-///
-/// # Errors
-/// As [`iquants::quantize_mxfp4`].
-pub fn quantize_mxfp4(
-    src: &[f32],
-    dst: &mut [BlockMxfp4],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    iquants::quantize_mxfp4_at(level(), src, dst, n_per_row, imatrix)
+/// A matrix quantizer `(src, dst, n_per_row, imatrix)`: at AVX2 and above
+/// the scalar function's checks (lengths, finite values, importance), then
+/// the kernel `$avx2`, which may assume them; else the scalar function. The
+/// same errors either way, and `dst` is not written on error.
+macro_rules! matrix_quantizer {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $dtype:ident, $qk:expr, $avx2:path,
+        $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(
+                src: &[f32],
+                dst: &mut [$block],
+                n_per_row: usize,
+                imatrix: Option<&[f32]>
+            ) -> ()
+        }
+
+        fn $imp(
+            level: Level,
+            src: &[f32],
+            dst: &mut [$block],
+            n_per_row: usize,
+            imatrix: Option<&[f32]>,
+        ) -> Result<(), QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) {
+                iquants::check_quantize(
+                    weightkit_core::DType::$dtype,
+                    $qk,
+                    src,
+                    dst.len(),
+                    n_per_row,
+                    imatrix,
+                )?;
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C;
+                // the lengths and values are checked above.
+                unsafe { $avx2(src, dst, n_per_row, imatrix) };
+                return Ok(());
+            }
+            let _ = level;
+            $scalar(src, dst, n_per_row, imatrix)
+        }
+    };
 }
 
-/// [`quantize_mxfp4`] at `level`, capped at what this CPU [`supported`]s
-/// ([`Level::Scalar`] runs the scalar reference).
-///
-/// # Errors
-/// As [`iquants::quantize_mxfp4`].
-pub fn quantize_mxfp4_at(
-    level: Level,
-    src: &[f32],
-    dst: &mut [BlockMxfp4],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    iquants::quantize_mxfp4_at(level.min(supported()), src, dst, n_per_row, imatrix)
+matrix_quantizer! {
+    /// [`iquants::quantize_mxfp4`] (rows of `n_per_row`; the importance
+    /// weights are checked and ignored, as in ggml), byte-identical, SIMD
+    /// where available.
+    ///
+    /// # Errors
+    /// As [`iquants::quantize_mxfp4`]; `dst` is not written then.
+    quantize_mxfp4 / quantize_mxfp4_at = quantize_mxfp4_impl,
+    BlockMxfp4, MXFP4, 32, x86_fp4::quantize_mxfp4, iquants::quantize_mxfp4
 }
 
-/// [`iquants::quantize_nvfp4`] (rows of `n_per_row`; the importance weights
-/// are checked and ignored, as in ggml) at [`level`], byte-identical.
-///
-/// # Errors
-/// As [`iquants::quantize_nvfp4`].
-pub fn quantize_nvfp4(
-    src: &[f32],
-    dst: &mut [BlockNvfp4],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    iquants::quantize_nvfp4_at(level(), src, dst, n_per_row, imatrix)
-}
-
-/// [`quantize_nvfp4`] at `level`, capped at what this CPU [`supported`]s
-/// ([`Level::Scalar`] runs the scalar reference).
-///
-/// # Errors
-/// As [`iquants::quantize_nvfp4`].
-pub fn quantize_nvfp4_at(
-    level: Level,
-    src: &[f32],
-    dst: &mut [BlockNvfp4],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    iquants::quantize_nvfp4_at(level.min(supported()), src, dst, n_per_row, imatrix)
+matrix_quantizer! {
+    /// [`iquants::quantize_nvfp4`] (rows of `n_per_row`; the importance
+    /// weights are checked and ignored, as in ggml), byte-identical, SIMD
+    /// where available.
+    ///
+    /// # Errors
+    /// As [`iquants::quantize_nvfp4`]; `dst` is not written then.
+    quantize_nvfp4 / quantize_nvfp4_at = quantize_nvfp4_impl,
+    BlockNvfp4, NVFP4, 64, x86_fp4::quantize_nvfp4, iquants::quantize_nvfp4
 }
 
 // ------------------------------------------------- IQ4_NL / IQ4_XS quantizers
@@ -808,7 +821,7 @@ pub fn quantize_nvfp4_at(
 #[cfg(target_arch = "x86_64")]
 use super::x86_iq4q;
 
-entry_points! {
+matrix_quantizer! {
     /// [`iquants::quantize_iq4_nl`] (what `llama-quantize` runs),
     /// byte-identical, SIMD where available: AVX2 runs each group's sixteen
     /// scale-search passes side by side, one per lane, with the scalar
@@ -816,140 +829,38 @@ entry_points! {
     ///
     /// # Errors
     /// As [`iquants::quantize_iq4_nl`]; `dst` is not written then.
-    fn quantize_iq4_nl / quantize_iq4_nl_at = quantize_iq4_nl_impl(
-        src: &[f32],
-        dst: &mut [BlockIq4Nl],
-        n_per_row: usize,
-        imatrix: Option<&[f32]>
-    ) -> ()
+    quantize_iq4_nl / quantize_iq4_nl_at = quantize_iq4_nl_impl,
+    BlockIq4Nl, IQ4_NL, 32, x86_iq4q::quantize_iq4_nl, iquants::quantize_iq4_nl
 }
 
-fn quantize_iq4_nl_impl(
-    level: Level,
-    src: &[f32],
-    dst: &mut [BlockIq4Nl],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    #[cfg(target_arch = "x86_64")]
-    if avx2(level) {
-        iquants::check_quantize(
-            weightkit_core::DType::IQ4_NL,
-            32,
-            src,
-            dst.len(),
-            n_per_row,
-            imatrix,
-        )?;
-        // SAFETY: `level` is capped at `supported()`, and `supported() >=
-        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
-        // are checked above.
-        unsafe { x86_iq4q::quantize_iq4_nl(src, dst, n_per_row, imatrix) };
-        return Ok(());
-    }
-    let _ = level;
-    iquants::quantize_iq4_nl(src, dst, n_per_row, imatrix)
-}
-
-entry_points! {
+matrix_quantizer! {
     /// [`iquants::quantize_iq4_xs`] (what `llama-quantize` runs),
     /// byte-identical, SIMD where available (as [`quantize_iq4_nl`]).
     ///
     /// # Errors
     /// As [`iquants::quantize_iq4_xs`]; `dst` is not written then.
-    fn quantize_iq4_xs / quantize_iq4_xs_at = quantize_iq4_xs_impl(
-        src: &[f32],
-        dst: &mut [BlockIq4Xs],
-        n_per_row: usize,
-        imatrix: Option<&[f32]>
-    ) -> ()
+    quantize_iq4_xs / quantize_iq4_xs_at = quantize_iq4_xs_impl,
+    BlockIq4Xs, IQ4_XS, kquants::QK_K, x86_iq4q::quantize_iq4_xs, iquants::quantize_iq4_xs
 }
 
-fn quantize_iq4_xs_impl(
-    level: Level,
-    src: &[f32],
-    dst: &mut [BlockIq4Xs],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-) -> Result<(), QuantError> {
-    #[cfg(target_arch = "x86_64")]
-    if avx2(level) {
-        iquants::check_quantize(
-            weightkit_core::DType::IQ4_XS,
-            kquants::QK_K,
-            src,
-            dst.len(),
-            n_per_row,
-            imatrix,
-        )?;
-        // SAFETY: `level` is capped at `supported()`, and `supported() >=
-        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
-        // are checked above.
-        unsafe { x86_iq4q::quantize_iq4_xs(src, dst, n_per_row, imatrix) };
-        return Ok(());
-    }
-    let _ = level;
-    iquants::quantize_iq4_xs(src, dst, n_per_row, imatrix)
-}
-
-entry_points! {
+quantizer! {
     /// [`iquants::quantize_row_iq4_nl_ref`] (ggml's reference without the
     /// scale search, what llama.cpp's `test-quantize-perf` times),
     /// byte-identical, SIMD where available.
     ///
     /// # Errors
     /// As [`iquants::quantize_row_iq4_nl_ref`]; `y` is not written then.
-    fn quantize_row_iq4_nl_ref / quantize_row_iq4_nl_ref_at = quantize_row_iq4_nl_ref_impl(
-        x: &[f32],
-        y: &mut [BlockIq4Nl]
-    ) -> ()
+    quantize_row_iq4_nl_ref / quantize_row_iq4_nl_ref_at = quantize_row_iq4_nl_ref_impl,
+    BlockIq4Nl, 32, x86_iq4q::quantize_row_iq4_nl_ref, iquants::quantize_row_iq4_nl_ref
 }
 
-fn quantize_row_iq4_nl_ref_impl(
-    level: Level,
-    x: &[f32],
-    y: &mut [BlockIq4Nl],
-) -> Result<(), QuantError> {
-    #[cfg(target_arch = "x86_64")]
-    if avx2(level) {
-        iquants::check_ref(weightkit_core::DType::IQ4_NL, 32, x, y.len())?;
-        // SAFETY: `level` is capped at `supported()`, and `supported() >=
-        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
-        // are checked above.
-        unsafe { x86_iq4q::quantize_row_iq4_nl_ref(x, y) };
-        return Ok(());
-    }
-    let _ = level;
-    iquants::quantize_row_iq4_nl_ref(x, y)
-}
-
-entry_points! {
+quantizer! {
     /// [`iquants::quantize_row_iq4_xs_ref`] (the same bytes as
     /// [`quantize_iq4_xs`] of one row without importance), byte-identical,
     /// SIMD where available.
     ///
     /// # Errors
     /// As [`iquants::quantize_row_iq4_xs_ref`]; `y` is not written then.
-    fn quantize_row_iq4_xs_ref / quantize_row_iq4_xs_ref_at = quantize_row_iq4_xs_ref_impl(
-        x: &[f32],
-        y: &mut [BlockIq4Xs]
-    ) -> ()
-}
-
-fn quantize_row_iq4_xs_ref_impl(
-    level: Level,
-    x: &[f32],
-    y: &mut [BlockIq4Xs],
-) -> Result<(), QuantError> {
-    #[cfg(target_arch = "x86_64")]
-    if avx2(level) {
-        iquants::check_ref(weightkit_core::DType::IQ4_XS, kquants::QK_K, x, y.len())?;
-        // SAFETY: `level` is capped at `supported()`, and `supported() >=
-        // Avx2` means the CPU has AVX2, FMA and F16C; the lengths and values
-        // are checked above.
-        unsafe { x86_iq4q::quantize_iq4_xs(x, y, x.len(), None) };
-        return Ok(());
-    }
-    let _ = level;
-    iquants::quantize_row_iq4_xs_ref(x, y)
+    quantize_row_iq4_xs_ref / quantize_row_iq4_xs_ref_at = quantize_row_iq4_xs_ref_impl,
+    BlockIq4Xs, kquants::QK_K, x86_iq4q::quantize_row_iq4_xs_ref, iquants::quantize_row_iq4_xs_ref
 }

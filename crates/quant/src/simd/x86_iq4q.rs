@@ -519,6 +519,13 @@ fn xs_block(x: &[f32; QK_K], qw: Option<&[f32]>, sigma2: f32) -> BlockIq4Xs {
     blk
 }
 
+/// ggml's `quantize_row_iq4_xs_ref`: [`quantize_iq4_xs`] of `x` as one row
+/// without importance. Expectations as [`quantize_iq4_xs`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn quantize_row_iq4_xs_ref(x: &[f32], y: &mut [BlockIq4Xs]) {
+    quantize_iq4_xs(x, y, x.len(), None);
+}
+
 /// ggml's `quantize_row_iq4_nl_ref` (`ntry = -1`: the first pass only, its
 /// indices kept; a group below `GROUP_MAX_EPS` keeps the previous group's
 /// indices, as ggml's scratch `L`). Expects `y` to hold `x.len() / 32`
