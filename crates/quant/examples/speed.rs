@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
-use weightkit_quant::iquants::{BlockIq4Nl, BlockIq4Xs};
+use weightkit_quant::iquants::{BlockIq4Nl, BlockIq4Xs, BlockTq1_0, BlockTq2_0};
 use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use weightkit_quant::simd::dispatch as d;
@@ -58,6 +58,8 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
         DType::Q6_K => time!(BlockQ6K, BlockQ8K, d::vec_dot_q6_k_q8_k),
         DType::IQ4_NL => time!(BlockIq4Nl, u8, d::vec_dot_iq4_nl_q8_0),
         DType::IQ4_XS => time!(BlockIq4Xs, u8, d::vec_dot_iq4_xs_q8_k),
+        DType::TQ1_0 => time!(BlockTq1_0, u8, d::vec_dot_tq1_0_q8_k),
+        DType::TQ2_0 => time!(BlockTq2_0, u8, d::vec_dot_tq2_0_q8_k),
         _ => mean_secs(budget, || {
             vec_dot(dtype, black_box(q), black_box(p)).map(|r| {
                 black_box(r);

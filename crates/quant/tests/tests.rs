@@ -7,3 +7,4 @@ mod kquants;
 mod legacy;
 mod simd;
 mod simd_iq4;
+mod simd_tern;

@@ -528,3 +528,107 @@ dequantizer! {
     dequantize_row_iq4_xs / dequantize_row_iq4_xs_at = dequantize_iq4_xs_impl,
     BlockIq4Xs, kquants::QK_K, iquants::dequantize_row_iq4_xs
 }
+
+// ------------------------------------------------ ternary (TQ1_0, TQ2_0)
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_tern;
+use crate::iquants::{BlockTq1_0, BlockTq2_0};
+
+entry_points! {
+    /// [`iquants::vec_dot_tq1_0_q8_k`] (`y` the raw bytes of `block_q8_K`s),
+    /// SIMD where available: exact block integer sums (the `bsums` are not
+    /// read, as in the scalar code), f32 accumulation in another order
+    /// (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    fn vec_dot_tq1_0_q8_k / vec_dot_tq1_0_q8_k_at = vec_dot_tq1_0_q8_k_impl(
+        x: &[BlockTq1_0],
+        y: &[u8]
+    ) -> f32
+}
+
+fn vec_dot_tq1_0_q8_k_impl(level: Level, x: &[BlockTq1_0], y: &[u8]) -> Result<f32, QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) && x.len().checked_mul(iquants::Q8_K_BYTES) == Some(y.len()) {
+        // SAFETY: `level` is capped at `supported()`, and
+        // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+        return Ok(unsafe { x86_tern::vec_dot_tq1_0_q8_k(x, y) });
+    }
+    let _ = level;
+    iquants::vec_dot_tq1_0_q8_k(x, y)
+}
+
+entry_points! {
+    /// [`iquants::vec_dot_tq2_0_q8_k`] (`y` the raw bytes of `block_q8_K`s),
+    /// SIMD where available: exact block integer sums (the `bsums` are not
+    /// read, as in the scalar code), f32 accumulation in another order
+    /// (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    fn vec_dot_tq2_0_q8_k / vec_dot_tq2_0_q8_k_at = vec_dot_tq2_0_q8_k_impl(
+        x: &[BlockTq2_0],
+        y: &[u8]
+    ) -> f32
+}
+
+fn vec_dot_tq2_0_q8_k_impl(level: Level, x: &[BlockTq2_0], y: &[u8]) -> Result<f32, QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) && x.len().checked_mul(iquants::Q8_K_BYTES) == Some(y.len()) {
+        // SAFETY: `level` is capped at `supported()`, and
+        // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+        return Ok(unsafe { x86_tern::vec_dot_tq2_0_q8_k(x, y) });
+    }
+    let _ = level;
+    iquants::vec_dot_tq2_0_q8_k(x, y)
+}
+
+entry_points! {
+    /// [`iquants::dequantize_row_tq1_0`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    fn dequantize_row_tq1_0 / dequantize_row_tq1_0_at = dequantize_tq1_0_impl(
+        x: &[BlockTq1_0],
+        y: &mut [f32]
+    ) -> ()
+}
+
+fn dequantize_tq1_0_impl(level: Level, x: &[BlockTq1_0], y: &mut [f32]) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) && x.len().checked_mul(kquants::QK_K) == Some(y.len()) {
+        // SAFETY: `level` is capped at `supported()`, and
+        // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+        unsafe { x86_tern::dequantize_row_tq1_0(x, y) };
+        return Ok(());
+    }
+    let _ = level;
+    iquants::dequantize_row_tq1_0(x, y)
+}
+
+entry_points! {
+    /// [`iquants::dequantize_row_tq2_0`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    fn dequantize_row_tq2_0 / dequantize_row_tq2_0_at = dequantize_tq2_0_impl(
+        x: &[BlockTq2_0],
+        y: &mut [f32]
+    ) -> ()
+}
+
+fn dequantize_tq2_0_impl(level: Level, x: &[BlockTq2_0], y: &mut [f32]) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(level) && x.len().checked_mul(kquants::QK_K) == Some(y.len()) {
+        // SAFETY: `level` is capped at `supported()`, and
+        // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+        unsafe { x86_tern::dequantize_row_tq2_0(x, y) };
+        return Ok(());
+    }
+    let _ = level;
+    iquants::dequantize_row_tq2_0(x, y)
+}

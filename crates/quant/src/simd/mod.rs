@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub mod dispatch;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_tern;
 
 /// An instruction-set level, in increasing order of capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -63,7 +63,7 @@ use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 /// Loads 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_u8x32(b: &[u8; 32]) -> __m256i {
+pub(super) fn load_u8x32(b: &[u8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
@@ -79,7 +79,7 @@ fn load_i8x32(b: &[i8; 32]) -> __m256i {
 /// Loads 16 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_u8x16(b: &[u8; 16]) -> __m128i {
+pub(super) fn load_u8x16(b: &[u8; 16]) -> __m128i {
     // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
@@ -111,7 +111,7 @@ fn load_f32x8(x: &[f32; 8]) -> __m256 {
 /// Stores eight `f32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn store_f32x8(out: &mut [f32; 8], v: __m256) {
+pub(super) fn store_f32x8(out: &mut [f32; 8], v: __m256) {
     // SAFETY: `out` is 32 writable bytes and `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
 }
@@ -141,7 +141,7 @@ fn h2f_x8(h: f16) -> __m256 {
 /// Every f16 bit pattern's f32 value (exact), ggml's `ggml_table_f32_f16`:
 /// the legacy dot products read their two per-block scales here, two loads
 /// in place of two vector conversions, as llama.cpp's x86 build does.
-fn f16_table() -> &'static [f32; 1 << 16] {
+pub(super) fn f16_table() -> &'static [f32; 1 << 16] {
     static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = Box::new([0f32; 1 << 16]);
@@ -155,7 +155,7 @@ fn f16_table() -> &'static [f32; 1 << 16] {
 /// `h` as f32 through [`f16_table`] (exact; no bounds check, as every `u16`
 /// indexes the table).
 #[inline(always)]
-fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
+pub(super) fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
     table[usize::from(h.to_bits())]
 }
 
@@ -171,7 +171,7 @@ fn f2h(x: f32) -> f16 {
 /// Horizontal sum of eight floats (llama.cpp's `hsum_float_8` order).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_f32x8(x: __m256) -> f32 {
+pub(super) fn hsum_f32x8(x: __m256) -> f32 {
     let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
     hsum_f32x4(r)
 }
