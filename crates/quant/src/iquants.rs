@@ -81,7 +81,7 @@ fn nearest_int(fval: f32) -> i32 {
 
 /// Checks the arguments of a row-wise quantizer (`quantize_<type>(src, dst,
 /// nrow, n_per_row, imatrix)` in ggml) and returns the number of rows.
-fn check_quantize(
+pub(crate) fn check_quantize(
     dtype: DType,
     block: usize,
     src: &[f32],

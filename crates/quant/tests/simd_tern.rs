@@ -226,14 +226,67 @@ fn extreme_u8() -> impl Strategy<Value = u8> {
     ]
 }
 
-/// `x` quantized to both types by the scalar reference quantizers and `y`
-/// to Q8_K (consistent `bsums`), all checked.
-fn quantized_rows(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
+/// Every level's quantizers (row and `quantize_tq*` forms, also from an
+/// unaligned copy) against the scalar references, byte for byte.
+fn check_quantizers(x: &[f32]) -> Result<(Vec<BlockTq1_0>, Vec<BlockTq2_0>), TestCaseError> {
     let n = x.len();
     let mut t1 = vec![BlockTq1_0::zeroed(); n / QK_K];
     iquants::quantize_row_tq1_0_ref(x, &mut t1).unwrap();
     let mut t2 = vec![BlockTq2_0::zeroed(); n / QK_K];
     iquants::quantize_row_tq2_0_ref(x, &mut t2).unwrap();
+    let b1: &[u8] = bytemuck::cast_slice(&t1);
+    let b2: &[u8] = bytemuck::cast_slice(&t2);
+    let xs = Shifted::new(x);
+    let w = vec![1.0f32; n];
+    for level in levels() {
+        for x in [x, xs.get()] {
+            let mut g1 = vec![BlockTq1_0::zeroed(); n / QK_K];
+            dispatch::quantize_row_tq1_0_at(level, x, &mut g1).unwrap();
+            prop_assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&g1),
+                b1,
+                "tq1_0 at {:?}",
+                level
+            );
+            let mut g2 = vec![BlockTq2_0::zeroed(); n / QK_K];
+            dispatch::quantize_row_tq2_0_at(level, x, &mut g2).unwrap();
+            prop_assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&g2),
+                b2,
+                "tq2_0 at {:?}",
+                level
+            );
+            for imatrix in [None, Some(&w[..])] {
+                let mut g1 = vec![BlockTq1_0::zeroed(); n / QK_K];
+                dispatch::quantize_tq1_0_at(level, x, &mut g1, QK_K, imatrix.map(|w| &w[..QK_K]))
+                    .unwrap();
+                prop_assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&g1),
+                    b1,
+                    "tq1_0 rows at {:?}",
+                    level
+                );
+                let mut g2 = vec![BlockTq2_0::zeroed(); n / QK_K];
+                dispatch::quantize_tq2_0_at(level, x, &mut g2, QK_K, imatrix.map(|w| &w[..QK_K]))
+                    .unwrap();
+                prop_assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&g2),
+                    b2,
+                    "tq2_0 rows at {:?}",
+                    level
+                );
+            }
+        }
+    }
+    Ok((t1, t2))
+}
+
+/// `x` quantized to both types (every level's quantizer checked against
+/// the scalar reference) and `y` to Q8_K (consistent `bsums`), then the
+/// dequantizers and dots checked.
+fn quantized_rows(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
+    let n = x.len();
+    let (t1, t2) = check_quantizers(x)?;
     tq1_dequant("tq1_0", &t1)?;
     tq2_dequant("tq2_0", &t2)?;
     let mut yk = vec![BlockQ8K::zeroed(); n / QK_K];
@@ -361,6 +414,70 @@ fn tern_long_and_adversarial_rows_match_scalar() {
     }
 }
 
+/// Blocks whose TQ1_0 bytes take every base-3 value 0..=242 (each value's
+/// trits as `t - 1` at unit scale), and rows of exact halves of the block
+/// maximum (`lroundf` rounds them away from zero), of subnormals (`1 /
+/// amax` overflows) and of signed zeros.
+#[test]
+fn tern_quantizer_corner_rows() {
+    let nb = 8;
+    let mut x = vec![0f32; nb * QK_K];
+    for (b, x) in x.chunks_exact_mut(QK_K).enumerate() {
+        // Part 1: byte m from values m + 32 n, the first trit most
+        // significant.
+        for m in 0..32 {
+            let q = (32 * b + m) % 243;
+            for n in 0..5 {
+                let t = q / 3usize.pow(4 - n as u32) % 3;
+                x[m + 32 * n] = t as f32 - 1.0;
+            }
+        }
+        x[160] = 1.0;
+    }
+    check_quantizers(&x).unwrap();
+    let halves: Vec<f32> = (0..2 * QK_K)
+        .map(|i| [0.5f32, -0.5, 1.0, -1.0, 0.25, -0.75, 0.4999999, -0.5000001][i % 8])
+        .collect();
+    let scaled: Vec<f32> = halves.iter().map(|v| v * 3.0e-3).collect();
+    let sub: Vec<f32> = (0..2 * QK_K)
+        .map(|i| f32::from_bits(i as u32 % 7) * if i % 3 == 0 { -1.0 } else { 1.0 })
+        .collect();
+    let zeros: Vec<f32> = (0..QK_K)
+        .map(|i| if i % 2 == 0 { 0.0 } else { -0.0 })
+        .collect();
+    let max: Vec<f32> = (0..QK_K)
+        .map(|i| f32::MAX / 2.0 * ((i % 5) as f32 - 2.0))
+        .collect();
+    for (name, x) in [
+        ("halves", halves),
+        ("scaled halves", scaled),
+        ("subnormal", sub),
+        ("zeros", zeros),
+        ("max", max),
+    ] {
+        check_quantizers(&x).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    // A non-finite value: the scalar error at every level, nothing written.
+    let mut bad = vec![0.5f32; QK_K];
+    bad[77] = f32::NAN;
+    for level in levels() {
+        let mut g = vec![BlockTq1_0::zeroed(); 1];
+        assert!(matches!(
+            dispatch::quantize_row_tq1_0_at(level, &bad, &mut g),
+            Err(QuantError::NonFiniteInput { index: 77, .. })
+        ));
+        assert_eq!(g, vec![BlockTq1_0::zeroed(); 1]);
+        assert!(matches!(
+            dispatch::quantize_tq2_0_at(level, &bad, &mut [BlockTq2_0::zeroed(); 1], QK_K, None),
+            Err(QuantError::NonFiniteInput { index: 77, .. })
+        ));
+        assert_eq!(
+            dispatch::quantize_tq2_0_at(level, &bad[..100], &mut [], 100, None),
+            iquants::quantize_tq2_0(&bad[..100], &mut [], 100, None)
+        );
+    }
+}
+
 /// Wrong lengths give the scalar function's typed error at every level, and
 /// the default-level entry points and the byte-level API agree.
 #[test]
@@ -446,4 +563,23 @@ fn tern_errors_match_scalar_at_every_level() {
         }
         assert_eq!(crate::simd::bits(&a), crate::simd::bits(&b), "{dtype:?}");
     }
+}
+
+/// gguf-py's TQ1_0/TQ2_0 bytes and floats (`testdata/gguf/`) from the
+/// AVX2 quantizers and dequantizers (the scalar ones where the CPU has no
+/// AVX2).
+#[test]
+fn tern_simd_matches_gguf_py() {
+    crate::iquants::check_gguf_quantized::<BlockTq1_0>(
+        "TQ1_0",
+        QK_K,
+        |x, y| dispatch::quantize_row_tq1_0_at(Level::Avx2, x, y),
+        |x, y| dispatch::dequantize_row_tq1_0_at(Level::Avx2, x, y),
+    );
+    crate::iquants::check_gguf_quantized::<BlockTq2_0>(
+        "TQ2_0",
+        QK_K,
+        |x, y| dispatch::quantize_row_tq2_0_at(Level::Avx2, x, y),
+        |x, y| dispatch::dequantize_row_tq2_0_at(Level::Avx2, x, y),
+    );
 }

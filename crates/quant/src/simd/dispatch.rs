@@ -632,3 +632,99 @@ fn dequantize_tq2_0_impl(level: Level, x: &[BlockTq2_0], y: &mut [f32]) -> Resul
     let _ = level;
     iquants::dequantize_row_tq2_0(x, y)
 }
+
+macro_rules! tern_quantizer {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $scalar:path;
+        $(#[$qdoc:meta])*
+        $q:ident / $qat:ident = $qimp:ident, $dtype:expr
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(x: &[f32], y: &mut [$block]) -> ()
+        }
+
+        fn $imp(level: Level, x: &[f32], y: &mut [$block]) -> Result<(), QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level)
+                && x.len().is_multiple_of(kquants::QK_K)
+                && y.len() == x.len() / kquants::QK_K
+            {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+                if unsafe { x86::all_finite(x) } {
+                    // SAFETY: as above; the values are finite, as the kernel needs.
+                    unsafe { x86_tern::$name(x, y) };
+                    return Ok(());
+                }
+            }
+            let _ = level;
+            $scalar(x, y)
+        }
+
+        entry_points! {
+            $(#[$qdoc])*
+            fn $q / $qat = $qimp(
+                src: &[f32],
+                dst: &mut [$block],
+                n_per_row: usize,
+                imatrix: Option<&[f32]>
+            ) -> ()
+        }
+
+        fn $qimp(
+            level: Level,
+            src: &[f32],
+            dst: &mut [$block],
+            n_per_row: usize,
+            imatrix: Option<&[f32]>,
+        ) -> Result<(), QuantError> {
+            iquants::check_quantize($dtype, kquants::QK_K, src, dst.len(), n_per_row, imatrix)?;
+            // `src` is finite, whole blocks, one per `dst` block (checked).
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C;
+                // the values are finite, as the kernel needs.
+                unsafe { x86_tern::$name(src, dst) };
+                return Ok(());
+            }
+            $scalar(src, dst)
+        }
+    };
+}
+
+tern_quantizer! {
+    /// [`iquants::quantize_row_tq1_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_tq1_0 / quantize_row_tq1_0_at = quantize_row_tq1_0_impl,
+    BlockTq1_0, iquants::quantize_row_tq1_0_ref;
+    /// [`iquants::quantize_tq1_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored), byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_tq1_0 / quantize_tq1_0_at = quantize_tq1_0_impl, weightkit_core::DType::TQ1_0
+}
+
+tern_quantizer! {
+    /// [`iquants::quantize_row_tq2_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_tq2_0 / quantize_row_tq2_0_at = quantize_row_tq2_0_impl,
+    BlockTq2_0, iquants::quantize_row_tq2_0_ref;
+    /// [`iquants::quantize_tq2_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored), byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_tq2_0 / quantize_tq2_0_at = quantize_tq2_0_impl, weightkit_core::DType::TQ2_0
+}

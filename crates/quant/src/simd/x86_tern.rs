@@ -23,6 +23,19 @@
 //!   `s * d` (s in -1..=2) are computed once with the scalar code's f32
 //!   multiply, and each output picks its product with `vpermps`.
 //!
+//! * Quantizers reproduce the scalar reference bytes: the block maximum
+//!   `amax` of `|x|`, its f16 by F16C (round to nearest even, as the scalar
+//!   conversion), `id = 1 / amax` (or 0), and each code `lroundf(x id) + 1`
+//!   from the same f32 product `x * id`: `|x id|` is at most `amax * id`,
+//!   below 1.5, so `lroundf` is 1 for `p >= 0.5`, -1 for `p <= -0.5` and 0
+//!   between (two compares). An `id` that overflowed to infinity (subnormal
+//!   `amax`) makes every product infinite or NaN, which the scalar code's
+//!   `lroundf` turns into `LONG_MIN`, code 1: the kernels use a NaN `id`
+//!   then, for which both compares fail. TQ1_0 packs the codes base 3 in
+//!   bytes (wrapping as the scalar `uint8_t`, never reached since codes are
+//!   at most 2) and rounds `q * 256 / 243` up in 16-bit lanes with a
+//!   multiply-high checked against the scalar formula for every `q`.
+//!
 //! TQ1_0's trits are the leading base-3 digits of a byte `q` read as a
 //! fraction of 256: digit `n` is `(3 v) >> 8` with `v = q 3^n mod 256`, that
 //! is 0 for `v < 86`, 1 for `86 <= v < 171` and 2 above. The kernels keep
@@ -32,7 +45,9 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16_table, h2f_t, hsum_f32x8, load_u8x16, load_u8x32, store_f32x8};
+use super::x86::{
+    f2h, f16_table, h2f_t, hsum_f32x8, load_f32x8, load_u8x16, load_u8x32, store_f32x8,
+};
 use crate::iquants::{BlockTq1_0, BlockTq2_0, Q8_K_BYTES};
 use crate::kquants::QK_K;
 
@@ -291,6 +306,185 @@ pub(crate) unsafe fn dequantize_row_tq2_0(x: &[BlockTq2_0], y: &mut [f32]) {
                     let c = _mm256_srlv_epi32(c, shift);
                     store_f32x8(o, _mm256_permutevar8x32_ps(table, c));
                 }
+            }
+        }
+    }
+}
+
+// --------------------------------------------------------------- quantizers
+
+/// `code - 1` (-1, 0, 1) of eight values as `i32`: `lroundf(p)` for the
+/// products `p = x * id` (`|p| < 1.5`, or NaN).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_signs8(x: &[f32; 8], id: __m256) -> __m256i {
+    let p = _mm256_mul_ps(load_f32x8(x), id);
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(p, _mm256_set1_ps(0.5));
+    let down = _mm256_cmp_ps::<_CMP_LE_OQ>(p, _mm256_set1_ps(-0.5));
+    _mm256_sub_epi32(_mm256_castps_si256(down), _mm256_castps_si256(up))
+}
+
+/// The codes (0..=2) of 32 values as bytes, in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn codes32(x: &[f32; 32], id: __m256) -> __m256i {
+    let (x, _) = x.as_chunks::<8>();
+    let [a, b, c, d] = [
+        round_signs8(&x[0], id),
+        round_signs8(&x[1], id),
+        round_signs8(&x[2], id),
+        round_signs8(&x[3], id),
+    ];
+    let ab = _mm256_packs_epi32(a, b);
+    let cd = _mm256_packs_epi32(c, d);
+    let s = _mm256_packs_epi16(ab, cd);
+    // The packs work per 128-bit lane; put the dwords back in order.
+    let s = _mm256_permutevar8x32_epi32(s, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_add_epi8(s, _mm256_set1_epi8(1))
+}
+
+/// The block's `(d, id)` as the scalar code computes them, `id` NaN where
+/// `1 / amax` overflowed (see the module notes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale(x: &[f32; QK_K]) -> (half::f16, __m256) {
+    let mut m = _mm256_setzero_ps();
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    for c in x.as_chunks::<8>().0 {
+        m = _mm256_max_ps(m, _mm256_and_ps(load_f32x8(c), abs));
+    }
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+    let id = if amax != 0.0 { 1.0 / amax } else { 0.0 };
+    let id = if id.is_finite() { id } else { f32::NAN };
+    (f2h(amax), _mm256_set1_ps(id))
+}
+
+/// `ceil(q * 256 / 243)` of each byte `q <= 242` (every sum of five trits
+/// times powers of 3): `(q * 256 + 239) * 8631 >> 21` in 16-bit lanes
+/// (checked against the scalar formula for every such `q` in the tests).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn ceil_div_243(q: __m256i) -> __m256i {
+    let c = _mm256_set1_epi8(-17); // 239
+    let m = _mm256_set1_epi16(8631);
+    let lo = _mm256_srli_epi16::<5>(_mm256_mulhi_epu16(_mm256_unpacklo_epi8(c, q), m));
+    let hi = _mm256_srli_epi16::<5>(_mm256_mulhi_epu16(_mm256_unpackhi_epi8(c, q), m));
+    _mm256_packus_epi16(lo, hi)
+}
+
+/// `3 q + c` in each byte (wrapping).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn horner3(q: __m256i, c: __m256i) -> __m256i {
+    _mm256_add_epi8(times3(q), c)
+}
+
+/// ggml's `quantize_row_tq1_0_ref` for finite `x` (`x.len() == 256 *
+/// y.len()`; extra values or blocks are ignored).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_tq1_0(x: &[f32], y: &mut [BlockTq1_0]) {
+    for (x, blk) in x.as_chunks::<QK_K>().0.iter().zip(y) {
+        let (d, id) = scale(x);
+        let (xs, _) = x.as_chunks::<32>();
+        let c: [__m256i; 8] = [
+            codes32(&xs[0], id),
+            codes32(&xs[1], id),
+            codes32(&xs[2], id),
+            codes32(&xs[3], id),
+            codes32(&xs[4], id),
+            codes32(&xs[5], id),
+            codes32(&xs[6], id),
+            codes32(&xs[7], id),
+        ];
+        // Bytes 0..32: values m + 32 n, most significant trit first.
+        let q = horner3(horner3(horner3(horner3(c[0], c[1]), c[2]), c[3]), c[4]);
+        // Bytes 32..48: values 160 + m + 16 n, the halves of c[5..8]; the
+        // high half of c[7] holds value 240 + 4 n + j at byte 4 n + j.
+        let c5h = _mm256_permute2x128_si256::<0x11>(c[5], c[5]);
+        let c6h = _mm256_permute2x128_si256::<0x11>(c[6], c[6]);
+        let r = horner3(horner3(horner3(horner3(c[5], c5h), c[6]), c6h), c[7]);
+        // qh: trits n = 0..4 of byte j at dword n of the high half of c[7],
+        // then one more factor 3 (the first trit most significant).
+        let h = _mm256_permute2x128_si256::<0x11>(c[7], c[7]);
+        let h1 = _mm256_srli_si256::<4>(h);
+        let h2 = _mm256_srli_si256::<8>(h);
+        let h3 = _mm256_srli_si256::<12>(h);
+        let qh = times3(horner3(horner3(horner3(h, h1), h2), h3));
+        // Bytes: q (32), r low half (16), qh low dword (4).
+        let lo = _mm256_blend_epi32::<0b0001_0000>(r, qh);
+        let (qa, qb) = (ceil_div_243(q), ceil_div_243(lo));
+        let mut out = [0u8; 64];
+        let (o, _) = out.as_chunks_mut::<32>();
+        // SAFETY: `o[k]` is 32 writable bytes and `storeu` has no alignment
+        // requirement.
+        unsafe {
+            _mm256_storeu_si256(o[0].as_mut_ptr().cast(), qa);
+            _mm256_storeu_si256(o[1].as_mut_ptr().cast(), qb);
+        }
+        blk.qs[..32].copy_from_slice(&out[..32]);
+        blk.qs[32..].copy_from_slice(&out[32..48]);
+        blk.qh.copy_from_slice(&out[48..52]);
+        blk.d = d;
+    }
+}
+
+/// ggml's `quantize_row_tq2_0_ref` for finite `x` (`x.len() == 256 *
+/// y.len()`; extra values or blocks are ignored).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_tq2_0(x: &[f32], y: &mut [BlockTq2_0]) {
+    for (x, blk) in x.as_chunks::<QK_K>().0.iter().zip(y) {
+        let (d, id) = scale(x);
+        // Byte 32 j + m, bits 2 n: value 128 j + m + 32 n.
+        let (xs, _) = x.as_chunks::<128>();
+        let (qs, _) = blk.qs.as_chunks_mut::<32>();
+        for (x, q) in xs.iter().zip(qs) {
+            let (x, _) = x.as_chunks::<32>();
+            let c0 = codes32(&x[0], id);
+            let c1 = _mm256_slli_epi16::<2>(codes32(&x[1], id));
+            let c2 = _mm256_slli_epi16::<4>(codes32(&x[2], id));
+            let c3 = _mm256_slli_epi16::<6>(codes32(&x[3], id));
+            let v = _mm256_or_si256(_mm256_or_si256(c0, c1), _mm256_or_si256(c2, c3));
+            // SAFETY: `q` is 32 writable bytes and `storeu` has no alignment
+            // requirement.
+            unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), v) };
+        }
+        blk.d = d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The multiply-high form of `ceil(q * 256 / 243)` for every `q` the
+    /// base-3 packing makes (0..=242), against the scalar formula.
+    #[test]
+    fn ceil_div_243_matches_scalar_formula() {
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        {
+            return;
+        }
+        for base in (0..=242u8).step_by(32) {
+            let q: [u8; 32] = std::array::from_fn(|i| base.saturating_add(i as u8).min(242));
+            let mut out = [0u8; 32];
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked above);
+            // `q` and `out` are 32 readable and writable bytes.
+            unsafe {
+                let v = ceil_div_243(load_u8x32(&q));
+                _mm256_storeu_si256(out.as_mut_ptr().cast(), v);
+            }
+            for (q, o) in q.iter().zip(out) {
+                assert_eq!(u32::from(o), (u32::from(*q) * 256).div_ceil(243), "q = {q}");
             }
         }
     }
