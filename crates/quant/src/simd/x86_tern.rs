@@ -18,11 +18,13 @@
 //!   accumulation (FMA, one 8-lane accumulator) differs from the scalar
 //!   order, so results may differ from the scalar dot in the last bits;
 //!   block scales are the scalar code's products `d_x * d_y` (f16 table,
-//!   exact).
+//!   exact). Not trusting the `bsums` costs a third more vector
+//!   instructions per block than llama.cpp's TQ2_0 kernel (the `^ 0x80` per
+//!   32 quants and the bias); TQ1_0's cheaper trit decoding more than pays
+//!   for it there.
 //! * Dequantizers are bit-identical: each block's at most four products
 //!   `s * d` (s in -1..=2) are computed once with the scalar code's f32
 //!   multiply, and each output picks its product with `vpermps`.
-//!
 //! * Quantizers reproduce the scalar reference bytes: the block maximum
 //!   `amax` of `|x|`, its f16 by F16C (round to nearest even, as the scalar
 //!   conversion), `id = 1 / amax` (or 0), and each code `lroundf(x id) + 1`
