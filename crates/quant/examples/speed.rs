@@ -28,7 +28,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
-use weightkit_quant::iquants::{BlockIq4Nl, BlockIq4Xs, BlockMxfp4, BlockNvfp4};
+use weightkit_quant::iquants::{
+    BlockIq4Nl, BlockIq4Xs, BlockMxfp4, BlockNvfp4, BlockTq1_0, BlockTq2_0,
+};
 use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use weightkit_quant::simd::dispatch as d;
@@ -63,6 +65,8 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
         DType::IQ4_XS => time!(BlockIq4Xs, u8, d::vec_dot_iq4_xs_q8_k),
         DType::MXFP4 => time!(BlockMxfp4, u8, d::vec_dot_mxfp4_q8_0),
         DType::NVFP4 => time!(BlockNvfp4, u8, d::vec_dot_nvfp4_q8_0),
+        DType::TQ1_0 => time!(BlockTq1_0, u8, d::vec_dot_tq1_0_q8_k),
+        DType::TQ2_0 => time!(BlockTq2_0, u8, d::vec_dot_tq2_0_q8_k),
         _ => mean_secs(budget, || {
             vec_dot(dtype, black_box(q), black_box(p)).map(|r| {
                 black_box(r);

@@ -169,7 +169,7 @@ type RefQuantizeFn<B> = fn(&[f32], &mut [B]) -> Result<(), QuantError>;
 
 /// gguf-py's quantization of `quantized.source.safetensors` equals ours, and
 /// our dequantization of its bytes equals gguf-py's bit for bit.
-fn check_gguf_quantized<B: Pod>(
+pub(crate) fn check_gguf_quantized<B: Pod>(
     ty: &str,
     block: usize,
     quantize: RefQuantizeFn<B>,

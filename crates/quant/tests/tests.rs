@@ -10,3 +10,4 @@ mod simd_float;
 mod simd_fp4;
 mod simd_iq4;
 mod simd_iq4q;
+mod simd_tern;

@@ -864,3 +864,95 @@ quantizer! {
     quantize_row_iq4_xs_ref / quantize_row_iq4_xs_ref_at = quantize_row_iq4_xs_ref_impl,
     BlockIq4Xs, kquants::QK_K, x86_iq4q::quantize_row_iq4_xs_ref, iquants::quantize_row_iq4_xs_ref
 }
+
+// ------------------------------------------------ ternary (TQ1_0, TQ2_0)
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_tern;
+use crate::iquants::{BlockTq1_0, BlockTq2_0};
+
+dot_raw! {
+    /// [`iquants::vec_dot_tq1_0_q8_k`] (`y` the raw bytes of `block_q8_K`s),
+    /// SIMD where available: exact block integer sums (the `bsums` are not
+    /// read, as in the scalar code), f32 accumulation in another order
+    /// (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_tq1_0_q8_k / vec_dot_tq1_0_q8_k_at = vec_dot_tq1_0_q8_k_impl,
+    BlockTq1_0, iquants::Q8_K_BYTES, x86_tern::vec_dot_tq1_0_q8_k, iquants::vec_dot_tq1_0_q8_k
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_tq2_0_q8_k`] (`y` the raw bytes of `block_q8_K`s),
+    /// SIMD where available: exact block integer sums (the `bsums` are not
+    /// read, as in the scalar code), f32 accumulation in another order
+    /// (last-bit differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_tq2_0_q8_k / vec_dot_tq2_0_q8_k_at = vec_dot_tq2_0_q8_k_impl,
+    BlockTq2_0, iquants::Q8_K_BYTES, x86_tern::vec_dot_tq2_0_q8_k, iquants::vec_dot_tq2_0_q8_k
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_tq1_0`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_tq1_0 / dequantize_row_tq1_0_at = dequantize_tq1_0_impl,
+    BlockTq1_0, kquants::QK_K, x86_tern::dequantize_row_tq1_0, iquants::dequantize_row_tq1_0
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_tq2_0`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_tq2_0 / dequantize_row_tq2_0_at = dequantize_tq2_0_impl,
+    BlockTq2_0, kquants::QK_K, x86_tern::dequantize_row_tq2_0, iquants::dequantize_row_tq2_0
+}
+
+quantizer! {
+    /// [`iquants::quantize_row_tq1_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_tq1_0 / quantize_row_tq1_0_at = quantize_row_tq1_0_impl,
+    BlockTq1_0, kquants::QK_K, x86_tern::quantize_row_tq1_0, iquants::quantize_row_tq1_0_ref
+}
+
+quantizer! {
+    /// [`iquants::quantize_row_tq2_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_tq2_0 / quantize_row_tq2_0_at = quantize_row_tq2_0_impl,
+    BlockTq2_0, kquants::QK_K, x86_tern::quantize_row_tq2_0, iquants::quantize_row_tq2_0_ref
+}
+
+matrix_quantizer! {
+    /// [`iquants::quantize_tq1_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored), byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_tq1_0 / quantize_tq1_0_at = quantize_tq1_0_impl,
+    BlockTq1_0, TQ1_0, kquants::QK_K, x86_tern::quantize_tq1_0, iquants::quantize_tq1_0
+}
+
+matrix_quantizer! {
+    /// [`iquants::quantize_tq2_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored), byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_tq2_0 / quantize_tq2_0_at = quantize_tq2_0_impl,
+    BlockTq2_0, TQ2_0, kquants::QK_K, x86_tern::quantize_tq2_0, iquants::quantize_tq2_0
+}

@@ -163,7 +163,7 @@ pub(super) fn h2f_t(table: &[f32; 1 << 16], h: f16) -> f32 {
 /// conversion's rounding, for every finite and infinite input.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn f2h(x: f32) -> f16 {
+pub(super) fn f2h(x: f32) -> f16 {
     let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
     f16::from_bits(_mm_extract_epi16::<0>(h) as u16)
 }
