@@ -880,7 +880,7 @@ dot_raw! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_tq1_0_q8_k / vec_dot_tq1_0_q8_k_at = vec_dot_tq1_0_q8_k_impl,
-    BlockTq1_0, iquants::Q8_K_BYTES, x86_tern::vec_dot_tq1_0_q8_k, iquants::vec_dot_tq1_0_q8_k
+    BlockTq1_0, iquants::Q8_K_BYTES, x86_tern::vec_dot_tq1_0_q8_k, iquants::vec_dot_tq1_0_q8_k, vnni
 }
 
 dot_raw! {
@@ -892,7 +892,7 @@ dot_raw! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_tq2_0_q8_k / vec_dot_tq2_0_q8_k_at = vec_dot_tq2_0_q8_k_impl,
-    BlockTq2_0, iquants::Q8_K_BYTES, x86_tern::vec_dot_tq2_0_q8_k, iquants::vec_dot_tq2_0_q8_k
+    BlockTq2_0, iquants::Q8_K_BYTES, x86_tern::vec_dot_tq2_0_q8_k, iquants::vec_dot_tq2_0_q8_k, vnni
 }
 
 dequantizer! {

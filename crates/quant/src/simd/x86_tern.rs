@@ -58,7 +58,7 @@ use crate::kquants::QK_K;
 /// The scale `d` (f32, little-endian) and the 256 quants of a raw
 /// `block_q8_K`.
 #[inline]
-fn q8_k_parts(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]; 8]) {
+pub(super) fn q8_k_parts(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]; 8]) {
     let (d, rest) = yb.split_first_chunk::<4>().expect("292 bytes");
     let (q8, _) = rest.split_first_chunk::<QK_K>().expect("256 quants");
     let q8: &[[u8; 32]; 8] = q8.as_chunks::<32>().0.try_into().expect("8 x 32");
@@ -105,7 +105,7 @@ fn trit_signs(w: __m256i) -> __m256i {
 /// permutes and dword blends.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tq1_0_signs(b: &BlockTq1_0) -> [__m256i; 8] {
+pub(super) fn tq1_0_signs(b: &BlockTq1_0) -> [__m256i; 8] {
     let k80 = _mm256_set1_epi8(i8::MIN);
     let (q0, q1) = b.qs.split_first_chunk::<32>().expect("48 bytes");
     let q1: &[u8; 16] = q1.try_into().expect("16 bytes");
