@@ -221,13 +221,7 @@ pub fn quantize_into(
             // are still checked, as for every type.
             if let Some(w) = imatrix {
                 check_len("imatrix", n_per_row, w.len(), "elements")?;
-                if let Some((i, &v)) = w
-                    .iter()
-                    .enumerate()
-                    .find(|(_, v)| !v.is_finite() || **v < 0.0)
-                {
-                    return Err(QuantError::InvalidImportance { index: i, value: v });
-                }
+                crate::common::check_importance(w)?;
             }
             fast_quantize_row_q8_0(src, b)
         }),

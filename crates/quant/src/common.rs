@@ -47,9 +47,67 @@ pub fn first_non_finite(x: &[f32]) -> Option<usize> {
     None
 }
 
+/// Index of the first importance weight that is not finite and `>= 0`
+/// (NaN, an infinity, or a negative value; `-0.0` is accepted, as
+/// `-0.0 >= 0.0`). Scans 64-value chunks with a branch-free test on the
+/// bits, as [`first_non_finite`].
+#[inline]
+pub fn first_invalid_importance(w: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    // Exponent all ones (NaN, infinity), or the sign set on a nonzero
+    // magnitude (negative, or a negative NaN).
+    let bad = |v: &f32| {
+        let b = v.to_bits();
+        u32::from(b & EXP == EXP) | u32::from(b > 0x8000_0000)
+    };
+    for (c, chunk) in w.chunks(64).enumerate() {
+        if chunk.iter().fold(0u32, |acc, v| acc | bad(v)) != 0 {
+            return chunk.iter().position(|v| bad(v) != 0).map(|i| c * 64 + i);
+        }
+    }
+    None
+}
+
+/// [`QuantError::InvalidImportance`] for the first invalid weight of `w`
+/// (see [`first_invalid_importance`]).
+pub(crate) fn check_importance(w: &[f32]) -> Result<(), crate::QuantError> {
+    match first_invalid_importance(w) {
+        Some(index) => Err(crate::QuantError::InvalidImportance {
+            index,
+            value: w[index],
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn importance_checks_match_the_definition() {
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::MIN_POSITIVE,
+            -f32::from_bits(1),
+            f32::from_bits(1),
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ];
+        for &v in &specials {
+            let mut w = vec![0.5f32; 200];
+            w[130] = v;
+            let want = (!(v.is_finite() && v >= 0.0)).then_some(130);
+            assert_eq!(first_invalid_importance(&w), want, "{v:?}");
+        }
+        assert_eq!(first_invalid_importance(&[]), None);
+    }
 
     #[test]
     fn first_non_finite_finds_the_first() {

@@ -136,7 +136,7 @@ pub(crate) fn check_quantize(
                 unit: "elements",
             });
         }
-        check_importance(w)?;
+        crate::common::check_importance(w)?;
     }
     check_finite(src)?;
     Ok(nrow)
@@ -218,27 +218,6 @@ fn check_finite(x: &[f32]) -> Result<(), QuantError> {
         Some(index) => Err(QuantError::NonFiniteInput {
             index,
             value: x[index],
-        }),
-        None => Ok(()),
-    }
-}
-
-fn check_importance(w: &[f32]) -> Result<(), QuantError> {
-    const EXP: u32 = 0x7f80_0000;
-    // Branch-free per chunk (it vectorizes), the position only on a hit: a
-    // `position` over the whole row cost as much as a fifth of an AVX2
-    // IQ4_NL quantization.
-    let bad = |v: &f32| u32::from(v.to_bits() & EXP == EXP) | u32::from(*v < 0.0);
-    let first = w.chunks(64).enumerate().find_map(|(c, chunk)| {
-        if chunk.iter().fold(0u32, |acc, v| acc | bad(v)) == 0 {
-            return None;
-        }
-        chunk.iter().position(|v| bad(v) != 0).map(|i| c * 64 + i)
-    });
-    match first {
-        Some(index) => Err(QuantError::InvalidImportance {
-            index,
-            value: w[index],
         }),
         None => Ok(()),
     }

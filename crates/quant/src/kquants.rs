@@ -790,12 +790,7 @@ fn check_matrix(
                 unit: "elements",
             });
         }
-        if let Some(index) = w.iter().position(|v| !v.is_finite() || *v < 0.0) {
-            return Err(QuantError::InvalidImportance {
-                index,
-                value: w[index],
-            });
-        }
+        crate::common::check_importance(w)?;
     }
     Ok(())
 }

@@ -286,12 +286,7 @@ fn check_quantize_chunk(
                 unit: "elements",
             });
         }
-        if let Some(index) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
-            return Err(QuantError::InvalidImportance {
-                index,
-                value: w[index],
-            });
-        }
+        crate::common::check_importance(w)?;
     }
     check_finite(src)?;
     Ok(nrows)
