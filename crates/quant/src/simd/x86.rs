@@ -249,20 +249,22 @@ pub(super) fn low_bytes(i0: __m256i, i1: __m256i, i2: __m256i, i3: __m256i) -> _
     _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// C's `roundf` (halves away from zero), exact for every input: NaN stays
-/// NaN, infinities become NaN (both convert to `INT_MIN` like the scalar
-/// code's infinities).
-///
-/// `t = trunc(x)`; for `|x| < 2^23` the fraction `x - t` and its double are
-/// exact and `trunc(2 (x - t))` is -1, 0 or 1 exactly when `roundf` steps
-/// away from `t`; above `2^23` the fraction is 0.
+/// C's `(int)roundf(x)` (halves away from zero), as `cvttps2dq` converts:
+/// `trunc(x + copysign(0.49999997, x))`, exact for every input. Adding the
+/// largest float below one half rounds `x + 0.49999997` up to the next
+/// integer exactly when `x`'s fraction is at least one half: at a fraction
+/// of `0.5 - ulp` the sum stays below the integer (`0.49999997 + 0.49999997`
+/// is representable below 1, and larger `x` have larger ulps), and at `0.5`
+/// the sum lands within half an ulp of it; integers (all `|x| >= 2^23`) stay
+/// put. NaN and infinities give `INT_MIN`, as the scalar code's conversion.
+/// (`tests::rounding_matches_roundf` checks it against `f32::round` on every
+/// float near a half-integer up to 2^24 and on random bits.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn round_half_away(x: __m256) -> __m256 {
-    const TRUNC: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
-    let t = _mm256_round_ps::<TRUNC>(x);
-    let frac = _mm256_sub_ps(x, t);
-    _mm256_add_ps(t, _mm256_round_ps::<TRUNC>(_mm256_add_ps(frac, frac)))
+fn round_half_away_i32(x: __m256) -> __m256i {
+    let sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0));
+    let half = _mm256_or_ps(sign, _mm256_set1_ps(f32::from_bits(0x3eff_ffff)));
+    _mm256_cvttps_epi32(_mm256_add_ps(x, half))
 }
 
 /// Whether every value is finite.
@@ -517,7 +519,7 @@ fn q8_scale(xb: &[f32; 32]) -> (f32, f32) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q8_quants(xb: &[f32; 32], id: f32) -> __m256i {
     let idv = _mm256_set1_ps(id);
-    let q = load_block(xb).map(|v| _mm256_cvttps_epi32(round_half_away(_mm256_mul_ps(v, idv))));
+    let q = load_block(xb).map(|v| round_half_away_i32(_mm256_mul_ps(v, idv)));
     low_bytes(q[0], q[1], q[2], q[3])
 }
 
@@ -1555,6 +1557,103 @@ pub(crate) unsafe fn dequantize_row_iq4_xs(x: &[BlockIq4Xs], y: &mut [f32]) {
                 i8x32_to_f32(iq4_values_x32(table, q4)),
                 _mm256_set1_ps(dl),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scalar model of `(int)roundf(x)`: `f32::round` (halves away from
+    /// zero), then a conversion that gives `INT_MIN` outside i32's range.
+    fn model(x: f32) -> i32 {
+        let r = x.round();
+        if (-2_147_483_648.0..2_147_483_648.0).contains(&r) {
+            r as i32
+        } else {
+            i32::MIN
+        }
+    }
+
+    /// Checks eight values at a time (a partial last group is padded).
+    fn check(xs: &[f32]) {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c"))
+        {
+            return;
+        }
+        for c in xs.chunks(8) {
+            let mut v = [0f32; 8];
+            v[..c.len()].copy_from_slice(c);
+            let mut got = [0i32; 8];
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above); `v`
+            // and `got` are 8 lanes each (`loadu`/`storeu`: any alignment).
+            unsafe {
+                let r = round_half_away_i32(_mm256_loadu_ps(v.as_ptr()));
+                _mm256_storeu_si256(got.as_mut_ptr().cast(), r);
+            }
+            for (x, g) in v.iter().zip(got) {
+                assert_eq!(g, model(*x), "{x:e} ({:#010x})", x.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_matches_roundf() {
+        // Every float in [0.25, 1), both signs: the fractions around one half.
+        let dense: Vec<f32> = (0x3e80_0000u32..0x3f80_0000)
+            .flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)])
+            .collect();
+        check(&dense);
+        // 64 ulps either side of every half-integer k + 0.5 below 2^12, and of
+        // k + 0.5 for k near each power of two up to 2^24.
+        let mut near = Vec::new();
+        let ks = (0u32..4096).chain((12..25).flat_map(|j| (1u32 << j) - 3..(1u32 << j) + 3));
+        for k in ks {
+            let h = k as f32 + 0.5;
+            for m in -64i32..=64 {
+                let x = f32::from_bits(h.to_bits().wrapping_add_signed(m));
+                near.extend([x, -x, k as f32, -(k as f32)]);
+            }
+        }
+        check(&near);
+        // Specials and random bits (a fixed LCG).
+        check(&[
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            8_388_607.5,
+            -8_388_607.5,
+            2_147_483_520.0,
+            -2_147_483_648.0,
+            2_147_483_648.0,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        let mut s = 0x1234_5678u64;
+        let random: Vec<f32> = (0..1 << 20)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                f32::from_bits((s >> 32) as u32)
+            })
+            .collect();
+        check(&random);
+    }
+
+    #[test]
+    #[ignore = "every f32 bit pattern: ~20 s optimized"]
+    fn rounding_matches_roundf_everywhere() {
+        let mut buf = vec![0f32; 1 << 16];
+        for hi in 0..=u16::MAX {
+            for (lo, x) in buf.iter_mut().enumerate() {
+                *x = f32::from_bits((u32::from(hi) << 16) | lo as u32);
+            }
+            check(&buf);
         }
     }
 }
