@@ -474,7 +474,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q5_k_q8_k / vec_dot_q5_k_q8_k_at = vec_dot_q5_k_q8_k_impl,
-    BlockQ5K, BlockQ8K, kquants::vec_dot_q5_k_q8_k
+    BlockQ5K, BlockQ8K, kquants::vec_dot_q5_k_q8_k, vnni
 }
 
 dot! {
@@ -485,7 +485,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q6_k_q8_k / vec_dot_q6_k_q8_k_at = vec_dot_q6_k_q8_k_impl,
-    BlockQ6K, BlockQ8K, kquants::vec_dot_q6_k_q8_k
+    BlockQ6K, BlockQ8K, kquants::vec_dot_q6_k_q8_k, vnni
 }
 
 // -------------------------------------------------- F16, BF16 and F32 rows

@@ -1319,12 +1319,32 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     hsum_f32x8(acc)
 }
 
+/// `acc + madd(scales, p)`: the pair products of 16-bit scales and sums,
+/// added in 32 bits (exact: every operand here is far inside i16).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn madd_add_avx2(acc: __m256i, scales: __m256i, p: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(scales, p))
+}
+
 /// Q5_K x Q8_K.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    q5_k_dot(x, y, |a, s, p| madd_add_avx2(a, s, p))
+}
+
+/// [`vec_dot_q5_k_q8_k`]'s body with `sumi + madd(scales, p)` as
+/// `madd_add(sumi, scales, p)` (the VNNI level fuses it into `vpdpwssd`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_k_dot(
+    x: &[BlockQ5K],
+    y: &[BlockQ8K],
+    madd_add: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> f32 {
     let t = f16_table();
     let m4 = _mm256_set1_epi8(0x0f);
     let sixteen = _mm256_set1_epi8(16);
@@ -1346,9 +1366,8 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
             let q5h = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q5), m4), hh);
             let pl = _mm256_maddubs_epi16(q5l, load_i8x32(&q8[0]));
             let ph = _mm256_maddubs_epi16(q5h, load_i8x32(&q8[1]));
-            let pl = _mm256_madd_epi16(bcast_i16(scales, 2 * j), pl);
-            let ph = _mm256_madd_epi16(bcast_i16(scales, 2 * j + 1), ph);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+            sumi = madd_add(sumi, bcast_i16(scales, 2 * j), pl);
+            sumi = madd_add(sumi, bcast_i16(scales, 2 * j + 1), ph);
         }
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -1361,6 +1380,18 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    q6_k_dot(x, y, |a, s, p| madd_add_avx2(a, s, p))
+}
+
+/// [`vec_dot_q6_k_q8_k`]'s body with `sumi + madd(scales, p)` as
+/// `madd_add(sumi, scales, p)` (the VNNI level fuses it into `vpdpwssd`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q6_k_dot(
+    x: &[BlockQ6K],
+    y: &[BlockQ8K],
+    madd_add: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> f32 {
     let t = f16_table();
     let m32 = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
@@ -1387,7 +1418,7 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                     _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8), _mm256_maddubs_epi16(m32, q8));
                 // Scales 2k and 2k + 1 of this 128-quant half (its first and
                 // last 16 quants).
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16_pair(sc, 2 * k), p));
+                sumi = madd_add(sumi, bcast_i16_pair(sc, 2 * k), p);
             }
         }
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
