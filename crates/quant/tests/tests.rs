@@ -8,3 +8,4 @@ mod legacy;
 mod simd;
 mod simd_float;
 mod simd_iq4;
+mod simd_iqdot;
