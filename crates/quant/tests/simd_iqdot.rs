@@ -40,7 +40,7 @@ use weightkit_quant::iquants::{
     self, BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs,
 };
 use weightkit_quant::kquants::QK_K;
-use weightkit_quant::simd::Level;
+use weightkit_quant::simd::{Level, dispatch};
 
 use crate::simd::{Shifted, levels};
 
@@ -74,16 +74,37 @@ macro_rules! ty {
             at: None,
         }
     };
+    ($dtype:ident, $block:ty, $scalar:ident, $at:ident) => {
+        Ty {
+            at: Some(|l, x, y| dispatch::$at(l, &blocks::<$block>(x), y)),
+            ..ty!($dtype, $block, $scalar)
+        }
+    };
 }
 
 fn types() -> Vec<Ty> {
     vec![
-        ty!(IQ2_XXS, BlockIq2Xxs, vec_dot_iq2_xxs_q8_k),
-        ty!(IQ2_XS, BlockIq2Xs, vec_dot_iq2_xs_q8_k),
+        ty!(
+            IQ2_XXS,
+            BlockIq2Xxs,
+            vec_dot_iq2_xxs_q8_k,
+            vec_dot_iq2_xxs_q8_k_at
+        ),
+        ty!(
+            IQ2_XS,
+            BlockIq2Xs,
+            vec_dot_iq2_xs_q8_k,
+            vec_dot_iq2_xs_q8_k_at
+        ),
         ty!(IQ2_S, BlockIq2S, vec_dot_iq2_s_q8_k),
-        ty!(IQ3_XXS, BlockIq3Xxs, vec_dot_iq3_xxs_q8_k),
-        ty!(IQ3_S, BlockIq3S, vec_dot_iq3_s_q8_k),
-        ty!(IQ1_S, BlockIq1S, vec_dot_iq1_s_q8_k),
+        ty!(
+            IQ3_XXS,
+            BlockIq3Xxs,
+            vec_dot_iq3_xxs_q8_k,
+            vec_dot_iq3_xxs_q8_k_at
+        ),
+        ty!(IQ3_S, BlockIq3S, vec_dot_iq3_s_q8_k, vec_dot_iq3_s_q8_k_at),
+        ty!(IQ1_S, BlockIq1S, vec_dot_iq1_s_q8_k, vec_dot_iq1_s_q8_k_at),
         ty!(IQ1_M, BlockIq1M, vec_dot_iq1_m_q8_k),
     ]
 }
@@ -185,10 +206,17 @@ fn check(ty: &Ty, x: &[u8], y: &[u8], exact: Option<f32>) -> Result<(), TestCase
     let mut got = vec![("scalar", scalar)];
     got.push(("api", weightkit_quant::vec_dot(ty.dtype, x, y).unwrap()));
     if let Some(at) = ty.at {
+        // The SIMD kernels are bit-identical to the scalar reference.
         let (xs, ys) = (Shifted::new(x), Shifted::new(y));
         for level in levels() {
-            got.push((level.name(), at(level, x, y).unwrap()));
-            got.push((level.name(), at(level, xs.get(), ys.get()).unwrap()));
+            for (x, y) in [(x, y), (xs.get(), ys.get())] {
+                let g = at(level, x, y).unwrap();
+                prop_assert!(
+                    g.to_bits() == scalar.to_bits() || (g.is_nan() && scalar.is_nan()),
+                    "{name} at {level:?}: {g} vs scalar {scalar}"
+                );
+                got.push((level.name(), g));
+            }
         }
     }
     for (what, g) in got {

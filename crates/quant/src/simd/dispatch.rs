@@ -669,3 +669,80 @@ dequantizer! {
     dequantize_row_iq4_xs / dequantize_row_iq4_xs_at = dequantize_iq4_xs_impl,
     BlockIq4Xs, kquants::QK_K, iquants::dequantize_row_iq4_xs
 }
+
+// ------------------------------------------- grid i-quant dots with Q8_K
+
+/// As `dot_raw!`, for the grid i-quant kernels in `x86_iqdot`.
+macro_rules! iq_grid_dot {
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $bx:ty, $scalar:path
+    ) => {
+        entry_points! {
+            $(#[$doc])*
+            fn $name / $at = $imp(x: &[$bx], y: &[u8]) -> f32
+        }
+
+        fn $imp(level: Level, x: &[$bx], y: &[u8]) -> Result<f32, QuantError> {
+            #[cfg(target_arch = "x86_64")]
+            if avx2(level) && x.len().checked_mul(iquants::Q8_K_BYTES) == Some(y.len()) {
+                // SAFETY: `level` is capped at `supported()`, and
+                // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
+                return Ok(unsafe { super::x86_iqdot::$name(x, y) });
+            }
+            let _ = level;
+            $scalar(x, y)
+        }
+    };
+}
+
+iq_grid_dot! {
+    /// [`iquants::vec_dot_iq2_xxs_q8_k`] (`y` the raw bytes of
+    /// `block_q8_K`s), SIMD where available, bit-identical (exact block
+    /// integer sums, the scalar code's f32 arithmetic).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq2_xxs_q8_k / vec_dot_iq2_xxs_q8_k_at = vec_dot_iq2_xxs_q8_k_impl,
+    iquants::BlockIq2Xxs, iquants::vec_dot_iq2_xxs_q8_k
+}
+
+iq_grid_dot! {
+    /// [`iquants::vec_dot_iq2_xs_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq2_xs_q8_k / vec_dot_iq2_xs_q8_k_at = vec_dot_iq2_xs_q8_k_impl,
+    iquants::BlockIq2Xs, iquants::vec_dot_iq2_xs_q8_k
+}
+
+iq_grid_dot! {
+    /// [`iquants::vec_dot_iq3_xxs_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq3_xxs_q8_k / vec_dot_iq3_xxs_q8_k_at = vec_dot_iq3_xxs_q8_k_impl,
+    iquants::BlockIq3Xxs, iquants::vec_dot_iq3_xxs_q8_k
+}
+
+iq_grid_dot! {
+    /// [`iquants::vec_dot_iq3_s_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq3_s_q8_k / vec_dot_iq3_s_q8_k_at = vec_dot_iq3_s_q8_k_impl,
+    iquants::BlockIq3S, iquants::vec_dot_iq3_s_q8_k
+}
+
+iq_grid_dot! {
+    /// [`iquants::vec_dot_iq1_s_q8_k`], SIMD where available,
+    /// bit-identical (the shift term from `y`'s stored block sums).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq1_s_q8_k / vec_dot_iq1_s_q8_k_at = vec_dot_iq1_s_q8_k_impl,
+    iquants::BlockIq1S, iquants::vec_dot_iq1_s_q8_k
+}

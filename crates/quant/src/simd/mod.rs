@@ -18,6 +18,8 @@ pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_float;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_iqdot;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
 
 /// An instruction-set level, in increasing order of capability.
