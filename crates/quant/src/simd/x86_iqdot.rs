@@ -10,8 +10,7 @@
 //! are bit-identical to the scalar references in [`crate::iquants`].
 //!
 //! * Grid points are looked up from the same tables with the same masked
-//!   indexes as the scalar code (so in bounds for any bytes), eight or four
-//!   bytes at a time.
+//!   indexes as the scalar code (so in bounds for any bytes).
 //! * The IQ2/IQ3 signs are applied to the grid values (at most 62, so the
 //!   signed value fits in `i8`), never to the Q8_K quants: llama.cpp's
 //!   `_mm256_sign_epi8(q8, signs)` turns a `-128` quant with a negative sign
@@ -24,6 +23,18 @@
 //!   `2 * 15872 * 31` per lane and group) and summed in i32 over the block
 //!   (below `2^26`); the eight lanes are added in i32, giving the scalar
 //!   code's block sum exactly.
+//!
+//! # Speed
+//!
+//! Per block, the sign fields and scales of all eight groups of 32 are
+//! decoded at once: the IQ2_XXS/IQ2_XS/IQ3_XXS 7-bit sign fields become
+//! sign bytes with their parity bit (ggml's `ksigns_iq2xs`, here a `pshufb`
+//! of a 4-bit parity table) in one vector, each group then spreads its four
+//! sign bytes over its 32 values with one `pshufb` and makes a `sign_epi8`
+//! operand of them with an `and` and an `add`. llama.cpp instead looks up
+//! four 8-byte sign patterns per group. Group scales are broadcast from a
+//! per-block vector with one in-lane shuffle. Grid points are loaded two
+//! per 128-bit half (`movq`, `movhps`).
 
 use std::arch::x86_64::*;
 
@@ -32,28 +43,7 @@ use crate::iquants::grids::{IQ1S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XX
 use crate::iquants::{BlockIq1S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, Q8_K_BYTES};
 use crate::kquants::QK_K;
 
-/// ggml's `keven_signs_q2xs`: for each 7-bit sign field, the eight bytes
-/// `±1` of `ksigns_iq2xs` (bit `j` set: byte `j` is `-1`; bit 7 is the
-/// parity of the other seven).
-static KEVEN_SIGNS: [u64; 128] = keven_signs();
-
-const fn keven_signs() -> [u64; 128] {
-    let mut t = [0u64; 128];
-    let mut i = 0;
-    while i < 128 {
-        let s = (i as u32) | ((i as u32).count_ones() & 1) << 7;
-        let mut v = 0u64;
-        let mut j = 0;
-        while j < 8 {
-            let b: u64 = if (s >> j) & 1 != 0 { 0xff } else { 0x01 };
-            v |= b << (8 * j);
-            j += 1;
-        }
-        t[i] = v;
-        i += 1;
-    }
-    t
-}
+// ------------------------------------------------------------------ helpers
 
 /// Loads 32 bytes.
 #[inline]
@@ -61,6 +51,21 @@ const fn keven_signs() -> [u64; 128] {
 fn load32(b: &[u8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+/// Loads 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load16(b: &[u8; 16]) -> __m128i {
+    // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+/// Loads 8 bytes into the low half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load8(b: &[u8; 8]) -> __m128i {
+    _mm_cvtsi64_si128(i64::from_le_bytes(*b))
 }
 
 /// Sum of eight `i32` lanes (in i32: the callers' lanes are far from
@@ -82,32 +87,171 @@ fn pairs(g: __m256i, q8: __m256i) -> __m256i {
     _mm256_maddubs_epi16(_mm256_abs_epi8(q8), _mm256_sign_epi8(g, q8))
 }
 
-/// Four 8-byte grid points (`u64` table entries) in one vector, `a` lowest.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn grid4(a: u64, b: u64, c: u64, d: u64) -> __m256i {
-    _mm256_set_epi64x(d as i64, c as i64, b as i64, a as i64)
+/// `*v` by a volatile load: the compiler then reads grid indexes from
+/// memory (one load each) instead of extracting them from a vector that
+/// holds the same bytes (two operations each), which it prefers otherwise.
+#[inline(always)]
+fn vload<T: Copy>(v: &T) -> T {
+    // SAFETY: `v` is a valid, aligned reference to a `Copy` value.
+    unsafe { core::ptr::read_volatile(v) }
 }
 
-/// The four 7-bit sign fields of `aux` (bits 0..28) as `±1` bytes.
+/// Splits a raw `block_q8_K` into its scale, its eight groups of 32 quants
+/// and its 16 block sums (32 bytes).
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn signs4(aux: u32) -> __m256i {
-    grid4(
-        KEVEN_SIGNS[(aux & 127) as usize],
-        KEVEN_SIGNS[((aux >> 7) & 127) as usize],
-        KEVEN_SIGNS[((aux >> 14) & 127) as usize],
-        KEVEN_SIGNS[((aux >> 21) & 127) as usize],
+fn q8_k(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]], &[u8; 32]) {
+    let (dy, rest) = yb.split_first_chunk::<4>().expect("292 bytes");
+    let (qs, bsums) = rest.split_at(QK_K);
+    let (q8, _) = qs.as_chunks::<32>();
+    (
+        f32::from_le_bytes(*dy),
+        q8,
+        bsums.try_into().expect("32 bytes"),
     )
 }
 
-/// Splits a raw `block_q8_K` into its scale and its eight groups of 32
-/// quants.
+/// Entries `a` (low) and `b` (high) in a 128-bit vector (`movq` +
+/// `movhps`).
 #[inline]
-fn q8_k(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]]) {
-    let (dy, rest) = yb.split_first_chunk::<4>().expect("292 bytes");
-    let (q8, _) = rest[..QK_K].as_chunks::<32>();
-    (f32::from_le_bytes(*dy), q8)
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pair64(a: &u64, b: &u64) -> __m128i {
+    // SAFETY: `a` and `b` are 8 readable bytes each; neither load needs
+    // alignment.
+    unsafe {
+        let lo = _mm_castsi128_pd(_mm_loadl_epi64((a as *const u64).cast()));
+        _mm_castpd_si128(_mm_loadh_pd(lo, (b as *const u64).cast()))
+    }
+}
+
+/// Four 8-byte grid points of `table` in one vector, entry `i[0]` lowest.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn grid4<const N: usize>(table: &[u64; N], i: [usize; 4]) -> __m256i {
+    let lo = pair64(&table[i[0]], &table[i[1]]);
+    let hi = pair64(&table[i[2]], &table[i[3]]);
+    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+}
+
+/// Eight 4-byte grid points of `$table` in one vector, entry `$i[0]`
+/// lowest (a macro: as a function it is not always inlined).
+macro_rules! grid8 {
+    ($table:expr, $i:expr) => {{
+        let (t, i): (&[u32; _], [usize; 8]) = (&$table, $i);
+        _mm256_setr_epi32(
+            t[i[0]] as i32,
+            t[i[1]] as i32,
+            t[i[2]] as i32,
+            t[i[3]] as i32,
+            t[i[4]] as i32,
+            t[i[5]] as i32,
+            t[i[6]] as i32,
+            t[i[7]] as i32,
+        )
+    }};
+}
+
+/// The sign bytes of 7-bit sign fields in the low 7 bits of each byte of
+/// `f`: bit 7 set to the parity of the other seven (ggml's `ksigns_iq2xs`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn with_parity(f: __m256i) -> __m256i {
+    let o = 0x80u8 as i8;
+    let odd = _mm256_setr_epi8(
+        0, o, o, 0, o, 0, 0, o, o, 0, 0, o, 0, o, o, 0, //
+        0, o, o, 0, o, 0, 0, o, o, 0, 0, o, 0, o, o, 0,
+    );
+    let lo = _mm256_and_si256(f, _mm256_set1_epi8(0x0f));
+    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(f), _mm256_set1_epi8(0x07));
+    _mm256_or_si256(f, _mm256_shuffle_epi8(odd, _mm256_xor_si256(lo, hi)))
+}
+
+/// Sign field `l` (bits `7 l .. 7 l + 7`) of each dword of `aux` in byte `l`
+/// of that dword, `l < 4`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sign_fields(aux: __m256i) -> __m256i {
+    let m = _mm256_set1_epi32(0x7f);
+    _mm256_or_si256(
+        _mm256_or_si256(
+            _mm256_and_si256(aux, m),
+            _mm256_and_si256(_mm256_slli_epi32::<1>(aux), _mm256_slli_epi32::<8>(m)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_slli_epi32::<2>(aux), _mm256_slli_epi32::<16>(m)),
+            _mm256_and_si256(_mm256_slli_epi32::<3>(aux), _mm256_slli_epi32::<24>(m)),
+        ),
+    )
+}
+
+/// `pshufb` controls: `SPREAD[s]` takes bytes `4 s .. 4 s + 4` of a 128-bit
+/// lane, each eight times (bytes `4 s`, `4 s + 1` in the low lane, `4 s + 2`,
+/// `4 s + 3` in the high one: the callers' lanes are equal).
+static SPREAD: [[i8; 32]; 4] = spread_controls();
+
+const fn spread_controls() -> [[i8; 32]; 4] {
+    let mut t = [[0i8; 32]; 4];
+    let mut s = 0;
+    while s < 4 {
+        let mut i = 0;
+        while i < 32 {
+            t[s][i] = (4 * s + i / 8) as i8;
+            i += 1;
+        }
+        s += 1;
+    }
+    t
+}
+
+/// The sign operand of one group of 32 values from its four sign bytes,
+/// bytes `4 slot .. 4 slot + 4` of both lanes of `v`: bit `j` of sign byte
+/// `l` gives byte `8 l + j`, negative (`0x80..=0xFF`) where the bit is set,
+/// `0x7F` where it is not, for `_mm256_sign_epi8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sign_operand(v: __m256i, slot: usize) -> __m256i {
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let spread = load32(bytemuck::cast_ref(&SPREAD[slot]));
+    _mm256_add_epi8(
+        _mm256_and_si256(_mm256_shuffle_epi8(v, spread), bit),
+        _mm256_set1_epi8(0x7f),
+    )
+}
+
+/// `v` with its low (`HI == false`) or high 128-bit lane in both lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lane<const HI: bool>(v: __m256i) -> __m256i {
+    if HI {
+        _mm256_permute2x128_si256::<0x11>(v, v)
+    } else {
+        _mm256_permute2x128_si256::<0x00>(v, v)
+    }
+}
+
+/// `2 s + 1` of eight 4-bit scales `s` as `i16`, in both 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn odd_scales_x2(s: __m128i) -> __m256i {
+    let s = _mm_or_si128(_mm_slli_epi16::<1>(s), _mm_set1_epi16(1));
+    _mm256_broadcastsi128_si256(s)
+}
+
+/// The `i16` scales of `v` (eight per 128-bit lane) duplicated into dwords:
+/// scales 0..4 of each lane, then 4..8, for `madd_epi16` after a
+/// `shuffle_epi32` broadcast.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_dwords(v: __m256i) -> (__m256i, __m256i) {
+    (_mm256_unpacklo_epi16(v, v), _mm256_unpackhi_epi16(v, v))
+}
+
+// ------------------------------------------------------------------ kernels
+
+/// Where group `g` of 8 sits after gathering the odd dwords of two 32-byte
+/// halves with `shuffle_ps` (order 0 1 4 5 | 2 3 6 7): high lane or not, and
+/// dword slot in the lane.
+const fn odd_dword_slot(g: usize) -> (bool, usize) {
+    ((g >> 1) & 1 == 1, (g & 1) | ((g >> 1) & 2))
 }
 
 /// IQ2_XXS x Q8_K, `y` the raw bytes of `block_q8_K`s; blocks past the
@@ -122,24 +266,50 @@ pub(crate) unsafe fn vec_dot_iq2_xxs_q8_k(x: &[BlockIq2Xxs], y: &[u8]) -> f32 {
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8) = q8_k(yb);
+        let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
-        let (qs, _) = xb.qs.as_chunks::<4>();
+        let qs: &[u8; 64] = bytemuck::cast_ref(&xb.qs);
+        let (halves, _) = qs.as_chunks::<32>();
+        // The sign-and-scale words (odd dwords), groups 0 1 4 5 | 2 3 6 7.
+        let aux = _mm256_castps_si256(_mm256_shuffle_ps::<0b11_01_11_01>(
+            _mm256_castsi256_ps(load32(&halves[0])),
+            _mm256_castsi256_ps(load32(&halves[1])),
+        ));
+        let signs = with_parity(sign_fields(aux));
+        // 2 ls + 1 in both i16 halves of each dword (bit 27 of the shifted
+        // word is or'ed away).
+        let ls = _mm256_or_si256(_mm256_srli_epi32::<27>(aux), _mm256_set1_epi32(1));
+        let ls = _mm256_or_si256(ls, _mm256_slli_epi32::<16>(ls));
+        let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
+        let (l_lo, l_hi) = (lane::<false>(ls), lane::<true>(ls));
         let mut acc = _mm256_setzero_si256();
-        for (q, q8) in qs.iter().zip(q8) {
-            let aux0 = u32::from(q[0]) | (u32::from(q[1]) << 16);
-            let aux1 = u32::from(q[2]) | (u32::from(q[3]) << 16);
-            let grid = grid4(
-                IQ2XXS_GRID[(aux0 & 255) as usize],
-                IQ2XXS_GRID[((aux0 >> 8) & 255) as usize],
-                IQ2XXS_GRID[((aux0 >> 16) & 255) as usize],
-                IQ2XXS_GRID[(aux0 >> 24) as usize],
-            );
-            let g = _mm256_sign_epi8(grid, signs4(aux1));
-            let ls = (2 * (aux1 >> 28) + 1) as i16;
-            let p = _mm256_madd_epi16(pairs(g, load32(q8)), _mm256_set1_epi16(ls));
-            acc = _mm256_add_epi32(acc, p);
+        macro_rules! group {
+            ($g:literal, $imm:literal) => {{
+                let (hi, slot) = odd_dword_slot($g);
+                let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
+                let grid = grid4(
+                    &IQ2XXS_GRID,
+                    [
+                        usize::from(vload(&qs[8 * $g])),
+                        usize::from(vload(&qs[8 * $g + 1])),
+                        usize::from(vload(&qs[8 * $g + 2])),
+                        usize::from(vload(&qs[8 * $g + 3])),
+                    ],
+                );
+                let lsg = _mm256_shuffle_epi32::<$imm>(if hi { l_hi } else { l_lo });
+                let g = _mm256_sign_epi8(grid, sg);
+                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                acc = _mm256_add_epi32(acc, p);
+            }};
         }
+        group!(0, 0x00);
+        group!(1, 0x55);
+        group!(2, 0x00);
+        group!(3, 0x55);
+        group!(4, 0xaa);
+        group!(5, 0xff);
+        group!(6, 0xaa);
+        group!(7, 0xff);
         sumf += d * hsum_i32x8(acc) as f32;
     }
     0.125 * sumf
@@ -156,50 +326,59 @@ pub(crate) unsafe fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> f32 {
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8) = q8_k(yb);
+        let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
-        let (qs, _) = xb.qs.as_chunks::<4>();
+        let qs: &[u8; 64] = bytemuck::cast_ref(&xb.qs);
+        let (halves, _) = qs.as_chunks::<32>();
+        // The 7-bit sign field of each u16 in one byte: packus interleaves
+        // the halves per lane, groups 0 1 4 5 | 2 3 6 7 as for IQ2_XXS.
+        let f = _mm256_packus_epi16(
+            _mm256_srli_epi16::<9>(load32(&halves[0])),
+            _mm256_srli_epi16::<9>(load32(&halves[1])),
+        );
+        let signs = with_parity(f);
+        let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
+        // Low-nibble scales (values 0..16 of a group) in the low lane,
+        // high-nibble ones in the high lane, as i16 by group.
+        let sc = load8(&xb.scales);
+        let m4 = _mm_set1_epi8(0x0f);
+        let lo = _mm_cvtepu8_epi16(_mm_and_si128(sc, m4));
+        let hi = _mm_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), m4));
+        let ls = _mm256_set_m128i(hi, lo);
+        let ls = _mm256_or_si256(_mm256_slli_epi16::<1>(ls), _mm256_set1_epi16(1));
+        let (l_a, l_b) = scale_dwords(ls);
         let mut acc = _mm256_setzero_si256();
-        for ((q, q8), &sc) in qs.iter().zip(q8).zip(&xb.scales) {
-            let grid = grid4(
-                IQ2XS_GRID[usize::from(q[0] & 511)],
-                IQ2XS_GRID[usize::from(q[1] & 511)],
-                IQ2XS_GRID[usize::from(q[2] & 511)],
-                IQ2XS_GRID[usize::from(q[3] & 511)],
-            );
-            let signs = grid4(
-                KEVEN_SIGNS[usize::from(q[0] >> 9)],
-                KEVEN_SIGNS[usize::from(q[1] >> 9)],
-                KEVEN_SIGNS[usize::from(q[2] >> 9)],
-                KEVEN_SIGNS[usize::from(q[3] >> 9)],
-            );
-            let g = _mm256_sign_epi8(grid, signs);
-            // Pairs 0..8 (values 0..16) take the low nibble's scale.
-            let ls1 = 2 * i16::from(sc & 0xf) + 1;
-            let ls2 = 2 * i16::from(sc >> 4) + 1;
-            let ls = _mm256_set_m128i(_mm_set1_epi16(ls2), _mm_set1_epi16(ls1));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs(g, load32(q8)), ls));
+        macro_rules! group {
+            ($g:literal, $imm:literal) => {{
+                let (hi, slot) = odd_dword_slot($g);
+                let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
+                let q = &xb.qs[4 * $g..4 * $g + 4];
+                let grid = grid4(
+                    &IQ2XS_GRID,
+                    [
+                        usize::from(vload(&q[0]) & 511),
+                        usize::from(vload(&q[1]) & 511),
+                        usize::from(vload(&q[2]) & 511),
+                        usize::from(vload(&q[3]) & 511),
+                    ],
+                );
+                let g = _mm256_sign_epi8(grid, sg);
+                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
+                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                acc = _mm256_add_epi32(acc, p);
+            }};
         }
+        group!(0, 0x00);
+        group!(1, 0x55);
+        group!(2, 0xaa);
+        group!(3, 0xff);
+        group!(4, 0x00);
+        group!(5, 0x55);
+        group!(6, 0xaa);
+        group!(7, 0xff);
         sumf += d * hsum_i32x8(acc) as f32;
     }
     0.125 * sumf
-}
-
-/// Eight 4-byte grid points (`u32` table entries) in one vector, `g[0]`
-/// lowest.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn grid8(g: [u32; 8]) -> __m256i {
-    _mm256_setr_epi32(
-        g[0] as i32,
-        g[1] as i32,
-        g[2] as i32,
-        g[3] as i32,
-        g[4] as i32,
-        g[5] as i32,
-        g[6] as i32,
-        g[7] as i32,
-    )
 }
 
 /// IQ3_XXS x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
@@ -213,42 +392,48 @@ pub(crate) unsafe fn vec_dot_iq3_xxs_q8_k(x: &[BlockIq3Xxs], y: &[u8]) -> f32 {
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8) = q8_k(yb);
+        let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
         let (q3, gas) = xb.qs.split_at(QK_K / 4);
         let (q3, _) = q3.as_chunks::<8>();
-        let (gas, _) = gas.as_chunks::<4>();
+        // The sign-and-scale words, groups 0 1 2 3 | 4 5 6 7.
+        let aux = load32(gas.try_into().expect("32 bytes"));
+        let signs = with_parity(sign_fields(aux));
+        let ls = _mm256_or_si256(_mm256_srli_epi32::<27>(aux), _mm256_set1_epi32(1));
+        let ls = _mm256_or_si256(ls, _mm256_slli_epi32::<16>(ls));
+        let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
+        let (l_lo, l_hi) = (lane::<false>(ls), lane::<true>(ls));
         let mut acc = _mm256_setzero_si256();
-        for ((q3, g), q8) in q3.iter().zip(gas).zip(q8) {
-            let aux = u32::from_le_bytes(*g);
-            let grid = grid8(q3.map(|i| IQ3XXS_GRID[usize::from(i)]));
-            let g = _mm256_sign_epi8(grid, signs4(aux));
-            let ls = (2 * (aux >> 28) + 1) as i16;
-            let p = _mm256_madd_epi16(pairs(g, load32(q8)), _mm256_set1_epi16(ls));
-            acc = _mm256_add_epi32(acc, p);
+        macro_rules! group {
+            ($g:literal, $imm:literal) => {{
+                let (hi, slot) = ($g >= 4, $g & 3);
+                let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
+                let grid = grid8!(IQ3XXS_GRID, q3[$g].map(usize::from));
+                let lsg = _mm256_shuffle_epi32::<$imm>(if hi { l_hi } else { l_lo });
+                let g = _mm256_sign_epi8(grid, sg);
+                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                acc = _mm256_add_epi32(acc, p);
+            }};
         }
+        group!(0, 0x00);
+        group!(1, 0x55);
+        group!(2, 0xaa);
+        group!(3, 0xff);
+        group!(4, 0x00);
+        group!(5, 0x55);
+        group!(6, 0xaa);
+        group!(7, 0xff);
         sumf += d * hsum_i32x8(acc) as f32;
     }
     0.25 * sumf
 }
 
-/// The 32 sign bits of `signs` (value `8 l + j` from bit `j` of byte `l`)
-/// as `±1` bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn signs_from_bits(signs: &[u8; 4]) -> __m256i {
-    let v = _mm256_set1_epi32(i32::from_le_bytes(*signs));
-    let spread = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
-        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-    );
-    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, spread), bit), bit);
-    _mm256_or_si256(set, _mm256_set1_epi8(1))
-}
-
 /// IQ3_S x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
 /// [`crate::iquants::vec_dot_iq3_s_q8_k`].
+///
+/// The 9-bit grid indexes of a group are formed in one vector (the low
+/// bytes widened, bit `k` of `qh` shifted to bit 8 of index `k`) and read
+/// back from memory for the table loads.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -256,25 +441,59 @@ fn signs_from_bits(signs: &[u8; 4]) -> __m256i {
 pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    let shifts = _mm256_setr_epi32(8, 7, 6, 5, 4, 3, 2, 1);
+    let m256 = _mm256_set1_epi32(256);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8) = q8_k(yb);
+        let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
         let (qs, _) = xb.qs.as_chunks::<8>();
-        let (signs, _) = xb.signs.as_chunks::<4>();
-        let mut acc = _mm256_setzero_si256();
-        for (ib32, ((qs, signs), q8)) in qs.iter().zip(signs).zip(q8).enumerate() {
-            let qh = usize::from(xb.qh[ib32]);
-            // Index `k` takes bit `k` of `qh` as its ninth bit.
-            let idx: [usize; 8] =
-                core::array::from_fn(|k| usize::from(qs[k]) | ((qh << (8 - k)) & 256));
-            let grid = grid8(idx.map(|i| IQ3S_GRID[i]));
-            let g = _mm256_sign_epi8(grid, signs_from_bits(signs));
-            let sc = xb.scales[ib32 / 2];
-            let ls = 2 * i16::from(if ib32 % 2 == 0 { sc & 0xf } else { sc >> 4 }) + 1;
-            let p = _mm256_madd_epi16(pairs(g, load32(q8)), _mm256_set1_epi16(ls));
-            acc = _mm256_add_epi32(acc, p);
+        // Raw sign bytes, groups 0 1 2 3 | 4 5 6 7.
+        let signs = load32(&xb.signs);
+        let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
+        // Scale nibbles in group order (low nibble of byte k: group 2 k).
+        let sc = _mm_cvtsi32_si128(i32::from_le_bytes(xb.scales));
+        let m4 = _mm_set1_epi8(0x0f);
+        let nib = _mm_unpacklo_epi8(
+            _mm_and_si128(sc, m4),
+            _mm_and_si128(_mm_srli_epi16::<4>(sc), m4),
+        );
+        let (l_a, l_b) = scale_dwords(odd_scales_x2(_mm_cvtepu8_epi16(nib)));
+        let mut idx = [[0u32; 8]; 8];
+        for ((idx, qs), &qh) in idx.iter_mut().zip(qs).zip(&xb.qh) {
+            let lo = _mm256_cvtepu8_epi32(load8(qs));
+            let h = _mm256_and_si256(
+                _mm256_sllv_epi32(_mm256_set1_epi32(i32::from(qh)), shifts),
+                m256,
+            );
+            // SAFETY: `idx` is 32 writable bytes; `storeu` needs no alignment.
+            unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), _mm256_or_si256(lo, h)) };
         }
+        let mut acc = _mm256_setzero_si256();
+        macro_rules! group {
+            ($g:literal, $imm:literal) => {{
+                let (hi, slot) = ($g >= 4, $g & 3);
+                let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
+                // Indexes are below 512 by construction; the mask lets the
+                // compiler see it.
+                let grid = grid8!(
+                    IQ3S_GRID,
+                    core::array::from_fn(|k| (vload(&idx[$g][k]) & 511) as usize)
+                );
+                let g = _mm256_sign_epi8(grid, sg);
+                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
+                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                acc = _mm256_add_epi32(acc, p);
+            }};
+        }
+        group!(0, 0x00);
+        group!(1, 0x55);
+        group!(2, 0xaa);
+        group!(3, 0xff);
+        group!(4, 0x00);
+        group!(5, 0x55);
+        group!(6, 0xaa);
+        group!(7, 0xff);
         sumf += d * hsum_i32x8(acc) as f32;
     }
     sumf
@@ -284,35 +503,81 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 /// stored block sums, as the scalar code); bit-identical to
 /// [`crate::iquants::vec_dot_iq1_s_q8_k`].
 ///
+/// The 11-bit grid indexes of the block are formed in two vectors (the low
+/// bytes widened, the three high bits of index `4 g + l`, bits `3 l ..` of
+/// `qh[g]`, moved to bit 8 by a multiply and a shift) and read back from
+/// memory for the table loads; the scales and the shift term's block-sum
+/// weights come from one vector of the eight `qh`.
+///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    // qh[g] << (9 - 3 l) (mod 2^16) for l = 0..4: bits 3 l..3 l + 3 at 9..12.
+    let mul = _mm256_set1_epi64x(0x0001_0008_0040_0200);
+    // Each qh (low word of a qword) in the qword's four words.
+    let rep = _mm256_setr_epi8(
+        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9, //
+        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9,
+    );
+    let m700 = _mm256_set1_epi16(0x700);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8) = q8_k(yb);
-        let (bsums, _) = yb[4 + QK_K..].as_chunks::<4>();
-        let (qs, _) = xb.qs.as_chunks::<4>();
-        let mut acc = _mm256_setzero_si256();
-        let mut sumi1 = 0i32;
-        for (((qs, &qh), q8), bs) in qs.iter().zip(&xb.qh).zip(q8).zip(bsums) {
-            let qh = usize::from(qh);
-            let grid = grid4(
-                IQ1S_GRID[usize::from(qs[0]) | ((qh << 8) & 0x700)],
-                IQ1S_GRID[usize::from(qs[1]) | ((qh << 5) & 0x700)],
-                IQ1S_GRID[usize::from(qs[2]) | ((qh << 2) & 0x700)],
-                IQ1S_GRID[usize::from(qs[3]) | ((qh >> 1) & 0x700)],
-            );
-            let ls = 2 * ((qh >> 12) & 7) as i32 + 1;
-            let p = _mm256_madd_epi16(pairs(grid, load32(q8)), _mm256_set1_epi16(ls as i16));
-            acc = _mm256_add_epi32(acc, p);
-            let bsum = i32::from(i16::from_le_bytes([bs[0], bs[1]]))
-                + i32::from(i16::from_le_bytes([bs[2], bs[3]]));
-            let delta = if qh & 0x8000 != 0 { -1 } else { 1 };
-            sumi1 += ls * delta * bsum;
+        let (dy, q8, bsums) = q8_k(yb);
+        let qh = load16(bytemuck::cast_ref(&xb.qh));
+        let mut idx = [0u16; 32];
+        let (qs, _) = xb.qs.as_chunks::<16>();
+        for (h, (idx, qs)) in idx.as_chunks_mut::<16>().0.iter_mut().zip(qs).enumerate() {
+            let q = load16(qs);
+            let hq = if h == 0 {
+                qh
+            } else {
+                _mm_unpackhi_epi64(qh, qh)
+            };
+            let hq = _mm256_shuffle_epi8(_mm256_cvtepu16_epi64(hq), rep);
+            let high = _mm256_and_si256(_mm256_srli_epi16::<1>(_mm256_mullo_epi16(hq, mul)), m700);
+            let v = _mm256_or_si256(_mm256_cvtepu8_epi16(q), high);
+            // SAFETY: `idx` is 32 writable bytes; `storeu` needs no alignment.
+            unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), v) };
         }
+        // 2 ls + 1 by group, and signed by the shift's sign for the block
+        // sums (each twice: two sums of 16 per group).
+        let ls = _mm_or_si128(
+            _mm_slli_epi16::<1>(_mm_and_si128(_mm_srli_epi16::<12>(qh), _mm_set1_epi16(7))),
+            _mm_set1_epi16(1),
+        );
+        let lsd = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
+        let lsd = _mm256_set_m128i(_mm_unpackhi_epi16(lsd, lsd), _mm_unpacklo_epi16(lsd, lsd));
+        let sumi1 = hsum_i32x8(_mm256_madd_epi16(load32(bsums), lsd));
+        let (l_a, l_b) = scale_dwords(_mm256_broadcastsi128_si256(ls));
+        let mut acc = _mm256_setzero_si256();
+        macro_rules! group {
+            ($g:literal, $imm:literal) => {{
+                let i = &idx[4 * $g..4 * $g + 4];
+                let grid = grid4(
+                    &IQ1S_GRID,
+                    [
+                        usize::from(vload(&i[0]) & 0x7ff),
+                        usize::from(vload(&i[1]) & 0x7ff),
+                        usize::from(vload(&i[2]) & 0x7ff),
+                        usize::from(vload(&i[3]) & 0x7ff),
+                    ],
+                );
+                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
+                let p = _mm256_madd_epi16(pairs(grid, load32(&q8[$g])), lsg);
+                acc = _mm256_add_epi32(acc, p);
+            }};
+        }
+        group!(0, 0x00);
+        group!(1, 0x55);
+        group!(2, 0xaa);
+        group!(3, 0xff);
+        group!(4, 0x00);
+        group!(5, 0x55);
+        group!(6, 0xaa);
+        group!(7, 0xff);
         let sumi = hsum_i32x8(acc);
         sumf += h2f_t(t, xb.d) * dy * (sumi as f32 + 0.125 * sumi1 as f32);
     }
@@ -324,13 +589,23 @@ mod tests {
     use super::*;
     use crate::iquants::grids::KSIGNS_IQ2XS;
 
+    /// `with_parity(sign_fields(..))` is ggml's `ksigns_iq2xs` for every
+    /// field in every position.
     #[test]
-    fn keven_signs_match_ksigns() {
-        for (i, (&v, &s)) in KEVEN_SIGNS.iter().zip(&KSIGNS_IQ2XS).enumerate() {
-            for (j, b) in v.to_le_bytes().into_iter().enumerate() {
-                let want = if s & (1 << j) != 0 { 0xff } else { 0x01 };
-                assert_eq!(b, want, "entry {i} byte {j}");
+    fn sign_bytes_match_ksigns() {
+        if crate::simd::supported() < crate::simd::Level::Avx2 {
+            return;
+        }
+        for f in 0..128u32 {
+            let aux = f | (f << 7) | (f << 14) | (f << 21) | (0xf << 28);
+            let mut out = [0u8; 32];
+            // SAFETY: AVX2 is supported (checked above); `out` is 32
+            // writable bytes.
+            unsafe {
+                let v = with_parity(sign_fields(_mm256_set1_epi32(aux as i32)));
+                _mm256_storeu_si256(out.as_mut_ptr().cast(), v);
             }
+            assert!(out.iter().all(|&b| b == KSIGNS_IQ2XS[f as usize]), "{f}");
         }
     }
 }
