@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
 use weightkit_quant::iquants::{
-    BlockIq1S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl, BlockIq4Xs,
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl,
+    BlockIq4Xs,
 };
 use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -76,6 +77,8 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
         DType::IQ3_XXS => time!(BlockIq3Xxs, u8, d::vec_dot_iq3_xxs_q8_k),
         DType::IQ3_S => time!(BlockIq3S, u8, d::vec_dot_iq3_s_q8_k),
         DType::IQ1_S => time!(BlockIq1S, u8, d::vec_dot_iq1_s_q8_k),
+        DType::IQ2_S => time!(BlockIq2S, u8, d::vec_dot_iq2_s_q8_k),
+        DType::IQ1_M => time!(BlockIq1M, u8, d::vec_dot_iq1_m_q8_k),
         _ => mean_secs(budget, || {
             vec_dot(dtype, black_box(q), black_box(p)).map(|r| {
                 black_box(r);

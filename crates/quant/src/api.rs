@@ -35,7 +35,8 @@ use crate::simd::dispatch::{
     vec_dot_q8_0_q8_0 as fast_vec_dot_q8_0_q8_0,
 };
 use crate::simd::dispatch::{
-    vec_dot_iq1_s_q8_k as fast_vec_dot_iq1_s_q8_k, vec_dot_iq2_xs_q8_k as fast_vec_dot_iq2_xs_q8_k,
+    vec_dot_iq1_m_q8_k as fast_vec_dot_iq1_m_q8_k, vec_dot_iq1_s_q8_k as fast_vec_dot_iq1_s_q8_k,
+    vec_dot_iq2_s_q8_k as fast_vec_dot_iq2_s_q8_k, vec_dot_iq2_xs_q8_k as fast_vec_dot_iq2_xs_q8_k,
     vec_dot_iq2_xxs_q8_k as fast_vec_dot_iq2_xxs_q8_k,
     vec_dot_iq3_s_q8_k as fast_vec_dot_iq3_s_q8_k,
     vec_dot_iq3_xxs_q8_k as fast_vec_dot_iq3_xxs_q8_k,
@@ -436,11 +437,11 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
         DType::NVFP4 => dot_raw!(BlockNvfp4, vec_dot_nvfp4_q8_0),
         DType::IQ2_XXS => dot_raw!(BlockIq2Xxs, fast_vec_dot_iq2_xxs_q8_k),
         DType::IQ2_XS => dot_raw!(BlockIq2Xs, fast_vec_dot_iq2_xs_q8_k),
-        DType::IQ2_S => dot_raw!(BlockIq2S, vec_dot_iq2_s_q8_k),
+        DType::IQ2_S => dot_raw!(BlockIq2S, fast_vec_dot_iq2_s_q8_k),
         DType::IQ3_XXS => dot_raw!(BlockIq3Xxs, fast_vec_dot_iq3_xxs_q8_k),
         DType::IQ3_S => dot_raw!(BlockIq3S, fast_vec_dot_iq3_s_q8_k),
         DType::IQ1_S => dot_raw!(BlockIq1S, fast_vec_dot_iq1_s_q8_k),
-        DType::IQ1_M => dot_raw!(BlockIq1M, vec_dot_iq1_m_q8_k),
+        DType::IQ1_M => dot_raw!(BlockIq1M, fast_vec_dot_iq1_m_q8_k),
         _ => Err(QuantError::Unsupported {
             dtype,
             what: "vec_dot",

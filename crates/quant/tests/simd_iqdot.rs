@@ -96,7 +96,7 @@ fn types() -> Vec<Ty> {
             vec_dot_iq2_xs_q8_k,
             vec_dot_iq2_xs_q8_k_at
         ),
-        ty!(IQ2_S, BlockIq2S, vec_dot_iq2_s_q8_k),
+        ty!(IQ2_S, BlockIq2S, vec_dot_iq2_s_q8_k, vec_dot_iq2_s_q8_k_at),
         ty!(
             IQ3_XXS,
             BlockIq3Xxs,
@@ -105,7 +105,7 @@ fn types() -> Vec<Ty> {
         ),
         ty!(IQ3_S, BlockIq3S, vec_dot_iq3_s_q8_k, vec_dot_iq3_s_q8_k_at),
         ty!(IQ1_S, BlockIq1S, vec_dot_iq1_s_q8_k, vec_dot_iq1_s_q8_k_at),
-        ty!(IQ1_M, BlockIq1M, vec_dot_iq1_m_q8_k),
+        ty!(IQ1_M, BlockIq1M, vec_dot_iq1_m_q8_k, vec_dot_iq1_m_q8_k_at),
     ]
 }
 

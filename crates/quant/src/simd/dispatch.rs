@@ -746,3 +746,23 @@ iq_grid_dot! {
     vec_dot_iq1_s_q8_k / vec_dot_iq1_s_q8_k_at = vec_dot_iq1_s_q8_k_impl,
     iquants::BlockIq1S, iquants::vec_dot_iq1_s_q8_k
 }
+
+iq_grid_dot! {
+    /// [`iquants::vec_dot_iq2_s_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq2_s_q8_k / vec_dot_iq2_s_q8_k_at = vec_dot_iq2_s_q8_k_impl,
+    iquants::BlockIq2S, iquants::vec_dot_iq2_s_q8_k
+}
+
+iq_grid_dot! {
+    /// [`iquants::vec_dot_iq1_m_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq1_m_q8_k / vec_dot_iq1_m_q8_k_at = vec_dot_iq1_m_q8_k_impl,
+    iquants::BlockIq1M, iquants::vec_dot_iq1_m_q8_k
+}

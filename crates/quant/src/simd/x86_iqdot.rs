@@ -1,5 +1,5 @@
 //! x86_64 AVX2 dot products of the grid i-quants with Q8_K (IQ2_XXS,
-//! IQ2_XS, IQ3_XXS, IQ3_S, IQ1_S), chosen at run time by
+//! IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M), chosen at run time by
 //! [`super::dispatch`].
 //!
 //! # Exactness
@@ -39,8 +39,12 @@
 use std::arch::x86_64::*;
 
 use super::x86::{f16_table, h2f_t};
-use crate::iquants::grids::{IQ1S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
-use crate::iquants::{BlockIq1S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, Q8_K_BYTES};
+use crate::iquants::grids::{
+    IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID,
+};
+use crate::iquants::{
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, Q8_K_BYTES,
+};
 use crate::kquants::QK_K;
 
 // ------------------------------------------------------------------ helpers
@@ -245,6 +249,23 @@ fn scale_dwords(v: __m256i) -> (__m256i, __m256i) {
     (_mm256_unpacklo_epi16(v, v), _mm256_unpackhi_epi16(v, v))
 }
 
+/// `2 s + 1` of the eight pairs of 4-bit scales `s` of IQ2_XS/IQ2_S as
+/// [`scale_dwords`]: the low nibble of byte `g` (values 0..16 of group `g`)
+/// in the low lane, the high nibble (values 16..32) in the high lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn split_nibble_scales(scales: &[u8; 8]) -> (__m256i, __m256i) {
+    let sc = load8(scales);
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_cvtepu8_epi16(_mm_and_si128(sc, m4));
+    let hi = _mm_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), m4));
+    let ls = _mm256_set_m128i(hi, lo);
+    scale_dwords(_mm256_or_si256(
+        _mm256_slli_epi16::<1>(ls),
+        _mm256_set1_epi16(1),
+    ))
+}
+
 // ------------------------------------------------------------------ kernels
 
 /// Where group `g` of 8 sits after gathering the odd dwords of two 32-byte
@@ -338,15 +359,7 @@ pub(crate) unsafe fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> f32 {
         );
         let signs = with_parity(f);
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
-        // Low-nibble scales (values 0..16 of a group) in the low lane,
-        // high-nibble ones in the high lane, as i16 by group.
-        let sc = load8(&xb.scales);
-        let m4 = _mm_set1_epi8(0x0f);
-        let lo = _mm_cvtepu8_epi16(_mm_and_si128(sc, m4));
-        let hi = _mm_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc), m4));
-        let ls = _mm256_set_m128i(hi, lo);
-        let ls = _mm256_or_si256(_mm256_slli_epi16::<1>(ls), _mm256_set1_epi16(1));
-        let (l_a, l_b) = scale_dwords(ls);
+        let (l_a, l_b) = split_nibble_scales(&xb.scales);
         let mut acc = _mm256_setzero_si256();
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
@@ -580,6 +593,241 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
         group!(7, 0xff);
         let sumi = hsum_i32x8(acc);
         sumf += h2f_t(t, xb.d) * dy * (sumi as f32 + 0.125 * sumi1 as f32);
+    }
+    sumf
+}
+
+/// IQ2_S x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
+/// [`crate::iquants::vec_dot_iq2_s_q8_k`].
+///
+/// The 10-bit grid indexes (low byte, then bits `2 l .. 2 l + 2` of `qh[g]`
+/// moved to bits 8..10 by a multiply) are formed in two vectors and read
+/// back from memory; the signs are stored bytes.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
+    let t = f16_table();
+    let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    // qh[g] << (8 - 2 l) for l = 0..4.
+    let mul = _mm256_set1_epi64x(0x0004_0010_0040_0100);
+    // Word lane 4 g' + l of half h takes byte 4 h + g' (h's four groups).
+    let z = -128i8;
+    let rep = |h: i8| {
+        _mm256_setr_epi8(
+            h,
+            z,
+            h,
+            z,
+            h,
+            z,
+            h,
+            z,
+            h + 1,
+            z,
+            h + 1,
+            z,
+            h + 1,
+            z,
+            h + 1,
+            z, //
+            h + 2,
+            z,
+            h + 2,
+            z,
+            h + 2,
+            z,
+            h + 2,
+            z,
+            h + 3,
+            z,
+            h + 3,
+            z,
+            h + 3,
+            z,
+            h + 3,
+            z,
+        )
+    };
+    let rep = [rep(0), rep(4)];
+    let m300 = _mm256_set1_epi16(0x300);
+    let mut sumf = 0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let (dy, q8, _) = q8_k(yb);
+        let d = h2f_t(t, xb.d) * dy;
+        let (qs, signs) = xb.qs.split_at(QK_K / 8);
+        let (qs, _) = qs.as_chunks::<16>();
+        let signs = load32(signs.try_into().expect("32 bytes"));
+        let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
+        let qh = _mm256_broadcastsi128_si256(load8(&xb.qh));
+        let mut idx = [0u16; 32];
+        for ((idx, qs), rep) in idx.as_chunks_mut::<16>().0.iter_mut().zip(qs).zip(&rep) {
+            let high =
+                _mm256_and_si256(_mm256_mullo_epi16(_mm256_shuffle_epi8(qh, *rep), mul), m300);
+            let v = _mm256_or_si256(_mm256_cvtepu8_epi16(load16(qs)), high);
+            // SAFETY: `idx` is 32 writable bytes; `storeu` needs no alignment.
+            unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), v) };
+        }
+        let (l_a, l_b) = split_nibble_scales(&xb.scales);
+        let mut acc = _mm256_setzero_si256();
+        macro_rules! group {
+            ($g:literal, $imm:literal) => {{
+                let (hi, slot) = ($g >= 4, $g & 3);
+                let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
+                let i = &idx[4 * $g..4 * $g + 4];
+                let grid = grid4(
+                    &IQ2S_GRID,
+                    [
+                        usize::from(vload(&i[0]) & 0x3ff),
+                        usize::from(vload(&i[1]) & 0x3ff),
+                        usize::from(vload(&i[2]) & 0x3ff),
+                        usize::from(vload(&i[3]) & 0x3ff),
+                    ],
+                );
+                let g = _mm256_sign_epi8(grid, sg);
+                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
+                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                acc = _mm256_add_epi32(acc, p);
+            }};
+        }
+        group!(0, 0x00);
+        group!(1, 0x55);
+        group!(2, 0xaa);
+        group!(3, 0xff);
+        group!(4, 0x00);
+        group!(5, 0x55);
+        group!(6, 0xaa);
+        group!(7, 0xff);
+        sumf += d * hsum_i32x8(acc) as f32;
+    }
+    0.125 * sumf
+}
+
+/// `pshufb` controls: `DSPREAD[g]` takes byte `2 g` of a lane into every
+/// byte of the low lane, byte `2 g + 1` into every byte of the high lane.
+static DSPREAD: [[i8; 32]; 8] = delta_controls();
+
+const fn delta_controls() -> [[i8; 32]; 8] {
+    let mut t = [[0i8; 32]; 8];
+    let mut g = 0;
+    while g < 8 {
+        let mut i = 0;
+        while i < 32 {
+            t[g][i] = (2 * g + i / 16) as i8;
+            i += 1;
+        }
+        g += 1;
+    }
+    t
+}
+
+/// IQ1_M x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
+/// [`crate::iquants::vec_dot_iq1_m_q8_k`].
+///
+/// The 11-bit grid indexes interleave the `qs` bytes with the 3-bit
+/// nibbles of `qh` as high bytes. The shift term `sum delta * q` of each 8
+/// values is `maddubs(1, q)` weighted by the group scale with the shift's
+/// sign (`sign_epi16`), in its own accumulator.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
+    let t = f16_table();
+    let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    let m7 = _mm_set1_epi8(7);
+    // Word g of both lanes takes scale word g / 2.
+    let words = _mm256_setr_epi8(
+        0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, //
+        0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7,
+    );
+    // The scale of values 0..16 of group g (low lane) is at bit
+    // 3 (2 (g % 2)) of its word, of values 16..32 (high lane) at
+    // 3 (2 (g % 2) + 1): multiplied up to bits 12..15.
+    let mul = _mm256_setr_epi16(
+        4096, 64, 4096, 64, 4096, 64, 4096, 64, 512, 8, 512, 8, 512, 8, 512, 8,
+    );
+    // The shift's sign of values 8 l .. 8 l + 8: bit 3 (l even) or 7 (l
+    // odd) of qh byte 2 g + l / 2.
+    let z = 0x80u8 as i8;
+    let dbits = _mm256_setr_epi8(
+        8, 8, 8, 8, 8, 8, 8, 8, z, z, z, z, z, z, z, z, //
+        8, 8, 8, 8, 8, 8, 8, 8, z, z, z, z, z, z, z, z,
+    );
+    let ones = _mm256_set1_epi8(1);
+    let mut sumf = 0f32;
+    for (xb, yb) in x.iter().zip(y) {
+        let (dy, q8, _) = q8_k(yb);
+        let sc: [u16; 4] =
+            core::array::from_fn(|i| u16::from_le_bytes([xb.scales[2 * i], xb.scales[2 * i + 1]]));
+        let scale =
+            (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
+        let d = h2f_t(t, half::f16::from_bits(scale));
+        // Index 2 k + p: qs byte 2 k + p, high byte nibble p of qh[k] (& 7).
+        let qh = load16(&xb.qh);
+        let nib_l = _mm_and_si128(qh, m7);
+        let nib_h = _mm_and_si128(_mm_srli_epi16::<4>(qh), m7);
+        let hb = [
+            _mm_unpacklo_epi8(nib_l, nib_h),
+            _mm_unpackhi_epi8(nib_l, nib_h),
+        ];
+        let (qs, _) = xb.qs.as_chunks::<16>();
+        let mut idx = [[0u16; 8]; 4];
+        for (k, (qs, hb)) in qs.iter().zip(hb).enumerate() {
+            let q = load16(qs);
+            let (lo, hi) = (_mm_unpacklo_epi8(q, hb), _mm_unpackhi_epi8(q, hb));
+            // SAFETY: each `idx` row is 16 writable bytes; `storeu` needs no
+            // alignment.
+            unsafe {
+                _mm_storeu_si128(idx[2 * k].as_mut_ptr().cast(), lo);
+                _mm_storeu_si128(idx[2 * k + 1].as_mut_ptr().cast(), hi);
+            }
+        }
+        let idx: &[u16; 32] = bytemuck::cast_ref(&idx);
+        // 2 ls + 1: values 0..16 of group g in word g of the low lane,
+        // 16..32 in the high lane.
+        let w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load8(&xb.scales)), words);
+        let ls = _mm256_srli_epi16::<12>(_mm256_mullo_epi16(w, mul));
+        let ls = _mm256_and_si256(ls, _mm256_set1_epi16(7));
+        let ls = _mm256_or_si256(_mm256_slli_epi16::<1>(ls), _mm256_set1_epi16(1));
+        let (l_a, l_b) = scale_dwords(ls);
+        let qhb = _mm256_broadcastsi128_si256(qh);
+        let (mut acc1, mut acc2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        macro_rules! group {
+            ($g:literal, $imm:literal) => {{
+                let i = &idx[4 * $g..4 * $g + 4];
+                let grid = grid4(
+                    &IQ1S_GRID,
+                    [
+                        usize::from(vload(&i[0]) & 0x7ff),
+                        usize::from(vload(&i[1]) & 0x7ff),
+                        usize::from(vload(&i[2]) & 0x7ff),
+                        usize::from(vload(&i[3]) & 0x7ff),
+                    ],
+                );
+                let q = load32(&q8[$g]);
+                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
+                acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(pairs(grid, q), lsg));
+                let spread = load32(bytemuck::cast_ref(&DSPREAD[$g]));
+                let dop = _mm256_add_epi8(
+                    _mm256_and_si256(_mm256_shuffle_epi8(qhb, spread), dbits),
+                    _mm256_set1_epi8(0x7f),
+                );
+                let qsum = _mm256_maddubs_epi16(ones, q);
+                acc2 = _mm256_add_epi32(acc2, _mm256_madd_epi16(qsum, _mm256_sign_epi16(lsg, dop)));
+            }};
+        }
+        group!(0, 0x00);
+        group!(1, 0x55);
+        group!(2, 0xaa);
+        group!(3, 0xff);
+        group!(4, 0x00);
+        group!(5, 0x55);
+        group!(6, 0xaa);
+        group!(7, 0xff);
+        let (sumi1, sumi2) = (hsum_i32x8(acc1), hsum_i32x8(acc2));
+        sumf += d * dy * (sumi1 as f32 + 0.125 * sumi2 as f32);
     }
     sumf
 }
