@@ -100,6 +100,14 @@ fn vload<T: Copy>(v: &T) -> T {
     unsafe { core::ptr::read_volatile(v) }
 }
 
+/// `v`, hidden from the optimizer: a `pshufb` control loaded through it
+/// stays one `pshufb` (LLVM rewrites a known constant control into two or
+/// three other shuffles, which it rates cheaper and which are slower here).
+#[inline(always)]
+fn opaque<T: ?Sized>(v: &T) -> &T {
+    std::hint::black_box(v)
+}
+
 /// Splits a raw `block_q8_K` into its scale, its eight groups of 32 quants
 /// and its 16 block sums (32 bytes).
 #[inline]
@@ -242,11 +250,12 @@ fn odd_scales_x2(s: __m128i) -> __m256i {
 
 /// The `i16` scales of `v` (eight per 128-bit lane) duplicated into dwords:
 /// scales 0..4 of each lane, then 4..8, for `madd_epi16` after a
-/// `shuffle_epi32` broadcast.
+/// `shuffle_epi32` broadcast. Hidden from the optimizer, which otherwise
+/// merges the unpack into each group's broadcast as two shuffles.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn scale_dwords(v: __m256i) -> (__m256i, __m256i) {
-    (_mm256_unpacklo_epi16(v, v), _mm256_unpackhi_epi16(v, v))
+    std::hint::black_box((_mm256_unpacklo_epi16(v, v), _mm256_unpackhi_epi16(v, v)))
 }
 
 /// `2 s + 1` of the eight pairs of 4-bit scales `s` of IQ2_XS/IQ2_S as
@@ -516,11 +525,11 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 /// stored block sums, as the scalar code); bit-identical to
 /// [`crate::iquants::vec_dot_iq1_s_q8_k`].
 ///
-/// The 11-bit grid indexes of the block are formed in two vectors (the low
-/// bytes widened, the three high bits of index `4 g + l`, bits `3 l ..` of
-/// `qh[g]`, moved to bit 8 by a multiply and a shift) and read back from
-/// memory for the table loads; the scales and the shift term's block-sum
-/// weights come from one vector of the eight `qh`.
+/// The 11-bit grid indexes are formed in integer registers from one
+/// 32-bit load of the group's `qs` and its `qh` (forming them in vectors
+/// and reading them back through memory measured slower); the scales and
+/// the shift term's block-sum weights come from one vector of the eight
+/// `qh`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -528,33 +537,10 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    // qh[g] << (9 - 3 l) (mod 2^16) for l = 0..4: bits 3 l..3 l + 3 at 9..12.
-    let mul = _mm256_set1_epi64x(0x0001_0008_0040_0200);
-    // Each qh (low word of a qword) in the qword's four words.
-    let rep = _mm256_setr_epi8(
-        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9, //
-        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9,
-    );
-    let m700 = _mm256_set1_epi16(0x700);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, bsums) = q8_k(yb);
         let qh = load16(bytemuck::cast_ref(&xb.qh));
-        let mut idx = [0u16; 32];
-        let (qs, _) = xb.qs.as_chunks::<16>();
-        for (h, (idx, qs)) in idx.as_chunks_mut::<16>().0.iter_mut().zip(qs).enumerate() {
-            let q = load16(qs);
-            let hq = if h == 0 {
-                qh
-            } else {
-                _mm_unpackhi_epi64(qh, qh)
-            };
-            let hq = _mm256_shuffle_epi8(_mm256_cvtepu16_epi64(hq), rep);
-            let high = _mm256_and_si256(_mm256_srli_epi16::<1>(_mm256_mullo_epi16(hq, mul)), m700);
-            let v = _mm256_or_si256(_mm256_cvtepu8_epi16(q), high);
-            // SAFETY: `idx` is 32 writable bytes; `storeu` needs no alignment.
-            unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), v) };
-        }
         // 2 ls + 1 by group, and signed by the shift's sign for the block
         // sums (each twice: two sums of 16 per group).
         let ls = _mm_or_si128(
@@ -565,17 +551,19 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
         let lsd = _mm256_set_m128i(_mm_unpackhi_epi16(lsd, lsd), _mm_unpacklo_epi16(lsd, lsd));
         let sumi1 = hsum_i32x8(_mm256_madd_epi16(load32(bsums), lsd));
         let (l_a, l_b) = scale_dwords(_mm256_broadcastsi128_si256(ls));
+        let (qs4, _) = xb.qs.as_chunks::<4>();
         let mut acc = _mm256_setzero_si256();
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
-                let i = &idx[4 * $g..4 * $g + 4];
+                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
+                let h = usize::from(vload(&xb.qh[$g]));
                 let grid = grid4(
                     &IQ1S_GRID,
                     [
-                        usize::from(vload(&i[0]) & 0x7ff),
-                        usize::from(vload(&i[1]) & 0x7ff),
-                        usize::from(vload(&i[2]) & 0x7ff),
-                        usize::from(vload(&i[3]) & 0x7ff),
+                        (q & 255) | ((h << 8) & 0x700),
+                        ((q >> 8) & 255) | ((h << 5) & 0x700),
+                        ((q >> 16) & 255) | ((h << 2) & 0x700),
+                        ((q >> 24) & 255) | ((h >> 1) & 0x700),
                     ],
                 );
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
@@ -610,79 +598,29 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    // qh[g] << (8 - 2 l) for l = 0..4.
-    let mul = _mm256_set1_epi64x(0x0004_0010_0040_0100);
-    // Word lane 4 g' + l of half h takes byte 4 h + g' (h's four groups).
-    let z = -128i8;
-    let rep = |h: i8| {
-        _mm256_setr_epi8(
-            h,
-            z,
-            h,
-            z,
-            h,
-            z,
-            h,
-            z,
-            h + 1,
-            z,
-            h + 1,
-            z,
-            h + 1,
-            z,
-            h + 1,
-            z, //
-            h + 2,
-            z,
-            h + 2,
-            z,
-            h + 2,
-            z,
-            h + 2,
-            z,
-            h + 3,
-            z,
-            h + 3,
-            z,
-            h + 3,
-            z,
-            h + 3,
-            z,
-        )
-    };
-    let rep = [rep(0), rep(4)];
-    let m300 = _mm256_set1_epi16(0x300);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
         let (qs, signs) = xb.qs.split_at(QK_K / 8);
-        let (qs, _) = qs.as_chunks::<16>();
+        let (qs4, _) = qs.as_chunks::<4>();
         let signs = load32(signs.try_into().expect("32 bytes"));
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
-        let qh = _mm256_broadcastsi128_si256(load8(&xb.qh));
-        let mut idx = [0u16; 32];
-        for ((idx, qs), rep) in idx.as_chunks_mut::<16>().0.iter_mut().zip(qs).zip(&rep) {
-            let high =
-                _mm256_and_si256(_mm256_mullo_epi16(_mm256_shuffle_epi8(qh, *rep), mul), m300);
-            let v = _mm256_or_si256(_mm256_cvtepu8_epi16(load16(qs)), high);
-            // SAFETY: `idx` is 32 writable bytes; `storeu` needs no alignment.
-            unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), v) };
-        }
         let (l_a, l_b) = split_nibble_scales(&xb.scales);
         let mut acc = _mm256_setzero_si256();
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
                 let (hi, slot) = ($g >= 4, $g & 3);
                 let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
-                let i = &idx[4 * $g..4 * $g + 4];
+                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
+                let h = usize::from(vload(&xb.qh[$g]));
                 let grid = grid4(
                     &IQ2S_GRID,
                     [
-                        usize::from(vload(&i[0]) & 0x3ff),
-                        usize::from(vload(&i[1]) & 0x3ff),
-                        usize::from(vload(&i[2]) & 0x3ff),
-                        usize::from(vload(&i[3]) & 0x3ff),
+                        (q & 255) | ((h << 8) & 0x300),
+                        ((q >> 8) & 255) | ((h << 6) & 0x300),
+                        ((q >> 16) & 255) | ((h << 4) & 0x300),
+                        ((q >> 24) & 255) | ((h << 2) & 0x300),
                     ],
                 );
                 let g = _mm256_sign_epi8(grid, sg);
@@ -736,7 +674,6 @@ const fn delta_controls() -> [[i8; 32]; 8] {
 pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let m7 = _mm_set1_epi8(7);
     // Word g of both lanes takes scale word g / 2.
     let words = _mm256_setr_epi8(
         0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, //
@@ -764,27 +701,9 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let scale =
             (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
         let d = h2f_t(t, half::f16::from_bits(scale));
-        // Index 2 k + p: qs byte 2 k + p, high byte nibble p of qh[k] (& 7).
         let qh = load16(&xb.qh);
-        let nib_l = _mm_and_si128(qh, m7);
-        let nib_h = _mm_and_si128(_mm_srli_epi16::<4>(qh), m7);
-        let hb = [
-            _mm_unpacklo_epi8(nib_l, nib_h),
-            _mm_unpackhi_epi8(nib_l, nib_h),
-        ];
-        let (qs, _) = xb.qs.as_chunks::<16>();
-        let mut idx = [[0u16; 8]; 4];
-        for (k, (qs, hb)) in qs.iter().zip(hb).enumerate() {
-            let q = load16(qs);
-            let (lo, hi) = (_mm_unpacklo_epi8(q, hb), _mm_unpackhi_epi8(q, hb));
-            // SAFETY: each `idx` row is 16 writable bytes; `storeu` needs no
-            // alignment.
-            unsafe {
-                _mm_storeu_si128(idx[2 * k].as_mut_ptr().cast(), lo);
-                _mm_storeu_si128(idx[2 * k + 1].as_mut_ptr().cast(), hi);
-            }
-        }
-        let idx: &[u16; 32] = bytemuck::cast_ref(&idx);
+        let (qs4, _) = xb.qs.as_chunks::<4>();
+        let (qh2, _) = xb.qh.as_chunks::<2>();
         // 2 ls + 1: values 0..16 of group g in word g of the low lane,
         // 16..32 in the high lane.
         let w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load8(&xb.scales)), words);
@@ -796,20 +715,23 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let (mut acc1, mut acc2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
-                let i = &idx[4 * $g..4 * $g + 4];
+                // Index l: qs byte l, bits 0..3 (l even) or 4..7 (l odd) of
+                // qh byte l / 2 as bits 8..11.
+                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
+                let h = usize::from(u16::from_le_bytes(vload(&qh2[$g])));
                 let grid = grid4(
                     &IQ1S_GRID,
                     [
-                        usize::from(vload(&i[0]) & 0x7ff),
-                        usize::from(vload(&i[1]) & 0x7ff),
-                        usize::from(vload(&i[2]) & 0x7ff),
-                        usize::from(vload(&i[3]) & 0x7ff),
+                        (q & 255) | ((h << 8) & 0x700),
+                        ((q >> 8) & 255) | ((h << 4) & 0x700),
+                        ((q >> 16) & 255) | (h & 0x700),
+                        ((q >> 24) & 255) | ((h >> 4) & 0x700),
                     ],
                 );
                 let q = load32(&q8[$g]);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(pairs(grid, q), lsg));
-                let spread = load32(bytemuck::cast_ref(&DSPREAD[$g]));
+                let spread = load32(opaque(bytemuck::cast_ref(&DSPREAD[$g])));
                 let dop = _mm256_add_epi8(
                     _mm256_and_si256(_mm256_shuffle_epi8(qhb, spread), dbits),
                     _mm256_set1_epi8(0x7f),
