@@ -108,6 +108,20 @@ fn opaque<T: ?Sized>(v: &T) -> &T {
     std::hint::black_box(v)
 }
 
+/// The four 16-bit grid indexes in qword `Q` of `v` (each masked to
+/// `mask`), moved to integer registers with one extract.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn idx4<const Q: i32>(v: __m128i, mask: u64) -> [usize; 4] {
+    let w = _mm_extract_epi64::<Q>(v) as u64;
+    [
+        (w & mask) as usize,
+        ((w >> 16) & mask) as usize,
+        ((w >> 32) & mask) as usize,
+        ((w >> 48) & mask) as usize,
+    ]
+}
+
 /// Splits a raw `block_q8_K` into its scale, its eight groups of 32 quants
 /// and its 16 block sums (32 bytes).
 #[inline]
@@ -537,10 +551,35 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    // qh[g] << (9 - 3 l) (mod 2^16) for l = 0..4: bits 3 l..3 l + 3 at 9..12.
+    let mul = _mm256_set1_epi64x(0x0001_0008_0040_0200);
+    // Each qh (low word of a qword) in the qword's four words.
+    let rep = _mm256_setr_epi8(
+        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9, //
+        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9,
+    );
+    let m700 = _mm256_set1_epi16(0x700);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, bsums) = q8_k(yb);
         let qh = load16(bytemuck::cast_ref(&xb.qh));
+        // Indexes of groups 0 1 | 2 3 | 4 5 | 6 7 in four vectors.
+        let (qs, _) = xb.qs.as_chunks::<16>();
+        let iv = [
+            (load16(&qs[0]), qh),
+            (load16(&qs[1]), _mm_unpackhi_epi64(qh, qh)),
+        ]
+        .map(|(q, hq)| {
+            let hq = _mm256_shuffle_epi8(_mm256_cvtepu16_epi64(hq), rep);
+            let high = _mm256_and_si256(_mm256_srli_epi16::<1>(_mm256_mullo_epi16(hq, mul)), m700);
+            _mm256_or_si256(_mm256_cvtepu8_epi16(q), high)
+        });
+        let iv = [
+            _mm256_castsi256_si128(iv[0]),
+            _mm256_extracti128_si256::<1>(iv[0]),
+            _mm256_castsi256_si128(iv[1]),
+            _mm256_extracti128_si256::<1>(iv[1]),
+        ];
         // 2 ls + 1 by group, and signed by the shift's sign for the block
         // sums (each twice: two sums of 16 per group).
         let ls = _mm_or_si128(
@@ -551,21 +590,10 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
         let lsd = _mm256_set_m128i(_mm_unpackhi_epi16(lsd, lsd), _mm_unpacklo_epi16(lsd, lsd));
         let sumi1 = hsum_i32x8(_mm256_madd_epi16(load32(bsums), lsd));
         let (l_a, l_b) = scale_dwords(_mm256_broadcastsi128_si256(ls));
-        let (qs4, _) = xb.qs.as_chunks::<4>();
         let mut acc = _mm256_setzero_si256();
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
-                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
-                let h = usize::from(vload(&xb.qh[$g]));
-                let grid = grid4(
-                    &IQ1S_GRID,
-                    [
-                        (q & 255) | ((h << 8) & 0x700),
-                        ((q >> 8) & 255) | ((h << 5) & 0x700),
-                        ((q >> 16) & 255) | ((h << 2) & 0x700),
-                        ((q >> 24) & 255) | ((h >> 1) & 0x700),
-                    ],
-                );
+                let grid = grid4(&IQ1S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x7ff));
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 let p = _mm256_madd_epi16(pairs(grid, load32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
@@ -598,12 +626,33 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    // qh[g] << (8 - 2 l) for l = 0..4.
+    let mul = _mm256_set1_epi64x(0x0004_0010_0040_0100);
+    // Word 4 g + l of a half takes qh byte g of the half's four groups.
+    let rep = load32(bytemuck::cast_ref(opaque(&REP_IQ2S)));
+    let m300 = _mm256_set1_epi16(0x300);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
         let (qs, signs) = xb.qs.split_at(QK_K / 8);
-        let (qs4, _) = qs.as_chunks::<4>();
+        let (qs, _) = qs.as_chunks::<16>();
+        let qh = load8(&xb.qh);
+        let iv = [
+            (load16(&qs[0]), qh),
+            (load16(&qs[1]), _mm_srli_si128::<4>(qh)),
+        ]
+        .map(|(q, h)| {
+            let h = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(h), rep);
+            let high = _mm256_and_si256(_mm256_mullo_epi16(h, mul), m300);
+            _mm256_or_si256(_mm256_cvtepu8_epi16(q), high)
+        });
+        let iv = [
+            _mm256_castsi256_si128(iv[0]),
+            _mm256_extracti128_si256::<1>(iv[0]),
+            _mm256_castsi256_si128(iv[1]),
+            _mm256_extracti128_si256::<1>(iv[1]),
+        ];
         let signs = load32(signs.try_into().expect("32 bytes"));
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
         let (l_a, l_b) = split_nibble_scales(&xb.scales);
@@ -612,17 +661,7 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
             ($g:literal, $imm:literal) => {{
                 let (hi, slot) = ($g >= 4, $g & 3);
                 let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
-                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
-                let h = usize::from(vload(&xb.qh[$g]));
-                let grid = grid4(
-                    &IQ2S_GRID,
-                    [
-                        (q & 255) | ((h << 8) & 0x300),
-                        ((q >> 8) & 255) | ((h << 6) & 0x300),
-                        ((q >> 16) & 255) | ((h << 4) & 0x300),
-                        ((q >> 24) & 255) | ((h << 2) & 0x300),
-                    ],
-                );
+                let grid = grid4(&IQ2S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x3ff));
                 let g = _mm256_sign_epi8(grid, sg);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
@@ -641,6 +680,18 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
     }
     0.125 * sumf
 }
+
+/// `pshufb` control for IQ2_S: word `i` (index `4 g + l` of four groups)
+/// takes byte `g = i / 4` of its lane as its low byte, zero as its high.
+static REP_IQ2S: [i8; 32] = {
+    let mut t = [-128i8; 32];
+    let mut i = 0;
+    while i < 16 {
+        t[2 * i] = (i / 4) as i8;
+        i += 1;
+    }
+    t
+};
 
 /// `pshufb` controls: `DSPREAD[g]` takes byte `2 g` of a lane into every
 /// byte of the low lane, byte `2 g + 1` into every byte of the high lane.
@@ -693,6 +744,7 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         8, 8, 8, 8, 8, 8, 8, 8, z, z, z, z, z, z, z, z,
     );
     let ones = _mm256_set1_epi8(1);
+    let m7 = _mm_set1_epi8(7);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
@@ -701,9 +753,23 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let scale =
             (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
         let d = h2f_t(t, half::f16::from_bits(scale));
+        // Index 2 k + p: qs byte 2 k + p, high byte nibble p of qh[k] (& 7);
+        // groups 0 1 | 2 3 | 4 5 | 6 7 in four vectors.
         let qh = load16(&xb.qh);
-        let (qs4, _) = xb.qs.as_chunks::<4>();
-        let (qh2, _) = xb.qh.as_chunks::<2>();
+        let nib_l = _mm_and_si128(qh, m7);
+        let nib_h = _mm_and_si128(_mm_srli_epi16::<4>(qh), m7);
+        let (hb0, hb1) = (
+            _mm_unpacklo_epi8(nib_l, nib_h),
+            _mm_unpackhi_epi8(nib_l, nib_h),
+        );
+        let (qs, _) = xb.qs.as_chunks::<16>();
+        let (q0, q1) = (load16(&qs[0]), load16(&qs[1]));
+        let iv = [
+            _mm_unpacklo_epi8(q0, hb0),
+            _mm_unpackhi_epi8(q0, hb0),
+            _mm_unpacklo_epi8(q1, hb1),
+            _mm_unpackhi_epi8(q1, hb1),
+        ];
         // 2 ls + 1: values 0..16 of group g in word g of the low lane,
         // 16..32 in the high lane.
         let w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load8(&xb.scales)), words);
@@ -715,19 +781,7 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let (mut acc1, mut acc2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
-                // Index l: qs byte l, bits 0..3 (l even) or 4..7 (l odd) of
-                // qh byte l / 2 as bits 8..11.
-                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
-                let h = usize::from(u16::from_le_bytes(vload(&qh2[$g])));
-                let grid = grid4(
-                    &IQ1S_GRID,
-                    [
-                        (q & 255) | ((h << 8) & 0x700),
-                        ((q >> 8) & 255) | ((h << 4) & 0x700),
-                        ((q >> 16) & 255) | (h & 0x700),
-                        ((q >> 24) & 255) | ((h >> 4) & 0x700),
-                    ],
-                );
+                let grid = grid4(&IQ1S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x7ff));
                 let q = load32(&q8[$g]);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(pairs(grid, q), lsg));
