@@ -477,13 +477,14 @@ pub(crate) unsafe fn vec_dot_iq3_xxs_q8_k(x: &[BlockIq3Xxs], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let shifts = _mm256_setr_epi32(8, 7, 6, 5, 4, 3, 2, 1);
-    let m256 = _mm256_set1_epi32(256);
+    // Bit k of qh[g] to bit 8 of word k: qh << (8 - k).
+    let mul = _mm256_setr_epi16(256, 128, 64, 32, 16, 8, 4, 2, 256, 128, 64, 32, 16, 8, 4, 2);
+    let m100 = _mm256_set1_epi16(0x100);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
-        let (qs, _) = xb.qs.as_chunks::<8>();
+        let (qs, _) = xb.qs.as_chunks::<16>();
         // Raw sign bytes, groups 0 1 2 3 | 4 5 6 7.
         let signs = load32(&xb.signs);
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
@@ -495,27 +496,25 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
             _mm_and_si128(_mm_srli_epi16::<4>(sc), m4),
         );
         let (l_a, l_b) = scale_dwords(odd_scales_x2(_mm_cvtepu8_epi16(nib)));
-        let mut idx = [[0u32; 8]; 8];
-        for ((idx, qs), &qh) in idx.iter_mut().zip(qs).zip(&xb.qh) {
-            let lo = _mm256_cvtepu8_epi32(load8(qs));
-            let h = _mm256_and_si256(
-                _mm256_sllv_epi32(_mm256_set1_epi32(i32::from(qh)), shifts),
-                m256,
-            );
-            // SAFETY: `idx` is 32 writable bytes; `storeu` needs no alignment.
-            unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), _mm256_or_si256(lo, h)) };
-        }
+        // Indexes of groups 2 j (low lane) and 2 j + 1 (high lane) as u16.
+        let qh = _mm256_broadcastsi128_si256(load8(&xb.qh));
+        let iv: [__m256i; 4] = core::array::from_fn(|j| {
+            let h = _mm256_shuffle_epi8(qh, load32(bytemuck::cast_ref(opaque(&REP_IQ3S[j]))));
+            let h = _mm256_and_si256(_mm256_mullo_epi16(h, mul), m100);
+            _mm256_or_si256(_mm256_cvtepu8_epi16(load16(&qs[j])), h)
+        });
         let mut acc = _mm256_setzero_si256();
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
                 let (hi, slot) = ($g >= 4, $g & 3);
                 let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
-                // Indexes are below 512 by construction; the mask lets the
-                // compiler see it.
-                let grid = grid8!(
-                    IQ3S_GRID,
-                    core::array::from_fn(|k| (vload(&idx[$g][k]) & 511) as usize)
-                );
+                let v = if $g % 2 == 0 {
+                    _mm256_castsi256_si128(iv[$g / 2])
+                } else {
+                    _mm256_extracti128_si256::<1>(iv[$g / 2])
+                };
+                let (a, b) = (idx4::<0>(v, 511), idx4::<1>(v, 511));
+                let grid = grid8!(IQ3S_GRID, [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]);
                 let g = _mm256_sign_epi8(grid, sg);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
@@ -539,11 +538,13 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 /// stored block sums, as the scalar code); bit-identical to
 /// [`crate::iquants::vec_dot_iq1_s_q8_k`].
 ///
-/// The 11-bit grid indexes are formed in integer registers from one
-/// 32-bit load of the group's `qs` and its `qh` (forming them in vectors
-/// and reading them back through memory measured slower); the scales and
-/// the shift term's block-sum weights come from one vector of the eight
-/// `qh`.
+/// The 11-bit grid indexes of the block are formed in vectors (the low
+/// bytes widened, the three high bits of index `4 g + l`, bits `3 l ..` of
+/// `qh[g]`, moved to bit 8 by a multiply and a shift), four per qword, each
+/// qword moved to an integer register with one extract (storing them and
+/// reloading each, or forming them in integer registers, measured slower);
+/// the scales and the shift term's block-sum weights come from one vector
+/// of the eight `qh`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -681,6 +682,23 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
     0.125 * sumf
 }
 
+/// `pshufb` controls for IQ3_S: `REP_IQ3S[j]` puts byte `2 j` of its lane
+/// in the low byte of every word of the low lane, byte `2 j + 1` in the
+/// high lane, high bytes zero.
+static REP_IQ3S: [[i8; 32]; 4] = {
+    let mut t = [[-128i8; 32]; 4];
+    let mut j = 0;
+    while j < 4 {
+        let mut w = 0;
+        while w < 16 {
+            t[j][2 * w] = (2 * j + w / 8) as i8;
+            w += 1;
+        }
+        j += 1;
+    }
+    t
+};
+
 /// `pshufb` control for IQ2_S: word `i` (index `4 g + l` of four groups)
 /// takes byte `g = i / 4` of its lane as its low byte, zero as its high.
 static REP_IQ2S: [i8; 32] = {
@@ -692,24 +710,6 @@ static REP_IQ2S: [i8; 32] = {
     }
     t
 };
-
-/// `pshufb` controls: `DSPREAD[g]` takes byte `2 g` of a lane into every
-/// byte of the low lane, byte `2 g + 1` into every byte of the high lane.
-static DSPREAD: [[i8; 32]; 8] = delta_controls();
-
-const fn delta_controls() -> [[i8; 32]; 8] {
-    let mut t = [[0i8; 32]; 8];
-    let mut g = 0;
-    while g < 8 {
-        let mut i = 0;
-        while i < 32 {
-            t[g][i] = (2 * g + i / 16) as i8;
-            i += 1;
-        }
-        g += 1;
-    }
-    t
-}
 
 /// IQ1_M x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
 /// [`crate::iquants::vec_dot_iq1_m_q8_k`].
@@ -735,13 +735,6 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
     // 3 (2 (g % 2) + 1): multiplied up to bits 12..15.
     let mul = _mm256_setr_epi16(
         4096, 64, 4096, 64, 4096, 64, 4096, 64, 512, 8, 512, 8, 512, 8, 512, 8,
-    );
-    // The shift's sign of values 8 l .. 8 l + 8: bit 3 (l even) or 7 (l
-    // odd) of qh byte 2 g + l / 2.
-    let z = 0x80u8 as i8;
-    let dbits = _mm256_setr_epi8(
-        8, 8, 8, 8, 8, 8, 8, 8, z, z, z, z, z, z, z, z, //
-        8, 8, 8, 8, 8, 8, 8, 8, z, z, z, z, z, z, z, z,
     );
     let ones = _mm256_set1_epi8(1);
     let m7 = _mm_set1_epi8(7);
@@ -777,7 +770,15 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let ls = _mm256_and_si256(ls, _mm256_set1_epi16(7));
         let ls = _mm256_or_si256(_mm256_slli_epi16::<1>(ls), _mm256_set1_epi16(1));
         let (l_a, l_b) = scale_dwords(ls);
-        let qhb = _mm256_broadcastsi128_si256(qh);
+        // The shift's sign of values 8 l .. 8 l + 8 of group g, bit 3 (l
+        // even) or 7 (l odd) of qh byte 2 g + l / 2, as bit 7 of byte
+        // 4 g + l (groups 0..4 in the low lane), never zero (| 1).
+        let ds = [
+            _mm_unpacklo_epi8(_mm_slli_epi16::<4>(qh), qh),
+            _mm_unpackhi_epi8(_mm_slli_epi16::<4>(qh), qh),
+        ];
+        let ds = _mm256_or_si256(_mm256_set_m128i(ds[1], ds[0]), ones);
+        let (d_lo, d_hi) = (lane::<false>(ds), lane::<true>(ds));
         let (mut acc1, mut acc2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
@@ -785,11 +786,9 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
                 let q = load32(&q8[$g]);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(pairs(grid, q), lsg));
-                let spread = load32(opaque(bytemuck::cast_ref(&DSPREAD[$g])));
-                let dop = _mm256_add_epi8(
-                    _mm256_and_si256(_mm256_shuffle_epi8(qhb, spread), dbits),
-                    _mm256_set1_epi8(0x7f),
-                );
+                // Sign byte l over words 4 l .. 4 l + 4 (as SPREAD does).
+                let spread = load32(bytemuck::cast_ref(&SPREAD[$g & 3]));
+                let dop = _mm256_shuffle_epi8(if $g < 4 { d_lo } else { d_hi }, spread);
                 let qsum = _mm256_maddubs_epi16(ones, q);
                 acc2 = _mm256_add_epi32(acc2, _mm256_madd_epi16(qsum, _mm256_sign_epi16(lsg, dop)));
             }};
