@@ -538,13 +538,12 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 /// stored block sums, as the scalar code); bit-identical to
 /// [`crate::iquants::vec_dot_iq1_s_q8_k`].
 ///
-/// The 11-bit grid indexes of the block are formed in vectors (the low
-/// bytes widened, the three high bits of index `4 g + l`, bits `3 l ..` of
-/// `qh[g]`, moved to bit 8 by a multiply and a shift), four per qword, each
-/// qword moved to an integer register with one extract (storing them and
-/// reloading each, or forming them in integer registers, measured slower);
-/// the scales and the shift term's block-sum weights come from one vector
-/// of the eight `qh`.
+/// The 11-bit grid indexes are formed in integer registers from one
+/// 32-bit load of the group's `qs` and its `qh` (forming them in vectors
+/// and reading them back through memory, or extracting them four per qword
+/// as IQ1_M does, measured slower); the scales and
+/// the shift term's block-sum weights come from one vector of the eight
+/// `qh`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -552,35 +551,10 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    // qh[g] << (9 - 3 l) (mod 2^16) for l = 0..4: bits 3 l..3 l + 3 at 9..12.
-    let mul = _mm256_set1_epi64x(0x0001_0008_0040_0200);
-    // Each qh (low word of a qword) in the qword's four words.
-    let rep = _mm256_setr_epi8(
-        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9, //
-        0, 1, 0, 1, 0, 1, 0, 1, 8, 9, 8, 9, 8, 9, 8, 9,
-    );
-    let m700 = _mm256_set1_epi16(0x700);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, bsums) = q8_k(yb);
         let qh = load16(bytemuck::cast_ref(&xb.qh));
-        // Indexes of groups 0 1 | 2 3 | 4 5 | 6 7 in four vectors.
-        let (qs, _) = xb.qs.as_chunks::<16>();
-        let iv = [
-            (load16(&qs[0]), qh),
-            (load16(&qs[1]), _mm_unpackhi_epi64(qh, qh)),
-        ]
-        .map(|(q, hq)| {
-            let hq = _mm256_shuffle_epi8(_mm256_cvtepu16_epi64(hq), rep);
-            let high = _mm256_and_si256(_mm256_srli_epi16::<1>(_mm256_mullo_epi16(hq, mul)), m700);
-            _mm256_or_si256(_mm256_cvtepu8_epi16(q), high)
-        });
-        let iv = [
-            _mm256_castsi256_si128(iv[0]),
-            _mm256_extracti128_si256::<1>(iv[0]),
-            _mm256_castsi256_si128(iv[1]),
-            _mm256_extracti128_si256::<1>(iv[1]),
-        ];
         // 2 ls + 1 by group, and signed by the shift's sign for the block
         // sums (each twice: two sums of 16 per group).
         let ls = _mm_or_si128(
@@ -591,10 +565,21 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
         let lsd = _mm256_set_m128i(_mm_unpackhi_epi16(lsd, lsd), _mm_unpacklo_epi16(lsd, lsd));
         let sumi1 = hsum_i32x8(_mm256_madd_epi16(load32(bsums), lsd));
         let (l_a, l_b) = scale_dwords(_mm256_broadcastsi128_si256(ls));
+        let (qs4, _) = xb.qs.as_chunks::<4>();
         let mut acc = _mm256_setzero_si256();
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
-                let grid = grid4(&IQ1S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x7ff));
+                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
+                let h = usize::from(vload(&xb.qh[$g]));
+                let grid = grid4(
+                    &IQ1S_GRID,
+                    [
+                        (q & 255) | ((h << 8) & 0x700),
+                        ((q >> 8) & 255) | ((h << 5) & 0x700),
+                        ((q >> 16) & 255) | ((h << 2) & 0x700),
+                        ((q >> 24) & 255) | ((h >> 1) & 0x700),
+                    ],
+                );
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 let p = _mm256_madd_epi16(pairs(grid, load32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
