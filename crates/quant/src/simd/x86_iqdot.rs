@@ -39,10 +39,10 @@
 //! Grid points are loaded two per 128-bit half (`movq`, `movhps`).
 //!
 //! Grid indexes reach the integer registers the cheapest way measured per
-//! type: byte (IQ2_XXS, IQ3_XXS) and `u16` (IQ2_XS) loads; for IQ2_S, IQ3_S
-//! and IQ1_M, the high bits from `qh` are merged in vectors for the whole
-//! block and four 16-bit indexes leave with one `pextrq`; IQ1_S builds them
-//! with integer shifts from one 32-bit load. The loads are volatile and some
+//! type: byte (IQ2_XXS, IQ3_XXS) and `u16` (IQ2_XS) loads; for IQ2_S and
+//! IQ3_S, the high bits from `qh` are merged in vectors for the whole block
+//! and four 16-bit indexes leave with one `pextrq`; IQ1_S and IQ1_M build
+//! them with integer shifts from one 32-bit load of `qs` and their `qh`. The loads are volatile and some
 //! `pshufb` controls and per-block vectors pass through `black_box`: LLVM
 //! otherwise extracts indexes from vectors that hold the same bytes, or
 //! rewrites a constant `pshufb` as two or three other shuffles, both slower
@@ -50,7 +50,7 @@
 //!
 //! In-process against llama.cpp's AVX2 kernels (libggml-cpu, same rows,
 //! interleaved, medians, Zen 4): IQ2_XXS 1.07x, IQ2_XS 1.09x, IQ3_XXS 1.23x,
-//! IQ3_S 1.09x, IQ1_S 1.09x, IQ2_S 0.93x, IQ1_M 0.77x.
+//! IQ3_S 1.09x, IQ1_S 1.08x, IQ2_S 0.93x, IQ1_M 0.87x.
 
 use std::arch::x86_64::*;
 
@@ -738,7 +738,6 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         4096, 64, 4096, 64, 4096, 64, 4096, 64, 512, 8, 512, 8, 512, 8, 512, 8,
     );
     let ones = _mm256_set1_epi8(1);
-    let m7 = _mm_set1_epi8(7);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
@@ -747,23 +746,7 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let scale =
             (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
         let d = h2f_t(t, half::f16::from_bits(scale));
-        // Index 2 k + p: qs byte 2 k + p, high byte nibble p of qh[k] (& 7);
-        // groups 0 1 | 2 3 | 4 5 | 6 7 in four vectors.
         let qh = load16(&xb.qh);
-        let nib_l = _mm_and_si128(qh, m7);
-        let nib_h = _mm_and_si128(_mm_srli_epi16::<4>(qh), m7);
-        let (hb0, hb1) = (
-            _mm_unpacklo_epi8(nib_l, nib_h),
-            _mm_unpackhi_epi8(nib_l, nib_h),
-        );
-        let (qs, _) = xb.qs.as_chunks::<16>();
-        let (q0, q1) = (load16(&qs[0]), load16(&qs[1]));
-        let iv = [
-            _mm_unpacklo_epi8(q0, hb0),
-            _mm_unpackhi_epi8(q0, hb0),
-            _mm_unpacklo_epi8(q1, hb1),
-            _mm_unpackhi_epi8(q1, hb1),
-        ];
         // 2 ls + 1: values 0..16 of group g in word g of the low lane,
         // 16..32 in the high lane.
         let w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load8(&xb.scales)), words);
@@ -780,10 +763,24 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         ];
         let ds = _mm256_or_si256(_mm256_set_m128i(ds[1], ds[0]), ones);
         let (d_lo, d_hi) = (lane::<false>(ds), lane::<true>(ds));
+        let (qs4, _) = xb.qs.as_chunks::<4>();
+        let (qh2, _) = xb.qh.as_chunks::<2>();
         let (mut acc1, mut acc2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
-                let grid = grid4(&IQ1S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x7ff));
+                // Index l: qs byte l, bits 0..3 (l even) or 4..7 (l odd) of
+                // qh byte l / 2 (& 7) as bits 8..11.
+                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
+                let h = usize::from(u16::from_le_bytes(vload(&qh2[$g])));
+                let grid = grid4(
+                    &IQ1S_GRID,
+                    [
+                        (q & 255) | ((h << 8) & 0x700),
+                        ((q >> 8) & 255) | ((h << 4) & 0x700),
+                        ((q >> 16) & 255) | (h & 0x700),
+                        ((q >> 24) & 255) | ((h >> 4) & 0x700),
+                    ],
+                );
                 let q = load32(&q8[$g]);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(pairs(grid, q), lsg));
