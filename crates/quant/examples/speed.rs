@@ -23,18 +23,27 @@
 //! Usage: `cargo run --release -p weightkit-quant --example speed [--types q4_0,q4_K,..]`
 //! (every type test-quantize-perf measures, by default; `WEIGHTKIT_SIMD=scalar`
 //! times the scalar kernels).
+//!
+//! The grid i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M)
+//! can be named in `--types` too: neither ggml nor this crate has a
+//! reference quantizer for them (test-quantize-perf skips them), so their
+//! row is deterministic pseudo-random block bytes with a fixed super-block
+//! scale, and the quantize columns print `-`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use weightkit_core::DType;
 use weightkit_quant::iquants::{
-    BlockIq4Nl, BlockIq4Xs, BlockMxfp4, BlockNvfp4, BlockTq1_0, BlockTq2_0,
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, BlockIq4Nl,
+    BlockIq4Xs, BlockMxfp4, BlockNvfp4, BlockTq1_0, BlockTq2_0,
 };
 use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 use weightkit_quant::simd::dispatch as d;
-use weightkit_quant::{QuantError, dequantize, quantize_into, row_size, vec_dot, vec_dot_type};
+use weightkit_quant::{
+    QuantError, can_quantize, dequantize, quantize_into, row_size, vec_dot, vec_dot_type,
+};
 
 /// Mean seconds of one typed `vec_dot` call on the row `q` and its partner
 /// `p` (bytes copied into aligned blocks first, outside the timing).
@@ -67,6 +76,13 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
         DType::NVFP4 => time!(BlockNvfp4, u8, d::vec_dot_nvfp4_q8_0),
         DType::TQ1_0 => time!(BlockTq1_0, u8, d::vec_dot_tq1_0_q8_k),
         DType::TQ2_0 => time!(BlockTq2_0, u8, d::vec_dot_tq2_0_q8_k),
+        DType::IQ2_XXS => time!(BlockIq2Xxs, u8, d::vec_dot_iq2_xxs_q8_k),
+        DType::IQ2_XS => time!(BlockIq2Xs, u8, d::vec_dot_iq2_xs_q8_k),
+        DType::IQ3_XXS => time!(BlockIq3Xxs, u8, d::vec_dot_iq3_xxs_q8_k),
+        DType::IQ3_S => time!(BlockIq3S, u8, d::vec_dot_iq3_s_q8_k),
+        DType::IQ1_S => time!(BlockIq1S, u8, d::vec_dot_iq1_s_q8_k),
+        DType::IQ2_S => time!(BlockIq2S, u8, d::vec_dot_iq2_s_q8_k),
+        DType::IQ1_M => time!(BlockIq1M, u8, d::vec_dot_iq1_m_q8_k),
         _ => mean_secs(budget, || {
             vec_dot(dtype, black_box(q), black_box(p)).map(|r| {
                 black_box(r);
@@ -127,6 +143,33 @@ fn mean_secs(
     Ok(start.elapsed().as_secs_f64() / f64::from(calls))
 }
 
+/// A row of `n` values of a type without a quantizer: xorshift bytes, with
+/// every super-block scale set to `0.01` (for IQ1_M, whose f16 scale is
+/// spread over the top nibbles of its four scale words, in those nibbles).
+fn random_row(dtype: DType, n: usize) -> Result<Vec<u8>, QuantError> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut q: Vec<u8> = (0..row_size(dtype, n)?)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect();
+    let d = half::f16::from_f32(0.01).to_bits();
+    for blk in q.chunks_exact_mut(dtype.block_bytes()) {
+        if dtype == DType::IQ1_M {
+            for k in 0..4 {
+                let hi = &mut blk[48 + 2 * k + 1];
+                *hi = (*hi & 0x0f) | ((((d >> (4 * k)) & 0xf) as u8) << 4);
+            }
+        } else {
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    Ok(q)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = 4096usize;
     let x: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
@@ -154,6 +197,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DType::F16,
         DType::BF16,
     ];
+    // Dot products only (no quantizer), named with `--types`.
+    let grid = [
+        DType::IQ2_XXS,
+        DType::IQ2_XS,
+        DType::IQ2_S,
+        DType::IQ3_XXS,
+        DType::IQ3_S,
+        DType::IQ1_S,
+        DType::IQ1_M,
+    ];
     let args: Vec<String> = std::env::args().skip(1).collect();
     let types: Vec<DType> = match args.iter().position(|a| a == "--types") {
         Some(i) => {
@@ -161,6 +214,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             list.split(',')
                 .map(|t| {
                     all.iter()
+                        .chain(&grid)
                         .copied()
                         .find(|d| d.name().eq_ignore_ascii_case(t))
                         .ok_or_else(|| format!("unknown type {t}"))
@@ -180,23 +234,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|---|");
     for dtype in types {
         let mut q = vec![0u8; row_size(dtype, n)?];
-        // test-quantize-perf's `quantize_row_q_reference` is ggml's
-        // `from_float_ref`: for every type the reference path
-        // `quantize_into` takes without importance, except IQ4_NL, whose
-        // `quantize_row_iq4_nl_ref` searches one pass per group (`ntry = -1`)
-        // where `quantize_iq4_nl` (llama-quantize's) searches 17.
-        let tq = if dtype == DType::IQ4_NL {
-            let mut b: Vec<BlockIq4Nl> = vec![bytemuck::Zeroable::zeroed(); n / 32];
-            mean_secs(budget, || d::quantize_row_iq4_nl_ref(black_box(&x), &mut b))?
+        let quantizes = can_quantize(dtype);
+        let (mut tq, mut tw) = (f64::NAN, f64::NAN);
+        if quantizes {
+            // test-quantize-perf's `quantize_row_q_reference` is ggml's
+            // `from_float_ref`: for every type the reference path
+            // `quantize_into` takes without importance, except IQ4_NL, whose
+            // `quantize_row_iq4_nl_ref` searches one pass per group (`ntry = -1`)
+            // where `quantize_iq4_nl` (llama-quantize's) searches 17.
+            tq = if dtype == DType::IQ4_NL {
+                let mut b: Vec<BlockIq4Nl> = vec![bytemuck::Zeroable::zeroed(); n / 32];
+                mean_secs(budget, || d::quantize_row_iq4_nl_ref(black_box(&x), &mut b))?
+            } else {
+                mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?
+            };
+            tw = mean_secs(budget, || {
+                quantize_into(dtype, &x, n, Some(&imatrix), &mut q)
+            })?;
+            quantize_into(dtype, &x, n, None, &mut q)?;
         } else {
-            mean_secs(budget, || quantize_into(dtype, &x, n, None, &mut q))?
-        };
-        let tw = mean_secs(budget, || {
-            quantize_into(dtype, &x, n, Some(&imatrix), &mut q)
-        })?;
+            q = random_row(dtype, n)?;
+        }
         let mut y = vec![0f32; n];
         let td = mean_secs(budget, || dequantize(dtype, &q, &mut y))?;
-        quantize_into(dtype, &x, n, None, &mut q)?;
         let partner = vec_dot_type(dtype).ok_or("no dot product")?;
         let mut p = vec![0u8; row_size(partner, n)?];
         quantize_into(partner, &other, n, None, &mut p)?;
@@ -207,11 +267,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 black_box(r);
             })
         })?;
+        let quant_gbs = |t: f64| {
+            if quantizes {
+                format!("{:.3}", gb / t)
+            } else {
+                "-".to_owned()
+            }
+        };
         println!(
-            "| {} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
             dtype.name(),
-            gb / tq,
-            gb / tw,
+            quant_gbs(tq),
+            quant_gbs(tw),
             gb / td,
             gb / tv,
             gb / tb,

@@ -45,6 +45,13 @@ use crate::simd::dispatch::{
     quantize_nvfp4 as fast_quantize_nvfp4, vec_dot_mxfp4_q8_0 as fast_vec_dot_mxfp4_q8_0,
     vec_dot_nvfp4_q8_0 as fast_vec_dot_nvfp4_q8_0,
 };
+use crate::simd::dispatch::{
+    vec_dot_iq1_m_q8_k as fast_vec_dot_iq1_m_q8_k, vec_dot_iq1_s_q8_k as fast_vec_dot_iq1_s_q8_k,
+    vec_dot_iq2_s_q8_k as fast_vec_dot_iq2_s_q8_k, vec_dot_iq2_xs_q8_k as fast_vec_dot_iq2_xs_q8_k,
+    vec_dot_iq2_xxs_q8_k as fast_vec_dot_iq2_xxs_q8_k,
+    vec_dot_iq3_s_q8_k as fast_vec_dot_iq3_s_q8_k,
+    vec_dot_iq3_xxs_q8_k as fast_vec_dot_iq3_xxs_q8_k,
+};
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
 /// chunk size), so small tensors are not split into tiny tasks.
@@ -394,7 +401,8 @@ pub fn vec_dot_type(dtype: DType) -> Option<DType> {
         F32 | F16 | BF16 => dtype,
         Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 | NVFP4 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
-        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS | TQ1_0 | TQ2_0 => Q8_K,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS | TQ1_0 | TQ2_0 | IQ2_XXS | IQ2_XS | IQ2_S
+        | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M => Q8_K,
         _ => return None,
     })
 }
@@ -432,6 +440,13 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
         DType::TQ2_0 => dot_raw!(BlockTq2_0, fast_vec_dot_tq2_0_q8_k),
         DType::MXFP4 => dot_raw!(BlockMxfp4, fast_vec_dot_mxfp4_q8_0),
         DType::NVFP4 => dot_raw!(BlockNvfp4, fast_vec_dot_nvfp4_q8_0),
+        DType::IQ2_XXS => dot_raw!(BlockIq2Xxs, fast_vec_dot_iq2_xxs_q8_k),
+        DType::IQ2_XS => dot_raw!(BlockIq2Xs, fast_vec_dot_iq2_xs_q8_k),
+        DType::IQ2_S => dot_raw!(BlockIq2S, fast_vec_dot_iq2_s_q8_k),
+        DType::IQ3_XXS => dot_raw!(BlockIq3Xxs, fast_vec_dot_iq3_xxs_q8_k),
+        DType::IQ3_S => dot_raw!(BlockIq3S, fast_vec_dot_iq3_s_q8_k),
+        DType::IQ1_S => dot_raw!(BlockIq1S, fast_vec_dot_iq1_s_q8_k),
+        DType::IQ1_M => dot_raw!(BlockIq1M, fast_vec_dot_iq1_m_q8_k),
         _ => Err(QuantError::Unsupported {
             dtype,
             what: "vec_dot",

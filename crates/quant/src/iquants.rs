@@ -9,7 +9,7 @@
 //! | TQ1_0, TQ2_0 | 256 | 54, 66 | reference quantize, dequantize, dot with Q8_K |
 //! | MXFP4 | 32 | 17 | reference quantize, dequantize, dot with Q8_0 |
 //! | NVFP4 | 64 | 36 | reference quantize, dequantize, dot with Q8_0 |
-//! | IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M | 256 | 66, 74, 82, 98, 110, 50, 56 | dequantize |
+//! | IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M | 256 | 66, 74, 82, 98, 110, 50, 56 | dequantize, dot with Q8_K |
 //!
 //! Why bit-exact: a GGUF written here must be byte-identical to what
 //! `llama-quantize` writes from the same input, and a dequantized tensor must
@@ -18,7 +18,7 @@
 //! multiply-add, C's truncating `(int)` casts, `roundf` as [`f32::round`], and
 //! ggml's `nearest_int`. The grid quantizers (IQ2/IQ3/IQ1) need ggml's
 //! importance-matrix search machinery and are not provided; their
-//! dequantizers are, with the lookup tables in [`grids`].
+//! dequantizers and dot products are, with the lookup tables in [`grids`].
 //!
 //! Every public function checks its buffer lengths and returns
 //! [`QuantError`] instead of panicking; quantizers reject NaN and infinite
@@ -51,7 +51,9 @@ pub use iq4::{
 pub use iqgrid::{
     BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs,
     dequantize_row_iq1_m, dequantize_row_iq1_s, dequantize_row_iq2_s, dequantize_row_iq2_xs,
-    dequantize_row_iq2_xxs, dequantize_row_iq3_s, dequantize_row_iq3_xxs,
+    dequantize_row_iq2_xxs, dequantize_row_iq3_s, dequantize_row_iq3_xxs, vec_dot_iq1_m_q8_k,
+    vec_dot_iq1_s_q8_k, vec_dot_iq2_s_q8_k, vec_dot_iq2_xs_q8_k, vec_dot_iq2_xxs_q8_k,
+    vec_dot_iq3_s_q8_k, vec_dot_iq3_xxs_q8_k,
 };
 pub use ternary::{
     BlockTq1_0, BlockTq2_0, dequantize_row_tq1_0, dequantize_row_tq2_0, quantize_row_tq1_0_ref,
@@ -247,12 +249,14 @@ impl<'a> Q8_0<'a> {
     }
 }
 
-/// A `block_q8_K` read from its 292 little-endian bytes (the `bsums` are not
-/// needed by the kernels here).
+/// A `block_q8_K` read from its 292 little-endian bytes.
 #[derive(Clone, Copy)]
 struct Q8K<'a> {
     d: f32,
     qs: &'a [u8],
+    /// The 16 little-endian `i16` sums of 16 quants each, as stored (the
+    /// IQ1_S dot reads them instead of summing the quants).
+    bsums: &'a [u8],
 }
 
 impl<'a> Q8K<'a> {
@@ -263,11 +267,21 @@ impl<'a> Q8K<'a> {
         Q8K {
             d,
             qs: &b[4..4 + QK_K],
+            bsums: &b[4 + QK_K..Q8_K_BYTES],
         }
     }
 
     #[inline]
     fn q(&self, j: usize) -> i32 {
         i32::from(self.qs[j] as i8)
+    }
+
+    /// Stored block sum `k` (of quants `16 k .. 16 k + 16`), `k < 16`.
+    #[inline]
+    fn bsum(&self, k: usize) -> i32 {
+        i32::from(i16::from_le_bytes([
+            self.bsums[2 * k],
+            self.bsums[2 * k + 1],
+        ]))
     }
 }

@@ -10,4 +10,5 @@ mod simd_float;
 mod simd_fp4;
 mod simd_iq4;
 mod simd_iq4q;
+mod simd_iqdot;
 mod simd_tern;

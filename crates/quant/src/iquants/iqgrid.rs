@@ -1,17 +1,24 @@
 //! The grid i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M):
 //! groups of 8 (or 4) values are one index into a lattice in [`super::grids`],
-//! with separately stored signs (IQ2/IQ3) or a shared shift (IQ1). Only the
-//! dequantizers are here: ggml quantizes these types with an
-//! importance-matrix-driven lattice search that this crate does not port.
+//! with separately stored signs (IQ2/IQ3) or a shared shift (IQ1). The
+//! dequantizers and the dot products with Q8_K are here; ggml quantizes
+//! these types with an importance-matrix-driven lattice search that this
+//! crate does not port.
+//!
+//! Every grid index is formed by masking (`& 511`, `| (qh << k) & 0x300`,
+//! ...) into the range of its table, and every sign field is 7 bits, so no
+//! block bytes can index out of bounds. The dot products' integer sums
+//! cannot overflow `i32`: a group of 32 sums at most `32 * 62 * 128` in
+//! magnitude, times a scale of at most 31, times 8 groups (IQ1_S adds at
+//! most `8 * 15 * 2 * 32768` from the stored Q8_K block sums).
 
 use half::f16;
 
-use super::QK_K;
-use super::check_dequantize;
 use super::grids::{
     IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KMASK_IQ2XS,
     KSIGNS_IQ2XS,
 };
+use super::{Q8_K_BYTES, Q8K, QK_K, check_dequantize, check_partner};
 use crate::QuantError;
 use crate::common::fp16_to_fp32;
 
@@ -362,4 +369,265 @@ pub fn dequantize_row_iq1_m(x: &[BlockIq1M], y: &mut [f32]) -> Result<(), QuantE
         }
     }
     Ok(())
+}
+
+/// `grid * q * (±1)` summed over `n` values, the sign of value `j` from bit
+/// `j` of `signs` (ggml's `signs & kmask_iq2xs[j] ? -1 : 1`).
+#[inline]
+fn signed_dot(grid: &[u8], q8: &Q8K<'_>, at: usize, signs: u8, shift: usize) -> i32 {
+    let mut sumi = 0i32;
+    for (j, &g) in grid.iter().enumerate() {
+        let s = if signs & KMASK_IQ2XS[j + shift] != 0 {
+            -1
+        } else {
+            1
+        };
+        sumi += i32::from(g) * q8.q(at + j) * s;
+    }
+    sumi
+}
+
+/// ggml's scalar `ggml_vec_dot_iq2_xxs_q8_K`: the dot product of `x` with
+/// `y`, the raw bytes of `x.len()` `block_q8_K` (292 bytes each: f32 `d`
+/// little-endian, 256 `i8`, 16 `i16` block sums).
+///
+/// # Errors
+/// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
+pub fn vec_dot_iq2_xxs_q8_k(x: &[BlockIq2Xxs], y: &[u8]) -> Result<f32, QuantError> {
+    check_partner("y (block_q8_K bytes)", x.len(), Q8_K_BYTES, y.len())?;
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
+        let yb = Q8K::parse(yb);
+        let d = fp16_to_fp32(xb.d) * yb.d;
+        let mut bsum = 0i32;
+        for ib32 in 0..QK_K / 32 {
+            let q = &xb.qs[4 * ib32..4 * ib32 + 4];
+            let aux0 = u32::from(q[0]) | (u32::from(q[1]) << 16);
+            let aux1 = u32::from(q[2]) | (u32::from(q[3]) << 16);
+            let aux8 = aux0.to_le_bytes();
+            let ls = (2 * (aux1 >> 28) + 1) as i32;
+            let mut sumi = 0i32;
+            for l in 0..4 {
+                let grid = IQ2XXS_GRID[usize::from(aux8[l])].to_le_bytes();
+                let signs = KSIGNS_IQ2XS[((aux1 >> (7 * l)) & 127) as usize];
+                sumi += signed_dot(&grid, &yb, 32 * ib32 + 8 * l, signs, 0);
+            }
+            bsum += sumi * ls;
+        }
+        sumf += d * bsum as f32;
+    }
+    Ok(0.125 * sumf)
+}
+
+/// ggml's scalar `ggml_vec_dot_iq2_xs_q8_K` (`y` as in
+/// [`vec_dot_iq2_xxs_q8_k`]).
+///
+/// # Errors
+/// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
+pub fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> Result<f32, QuantError> {
+    check_partner("y (block_q8_K bytes)", x.len(), Q8_K_BYTES, y.len())?;
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
+        let yb = Q8K::parse(yb);
+        let d = fp16_to_fp32(xb.d) * yb.d;
+        let mut bsum = 0i32;
+        for ib32 in 0..QK_K / 32 {
+            let ls = [
+                2 * i32::from(xb.scales[ib32] & 0xf) + 1,
+                2 * i32::from(xb.scales[ib32] >> 4) + 1,
+            ];
+            for (h, ls) in ls.into_iter().enumerate() {
+                let mut sumi = 0i32;
+                for l in 2 * h..2 * h + 2 {
+                    let q = xb.qs[4 * ib32 + l];
+                    let grid = IQ2XS_GRID[usize::from(q & 511)].to_le_bytes();
+                    let signs = KSIGNS_IQ2XS[usize::from(q >> 9)];
+                    sumi += signed_dot(&grid, &yb, 32 * ib32 + 8 * l, signs, 0);
+                }
+                bsum += sumi * ls;
+            }
+        }
+        sumf += d * bsum as f32;
+    }
+    Ok(0.125 * sumf)
+}
+
+/// ggml's scalar `ggml_vec_dot_iq2_s_q8_K` (`y` as in
+/// [`vec_dot_iq2_xxs_q8_k`]).
+///
+/// # Errors
+/// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
+pub fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> Result<f32, QuantError> {
+    check_partner("y (block_q8_K bytes)", x.len(), Q8_K_BYTES, y.len())?;
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
+        let yb = Q8K::parse(yb);
+        let d = fp16_to_fp32(xb.d) * yb.d;
+        let (qs, signs) = xb.qs.split_at(QK_K / 8);
+        let mut bsum = 0i32;
+        for ib32 in 0..QK_K / 32 {
+            let ls1 = 1 + 2 * i32::from(xb.scales[ib32] & 0xf);
+            let ls2 = 1 + 2 * i32::from(xb.scales[ib32] >> 4);
+            let qh = usize::from(xb.qh[ib32]);
+            let mut sumi = [0i32; 2];
+            for l in 0..4 {
+                let idx = usize::from(qs[4 * ib32 + l]) | ((qh << (8 - 2 * l)) & 0x300);
+                let grid = IQ2S_GRID[idx].to_le_bytes();
+                sumi[l / 2] += signed_dot(&grid, &yb, 32 * ib32 + 8 * l, signs[4 * ib32 + l], 0);
+            }
+            bsum += ls1 * sumi[0] + ls2 * sumi[1];
+        }
+        sumf += d * bsum as f32;
+    }
+    Ok(0.125 * sumf)
+}
+
+/// ggml's scalar `ggml_vec_dot_iq3_xxs_q8_K` (`y` as in
+/// [`vec_dot_iq2_xxs_q8_k`]).
+///
+/// # Errors
+/// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
+pub fn vec_dot_iq3_xxs_q8_k(x: &[BlockIq3Xxs], y: &[u8]) -> Result<f32, QuantError> {
+    check_partner("y (block_q8_K bytes)", x.len(), Q8_K_BYTES, y.len())?;
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
+        let yb = Q8K::parse(yb);
+        let d = fp16_to_fp32(xb.d) * yb.d;
+        let (q3, gas) = xb.qs.split_at(QK_K / 4);
+        let mut bsum = 0i32;
+        for ib32 in 0..QK_K / 32 {
+            let g = &gas[4 * ib32..4 * ib32 + 4];
+            let aux32 = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
+            let ls = (2 * (aux32 >> 28) + 1) as i32;
+            let q3 = &q3[8 * ib32..8 * ib32 + 8];
+            let mut sumi = 0i32;
+            for l in 0..4 {
+                let grid1 = IQ3XXS_GRID[usize::from(q3[2 * l])].to_le_bytes();
+                let grid2 = IQ3XXS_GRID[usize::from(q3[2 * l + 1])].to_le_bytes();
+                let signs = KSIGNS_IQ2XS[((aux32 >> (7 * l)) & 127) as usize];
+                let at = 32 * ib32 + 8 * l;
+                sumi += signed_dot(&grid1, &yb, at, signs, 0);
+                sumi += signed_dot(&grid2, &yb, at + 4, signs, 4);
+            }
+            bsum += sumi * ls;
+        }
+        sumf += d * bsum as f32;
+    }
+    Ok(0.25 * sumf)
+}
+
+/// ggml's scalar `ggml_vec_dot_iq3_s_q8_K` (`y` as in
+/// [`vec_dot_iq2_xxs_q8_k`]).
+///
+/// # Errors
+/// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
+pub fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> Result<f32, QuantError> {
+    check_partner("y (block_q8_K bytes)", x.len(), Q8_K_BYTES, y.len())?;
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
+        let yb = Q8K::parse(yb);
+        let d = fp16_to_fp32(xb.d) * yb.d;
+        let mut bsum = 0i32;
+        for ib32 in 0..QK_K / 32 {
+            let sc = xb.scales[ib32 / 2];
+            let ls = 2 * i32::from(if ib32 % 2 == 0 { sc & 0xf } else { sc >> 4 }) + 1;
+            let qs = &xb.qs[8 * ib32..8 * ib32 + 8];
+            let signs = &xb.signs[4 * ib32..4 * ib32 + 4];
+            let qh = usize::from(xb.qh[ib32]);
+            let mut sumi = 0i32;
+            for l in 0..4 {
+                let i1 = usize::from(qs[2 * l]) | ((qh << (8 - 2 * l)) & 256);
+                let i2 = usize::from(qs[2 * l + 1]) | ((qh << (7 - 2 * l)) & 256);
+                let grid1 = IQ3S_GRID[i1].to_le_bytes();
+                let grid2 = IQ3S_GRID[i2].to_le_bytes();
+                let at = 32 * ib32 + 8 * l;
+                sumi += signed_dot(&grid1, &yb, at, signs[l], 0);
+                sumi += signed_dot(&grid2, &yb, at + 4, signs[l], 4);
+            }
+            bsum += sumi * ls;
+        }
+        sumf += d * bsum as f32;
+    }
+    Ok(sumf)
+}
+
+/// ggml's scalar `ggml_vec_dot_iq1_s_q8_K` (`y` as in
+/// [`vec_dot_iq2_xxs_q8_k`]). As in ggml, the shift term uses `y`'s stored
+/// block sums (`bsums`), not the sums of its quants.
+///
+/// # Errors
+/// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
+pub fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> Result<f32, QuantError> {
+    check_partner("y (block_q8_K bytes)", x.len(), Q8_K_BYTES, y.len())?;
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
+        let yb = Q8K::parse(yb);
+        let (mut sumi, mut sumi1) = (0i32, 0i32);
+        for ib in 0..QK_K / 32 {
+            let qh = xb.qh[ib];
+            let ls = 2 * i32::from((qh >> 12) & 7) + 1;
+            let delta = if qh & 0x8000 != 0 { -1 } else { 1 };
+            let mut lsum = 0i32;
+            for l in 0..4 {
+                let idx = usize::from(xb.qs[4 * ib + l]) | (usize::from((qh >> (3 * l)) & 7) << 8);
+                let grid = iq1_grid(idx);
+                for (j, &g) in grid.iter().enumerate() {
+                    lsum += yb.q(32 * ib + 8 * l + j) * i32::from(g);
+                }
+            }
+            sumi += ls * lsum;
+            sumi1 += ls * delta * (yb.bsum(2 * ib) + yb.bsum(2 * ib + 1));
+        }
+        sumf += fp16_to_fp32(xb.d) * yb.d * (sumi as f32 + IQ1S_DELTA * sumi1 as f32);
+    }
+    Ok(sumf)
+}
+
+/// ggml's scalar `ggml_vec_dot_iq1_m_q8_K` (`y` as in
+/// [`vec_dot_iq2_xxs_q8_k`]; its block sums are not read).
+///
+/// # Errors
+/// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
+pub fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> Result<f32, QuantError> {
+    check_partner("y (block_q8_K bytes)", x.len(), Q8_K_BYTES, y.len())?;
+    let mut sumf = 0.0f32;
+    for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
+        let yb = Q8K::parse(yb);
+        let sc: [u16; 4] =
+            core::array::from_fn(|i| u16::from_le_bytes([xb.scales[2 * i], xb.scales[2 * i + 1]]));
+        let scale =
+            (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
+        let (mut sumi1, mut sumi2) = (0i32, 0i32);
+        for ib in 0..QK_K / 32 {
+            let qh = [xb.qh[2 * ib], xb.qh[2 * ib + 1]];
+            let delta = [
+                if qh[0] & 0x08 != 0 { -1 } else { 1 },
+                if qh[0] & 0x80 != 0 { -1 } else { 1 },
+                if qh[1] & 0x08 != 0 { -1 } else { 1 },
+                if qh[1] & 0x80 != 0 { -1 } else { 1 },
+            ];
+            let (mut sum1, mut sum2) = ([0i32; 2], [0i32; 2]);
+            for l in 0..4 {
+                let idx = usize::from(xb.qs[4 * ib + l])
+                    | ((usize::from(qh[l / 2]) << (8 - 4 * (l % 2))) & 0x700);
+                let grid = iq1_grid(idx);
+                let (mut lsum1, mut lsum2) = (0i32, 0i32);
+                for (j, &g) in grid.iter().enumerate() {
+                    let q = yb.q(32 * ib + 8 * l + j);
+                    lsum1 += q * i32::from(g);
+                    lsum2 += q;
+                }
+                sum1[l / 2] += lsum1;
+                sum2[l / 2] += lsum2 * delta[l];
+            }
+            let s = sc[ib / 2];
+            let ls1 = 2 * i32::from((s >> (6 * (ib % 2))) & 0x7) + 1;
+            let ls2 = 2 * i32::from((s >> (6 * (ib % 2) + 3)) & 0x7) + 1;
+            sumi1 += sum1[0] * ls1 + sum1[1] * ls2;
+            sumi2 += sum2[0] * ls1 + sum2[1] * ls2;
+        }
+        let d = fp16_to_fp32(f16::from_bits(scale));
+        sumf += d * yb.d * (sumi1 as f32 + IQ1S_DELTA * sumi2 as f32);
+    }
+    Ok(sumf)
 }

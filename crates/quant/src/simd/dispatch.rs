@@ -956,3 +956,86 @@ matrix_quantizer! {
     quantize_tq2_0 / quantize_tq2_0_at = quantize_tq2_0_impl,
     BlockTq2_0, TQ2_0, kquants::QK_K, x86_tern::quantize_tq2_0, iquants::quantize_tq2_0
 }
+
+// ------------------------------------------- grid i-quant dots with Q8_K
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_iqdot;
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq2_xxs_q8_k`] (`y` the raw bytes of
+    /// `block_q8_K`s), SIMD where available, bit-identical (exact block
+    /// integer sums, the scalar code's f32 arithmetic).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq2_xxs_q8_k / vec_dot_iq2_xxs_q8_k_at = vec_dot_iq2_xxs_q8_k_impl,
+    iquants::BlockIq2Xxs, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq2_xxs_q8_k,
+    iquants::vec_dot_iq2_xxs_q8_k
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq2_xs_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq2_xs_q8_k / vec_dot_iq2_xs_q8_k_at = vec_dot_iq2_xs_q8_k_impl,
+    iquants::BlockIq2Xs, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq2_xs_q8_k,
+    iquants::vec_dot_iq2_xs_q8_k
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq3_xxs_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq3_xxs_q8_k / vec_dot_iq3_xxs_q8_k_at = vec_dot_iq3_xxs_q8_k_impl,
+    iquants::BlockIq3Xxs, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq3_xxs_q8_k,
+    iquants::vec_dot_iq3_xxs_q8_k
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq3_s_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq3_s_q8_k / vec_dot_iq3_s_q8_k_at = vec_dot_iq3_s_q8_k_impl,
+    iquants::BlockIq3S, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq3_s_q8_k,
+    iquants::vec_dot_iq3_s_q8_k
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq1_s_q8_k`], SIMD where available,
+    /// bit-identical (the shift term from `y`'s stored block sums).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq1_s_q8_k / vec_dot_iq1_s_q8_k_at = vec_dot_iq1_s_q8_k_impl,
+    iquants::BlockIq1S, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq1_s_q8_k,
+    iquants::vec_dot_iq1_s_q8_k
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq2_s_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq2_s_q8_k / vec_dot_iq2_s_q8_k_at = vec_dot_iq2_s_q8_k_impl,
+    iquants::BlockIq2S, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq2_s_q8_k,
+    iquants::vec_dot_iq2_s_q8_k
+}
+
+dot_raw! {
+    /// [`iquants::vec_dot_iq1_m_q8_k`], SIMD where available,
+    /// bit-identical.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
+    vec_dot_iq1_m_q8_k / vec_dot_iq1_m_q8_k_at = vec_dot_iq1_m_q8_k_impl,
+    iquants::BlockIq1M, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq1_m_q8_k,
+    iquants::vec_dot_iq1_m_q8_k
+}
