@@ -31,6 +31,19 @@ pub(crate) fn levels() -> Vec<Level> {
         .collect()
 }
 
+/// Asserts that a dispatching call failed with a length error, the same
+/// error its scalar function reports.
+pub(crate) fn assert_length_error<T: PartialEq + std::fmt::Debug>(
+    got: Result<T, QuantError>,
+    want: Result<T, QuantError>,
+) {
+    assert!(
+        matches!(got, Err(QuantError::BufferLength { .. })),
+        "{got:?}"
+    );
+    assert_eq!(got, want);
+}
+
 pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }

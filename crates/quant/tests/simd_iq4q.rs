@@ -24,6 +24,42 @@ fn filled<B: Zeroable + bytemuck::Pod>(n: usize) -> Vec<B> {
     v
 }
 
+/// Runs `quantize` (a `quantize_*` call at a level, on the given input and
+/// importance) at every level from aligned and unaligned inputs and checks
+/// the result and bytes against `want_r`/`want`.
+fn check_levels<B: Zeroable + bytemuck::Pod>(
+    name: &str,
+    x: &[f32],
+    imatrix: Option<&[f32]>,
+    want_r: Result<(), QuantError>,
+    want: &[B],
+    quantize: impl Fn(Level, &[f32], Option<&[f32]>, &mut [B]) -> Result<(), QuantError>,
+) -> Result<(), TestCaseError> {
+    let xs = Shifted::new(x);
+    let ws = imatrix.map(Shifted::new);
+    for level in levels() {
+        for (input, w) in [(x, imatrix), (xs.get(), ws.as_ref().map(|w| w.get()))] {
+            let mut got = filled::<B>(want.len());
+            let got_r = quantize(level, input, w, &mut got);
+            prop_assert_eq!(
+                format!("{got_r:?}"),
+                format!("{want_r:?}"),
+                "{} at {:?}",
+                name,
+                level
+            );
+            prop_assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&got),
+                bytemuck::cast_slice::<_, u8>(want),
+                "{} at {:?}",
+                name,
+                level
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `quantize_*` at every level, from aligned and unaligned inputs, against
 /// the scalar function: the same result, the same bytes.
 fn check<B: Zeroable + bytemuck::Pod>(
@@ -35,32 +71,11 @@ fn check<B: Zeroable + bytemuck::Pod>(
     scalar: Quant<B>,
     at: QuantAt<B>,
 ) -> Result<(), TestCaseError> {
-    let nb = x.len() / block;
-    let mut want = filled::<B>(nb);
+    let mut want = filled::<B>(x.len() / block);
     let want_r = scalar(x, &mut want, n_per_row, imatrix);
-    let xs = Shifted::new(x);
-    let ws = imatrix.map(Shifted::new);
-    for level in levels() {
-        for (input, w) in [(x, imatrix), (xs.get(), ws.as_ref().map(|w| w.get()))] {
-            let mut got = filled::<B>(nb);
-            let got_r = at(level, input, &mut got, n_per_row, w);
-            prop_assert_eq!(
-                format!("{got_r:?}"),
-                format!("{want_r:?}"),
-                "{} at {:?}",
-                name,
-                level
-            );
-            prop_assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&got),
-                bytemuck::cast_slice::<_, u8>(&want),
-                "{} at {:?}",
-                name,
-                level
-            );
-        }
-    }
-    Ok(())
+    check_levels(name, x, imatrix, want_r, &want, |level, x, w, out| {
+        at(level, x, out, n_per_row, w)
+    })
 }
 
 /// `quantize_row_*_ref` at every level against the scalar function.
@@ -71,31 +86,11 @@ fn check_ref<B: Zeroable + bytemuck::Pod>(
     scalar: RowRef<B>,
     at: RowRefAt<B>,
 ) -> Result<(), TestCaseError> {
-    let nb = x.len() / block;
-    let mut want = filled::<B>(nb);
+    let mut want = filled::<B>(x.len() / block);
     let want_r = scalar(x, &mut want);
-    let xs = Shifted::new(x);
-    for level in levels() {
-        for input in [x, xs.get()] {
-            let mut got = filled::<B>(nb);
-            let got_r = at(level, input, &mut got);
-            prop_assert_eq!(
-                format!("{got_r:?}"),
-                format!("{want_r:?}"),
-                "{} at {:?}",
-                name,
-                level
-            );
-            prop_assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&got),
-                bytemuck::cast_slice::<_, u8>(&want),
-                "{} at {:?}",
-                name,
-                level
-            );
-        }
-    }
-    Ok(())
+    check_levels(name, x, None, want_r, &want, |level, x, _, out| {
+        at(level, x, out)
+    })
 }
 
 /// Every IQ4 quantizer on `x` (rows of `n_per_row`) with `imatrix`.

@@ -612,7 +612,7 @@ pub(crate) unsafe fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
 /// Horizontal sum of eight `i32` (wrapping, as the lanes' own adds).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32x8(v: __m256i) -> i32 {
+pub(super) fn hsum_i32x8(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));

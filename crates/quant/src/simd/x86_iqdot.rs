@@ -54,7 +54,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16_table, h2f_t};
+use super::x86::{f16_table, h2f_t, hsum_i32x8, load_u8x16, load_u8x32};
 use crate::iquants::grids::{
     IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID,
 };
@@ -65,38 +65,11 @@ use crate::kquants::QK_K;
 
 // ------------------------------------------------------------------ helpers
 
-/// Loads 32 bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn load32(b: &[u8; 32]) -> __m256i {
-    // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
-
-/// Loads 16 bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn load16(b: &[u8; 16]) -> __m128i {
-    // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
-    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
-}
-
 /// Loads 8 bytes into the low half.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn load8(b: &[u8; 8]) -> __m128i {
     _mm_cvtsi64_si128(i64::from_le_bytes(*b))
-}
-
-/// Sum of eight `i32` lanes (in i32: the callers' lanes are far from
-/// overflowing).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32x8(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
 }
 
 /// Pair sums `g[2k] q[2k] + g[2k+1] q[2k+1]` (16 `i16`) of signed grid
@@ -252,7 +225,7 @@ const fn spread_controls() -> [[i8; 32]; 4] {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn sign_operand(v: __m256i, slot: usize) -> __m256i {
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let spread = load32(bytemuck::cast_ref(&SPREAD[slot]));
+    let spread = load_u8x32(bytemuck::cast_ref(&SPREAD[slot]));
     _mm256_add_epi8(
         _mm256_and_si256(_mm256_shuffle_epi8(v, spread), bit),
         _mm256_set1_epi8(0x7f),
@@ -332,8 +305,8 @@ pub(crate) unsafe fn vec_dot_iq2_xxs_q8_k(x: &[BlockIq2Xxs], y: &[u8]) -> f32 {
         let (halves, _) = qs.as_chunks::<32>();
         // The sign-and-scale words (odd dwords), groups 0 1 4 5 | 2 3 6 7.
         let aux = _mm256_castps_si256(_mm256_shuffle_ps::<0b11_01_11_01>(
-            _mm256_castsi256_ps(load32(&halves[0])),
-            _mm256_castsi256_ps(load32(&halves[1])),
+            _mm256_castsi256_ps(load_u8x32(&halves[0])),
+            _mm256_castsi256_ps(load_u8x32(&halves[1])),
         ));
         let signs = with_parity(sign_fields(aux));
         // 2 ls + 1 in both i16 halves of each dword (bit 27 of the shifted
@@ -358,7 +331,7 @@ pub(crate) unsafe fn vec_dot_iq2_xxs_q8_k(x: &[BlockIq2Xxs], y: &[u8]) -> f32 {
                 );
                 let lsg = _mm256_shuffle_epi32::<$imm>(if hi { l_hi } else { l_lo });
                 let g = _mm256_sign_epi8(grid, sg);
-                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                let p = _mm256_madd_epi16(pairs(g, load_u8x32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
             }};
         }
@@ -393,8 +366,8 @@ pub(crate) unsafe fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> f32 {
         // The 7-bit sign field of each u16 in one byte: packus interleaves
         // the halves per lane, groups 0 1 4 5 | 2 3 6 7 as for IQ2_XXS.
         let f = _mm256_packus_epi16(
-            _mm256_srli_epi16::<9>(load32(&halves[0])),
-            _mm256_srli_epi16::<9>(load32(&halves[1])),
+            _mm256_srli_epi16::<9>(load_u8x32(&halves[0])),
+            _mm256_srli_epi16::<9>(load_u8x32(&halves[1])),
         );
         let signs = with_parity(f);
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
@@ -416,7 +389,7 @@ pub(crate) unsafe fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> f32 {
                 );
                 let g = _mm256_sign_epi8(grid, sg);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
-                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                let p = _mm256_madd_epi16(pairs(g, load_u8x32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
             }};
         }
@@ -449,7 +422,7 @@ pub(crate) unsafe fn vec_dot_iq3_xxs_q8_k(x: &[BlockIq3Xxs], y: &[u8]) -> f32 {
         let (q3, gas) = xb.qs.split_at(QK_K / 4);
         let (q3, _) = q3.as_chunks::<8>();
         // The sign-and-scale words, groups 0 1 2 3 | 4 5 6 7.
-        let aux = load32(gas.try_into().expect("32 bytes"));
+        let aux = load_u8x32(gas.try_into().expect("32 bytes"));
         let signs = with_parity(sign_fields(aux));
         let ls = _mm256_or_si256(_mm256_srli_epi32::<27>(aux), _mm256_set1_epi32(1));
         let ls = _mm256_or_si256(ls, _mm256_slli_epi32::<16>(ls));
@@ -463,7 +436,7 @@ pub(crate) unsafe fn vec_dot_iq3_xxs_q8_k(x: &[BlockIq3Xxs], y: &[u8]) -> f32 {
                 let grid = grid8!(IQ3XXS_GRID, q3[$g].map(usize::from));
                 let lsg = _mm256_shuffle_epi32::<$imm>(if hi { l_hi } else { l_lo });
                 let g = _mm256_sign_epi8(grid, sg);
-                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                let p = _mm256_madd_epi16(pairs(g, load_u8x32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
             }};
         }
@@ -502,7 +475,7 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
         let d = h2f_t(t, xb.d) * dy;
         let (qs, _) = xb.qs.as_chunks::<16>();
         // Raw sign bytes, groups 0 1 2 3 | 4 5 6 7.
-        let signs = load32(&xb.signs);
+        let signs = load_u8x32(&xb.signs);
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
         // Scale nibbles in group order (low nibble of byte k: group 2 k).
         let sc = _mm_cvtsi32_si128(i32::from_le_bytes(xb.scales));
@@ -515,9 +488,9 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
         // Indexes of groups 2 j (low lane) and 2 j + 1 (high lane) as u16.
         let qh = _mm256_broadcastsi128_si256(load8(&xb.qh));
         let iv: [__m256i; 4] = core::array::from_fn(|j| {
-            let h = _mm256_shuffle_epi8(qh, load32(bytemuck::cast_ref(opaque(&REP_IQ3S[j]))));
+            let h = _mm256_shuffle_epi8(qh, load_u8x32(bytemuck::cast_ref(opaque(&REP_IQ3S[j]))));
             let h = _mm256_and_si256(_mm256_mullo_epi16(h, mul), m100);
-            _mm256_or_si256(_mm256_cvtepu8_epi16(load16(&qs[j])), h)
+            _mm256_or_si256(_mm256_cvtepu8_epi16(load_u8x16(&qs[j])), h)
         });
         let mut acc = _mm256_setzero_si256();
         macro_rules! group {
@@ -533,7 +506,7 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
                 let grid = grid8!(IQ3S_GRID, [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]);
                 let g = _mm256_sign_epi8(grid, sg);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
-                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                let p = _mm256_madd_epi16(pairs(g, load_u8x32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
             }};
         }
@@ -570,7 +543,7 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, bsums) = q8_k(yb);
-        let qh = load16(bytemuck::cast_ref(&xb.qh));
+        let qh = load_u8x16(bytemuck::cast_ref(&xb.qh));
         // 2 ls + 1 by group, and signed by the shift's sign for the block
         // sums (each twice: two sums of 16 per group).
         let ls = _mm_or_si128(
@@ -579,7 +552,7 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
         );
         let lsd = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
         let lsd = _mm256_set_m128i(_mm_unpackhi_epi16(lsd, lsd), _mm_unpacklo_epi16(lsd, lsd));
-        let sumi1 = hsum_i32x8(_mm256_madd_epi16(load32(bsums), lsd));
+        let sumi1 = hsum_i32x8(_mm256_madd_epi16(load_u8x32(bsums), lsd));
         let (l_a, l_b) = scale_dwords(_mm256_broadcastsi128_si256(ls));
         let (qs4, _) = xb.qs.as_chunks::<4>();
         let mut acc = _mm256_setzero_si256();
@@ -597,7 +570,7 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
                     ],
                 );
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
-                let p = _mm256_madd_epi16(pairs(grid, load32(&q8[$g])), lsg);
+                let p = _mm256_madd_epi16(pairs(grid, load_u8x32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
             }};
         }
@@ -631,7 +604,7 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
     // qh[g] << (8 - 2 l) for l = 0..4.
     let mul = _mm256_set1_epi64x(0x0004_0010_0040_0100);
     // Word 4 g + l of a half takes qh byte g of the half's four groups.
-    let rep = load32(bytemuck::cast_ref(opaque(&REP_IQ2S)));
+    let rep = load_u8x32(bytemuck::cast_ref(opaque(&REP_IQ2S)));
     let m300 = _mm256_set1_epi16(0x300);
     let mut sumf = 0f32;
     for (xb, yb) in x.iter().zip(y) {
@@ -641,8 +614,8 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
         let (qs, _) = qs.as_chunks::<16>();
         let qh = load8(&xb.qh);
         let iv = [
-            (load16(&qs[0]), qh),
-            (load16(&qs[1]), _mm_srli_si128::<4>(qh)),
+            (load_u8x16(&qs[0]), qh),
+            (load_u8x16(&qs[1]), _mm_srli_si128::<4>(qh)),
         ]
         .map(|(q, h)| {
             let h = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(h), rep);
@@ -655,7 +628,7 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
             _mm256_castsi256_si128(iv[1]),
             _mm256_extracti128_si256::<1>(iv[1]),
         ];
-        let signs = load32(signs.try_into().expect("32 bytes"));
+        let signs = load_u8x32(signs.try_into().expect("32 bytes"));
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
         let (l_a, l_b) = split_nibble_scales(&xb.scales);
         let mut acc = _mm256_setzero_si256();
@@ -666,7 +639,7 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
                 let grid = grid4(&IQ2S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x3ff));
                 let g = _mm256_sign_epi8(grid, sg);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
-                let p = _mm256_madd_epi16(pairs(g, load32(&q8[$g])), lsg);
+                let p = _mm256_madd_epi16(pairs(g, load_u8x32(&q8[$g])), lsg);
                 acc = _mm256_add_epi32(acc, p);
             }};
         }
@@ -746,7 +719,7 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let scale =
             (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
         let d = h2f_t(t, half::f16::from_bits(scale));
-        let qh = load16(&xb.qh);
+        let qh = load_u8x16(&xb.qh);
         // 2 ls + 1: values 0..16 of group g in word g of the low lane,
         // 16..32 in the high lane.
         let w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(load8(&xb.scales)), words);
@@ -781,11 +754,11 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
                         ((q >> 24) & 255) | ((h >> 4) & 0x700),
                     ],
                 );
-                let q = load32(&q8[$g]);
+                let q = load_u8x32(&q8[$g]);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
                 acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(pairs(grid, q), lsg));
                 // Sign byte l over words 4 l .. 4 l + 4 (as SPREAD does).
-                let spread = load32(bytemuck::cast_ref(&SPREAD[$g & 3]));
+                let spread = load_u8x32(bytemuck::cast_ref(&SPREAD[$g & 3]));
                 let dop = _mm256_shuffle_epi8(if $g < 4 { d_lo } else { d_hi }, spread);
                 let qsum = _mm256_maddubs_epi16(ones, q);
                 acc2 = _mm256_add_epi32(acc2, _mm256_madd_epi16(qsum, _mm256_sign_epi16(lsg, dop)));
