@@ -131,6 +131,9 @@ pub(crate) fn check_dot<B: Copy + Zeroable>(
         Ok(())
     };
     check_near(want, "scalar")?;
+    if exact {
+        prop_assert_eq!(f64::from(want), exact_want, "{} scalar", name);
+    }
     let (xs, ys) = (Shifted::new(x), Shifted::new(y));
     for level in levels() {
         for (x, y) in [(x, y), (xs.get(), ys.get())] {

@@ -15,14 +15,12 @@ use weightkit_quant::kquants::{self, BlockQ8K, QK_K};
 use weightkit_quant::simd::{Level, dispatch};
 
 use crate::simd::{Shifted, assert_length_error, check_dequant, levels};
+use crate::simd_iq4::check_dot;
 
 /// Bytes of one `block_q8_K`, one `block_tq1_0`, one `block_tq2_0`.
 const Q8_K_BYTES: usize = 292;
 const TQ1_BYTES: usize = 54;
 const TQ2_BYTES: usize = 66;
-
-type DotAt<B> = fn(Level, &[B], &[u8]) -> Result<f32, QuantError>;
-type Dot<B> = fn(&[B], &[u8]) -> Result<f32, QuantError>;
 
 fn tq1_blocks(bytes: &[u8]) -> Vec<BlockTq1_0> {
     bytes
@@ -85,52 +83,6 @@ fn terms<B>(x: &[B], y: &[u8], d: impl Fn(&B) -> f16, t: impl Fn(&B, usize) -> i
 }
 
 type Terms = Vec<(f64, i64, i64)>;
-
-/// Every level's dot (also on unaligned copies) against the scalar one:
-/// bit for bit when `exact`, else within `1e-5` of the magnitude (or both
-/// non-finite); and the scalar one against the exact f64 dot from the
-/// per-block integer sums.
-fn check_dot<B: Copy + Zeroable>(
-    name: &str,
-    x: &[B],
-    y: &[u8],
-    terms: &Terms,
-    exact: bool,
-    scalar: Dot<B>,
-    at: DotAt<B>,
-) -> Result<(), TestCaseError> {
-    let want = scalar(x, y).unwrap();
-    let exact_want: f64 = terms.iter().map(|&(d, s, _)| d * s as f64).sum();
-    let mag: f64 = terms.iter().map(|&(d, _, a)| d.abs() * a as f64).sum();
-    let check_near = |got: f32, what: &str| -> Result<(), TestCaseError> {
-        if mag.is_finite() && mag < 1e37 && exact_want.is_finite() {
-            let err = (f64::from(got) - exact_want).abs();
-            prop_assert!(
-                err <= 1e-5 * mag,
-                "{name} {what}: {got} vs exact {exact_want} (magnitude {mag})"
-            );
-        }
-        Ok(())
-    };
-    check_near(want, "scalar")?;
-    if exact {
-        prop_assert_eq!(f64::from(want), exact_want, "{} scalar", name);
-    }
-    let (xs, ys) = (Shifted::new(x), Shifted::new(y));
-    for level in levels() {
-        for (x, y) in [(x, y), (xs.get(), ys.get())] {
-            let got = at(level, x, y).unwrap();
-            if level == Level::Scalar || exact {
-                prop_assert_eq!(got.to_bits(), want.to_bits(), "{} at {:?}", name, level);
-            } else if !want.is_finite() {
-                prop_assert!(!got.is_finite(), "{name} at {level:?}: {got} vs {want}");
-            } else {
-                check_near(got, &format!("at {level:?}"))?;
-            }
-        }
-    }
-    Ok(())
-}
 
 fn tq1_dot(name: &str, x: &[BlockTq1_0], y: &[u8], exact: bool) -> Result<(), TestCaseError> {
     let terms = terms(x, y, |b| b.d, tq1_trit);

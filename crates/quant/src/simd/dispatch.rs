@@ -749,10 +749,24 @@ quantizer! {
 /// the scalar function's checks (lengths, finite values, importance), then
 /// the kernel `$avx2`, which may assume them; else the scalar function. The
 /// same errors either way, and `dst` is not written on error.
+///
+/// `row $kernel` instead of `$avx2`: a row kernel `(x, y)` run on all of
+/// `src` (for types that ignore the importance and keep no per-row state).
 macro_rules! matrix_quantizer {
     (
         $(#[$doc:meta])*
-        $name:ident / $at:ident = $imp:ident, $block:ty, $dtype:ident, $qk:expr, $avx2:path,
+        $name:ident / $at:ident = $imp:ident, $block:ty, $dtype:ident, $qk:expr, row $row:path,
+        $scalar:path
+    ) => {
+        matrix_quantizer! {
+            $(#[$doc])*
+            $name / $at = $imp, $block, $dtype, $qk,
+            (|src, dst, _, _| $row(src, dst)), $scalar
+        }
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $block:ty, $dtype:ident, $qk:expr, $avx2:expr,
         $scalar:path
     ) => {
         entry_points! {
@@ -802,7 +816,7 @@ matrix_quantizer! {
     /// # Errors
     /// As [`iquants::quantize_mxfp4`]; `dst` is not written then.
     quantize_mxfp4 / quantize_mxfp4_at = quantize_mxfp4_impl,
-    BlockMxfp4, MXFP4, 32, x86_fp4::quantize_mxfp4, iquants::quantize_mxfp4
+    BlockMxfp4, MXFP4, 32, row x86_fp4::quantize_row_mxfp4, iquants::quantize_mxfp4
 }
 
 matrix_quantizer! {
@@ -813,7 +827,7 @@ matrix_quantizer! {
     /// # Errors
     /// As [`iquants::quantize_nvfp4`]; `dst` is not written then.
     quantize_nvfp4 / quantize_nvfp4_at = quantize_nvfp4_impl,
-    BlockNvfp4, NVFP4, 64, x86_fp4::quantize_nvfp4, iquants::quantize_nvfp4
+    BlockNvfp4, NVFP4, 64, row x86_fp4::quantize_row_nvfp4, iquants::quantize_nvfp4
 }
 
 // ------------------------------------------------- IQ4_NL / IQ4_XS quantizers
@@ -943,7 +957,7 @@ matrix_quantizer! {
     /// # Errors
     /// As the scalar function; `dst` is not written then.
     quantize_tq1_0 / quantize_tq1_0_at = quantize_tq1_0_impl,
-    BlockTq1_0, TQ1_0, kquants::QK_K, x86_tern::quantize_tq1_0, iquants::quantize_tq1_0
+    BlockTq1_0, TQ1_0, kquants::QK_K, row x86_tern::quantize_row_tq1_0, iquants::quantize_tq1_0
 }
 
 matrix_quantizer! {
@@ -954,7 +968,7 @@ matrix_quantizer! {
     /// # Errors
     /// As the scalar function; `dst` is not written then.
     quantize_tq2_0 / quantize_tq2_0_at = quantize_tq2_0_impl,
-    BlockTq2_0, TQ2_0, kquants::QK_K, x86_tern::quantize_tq2_0, iquants::quantize_tq2_0
+    BlockTq2_0, TQ2_0, kquants::QK_K, row x86_tern::quantize_row_tq2_0, iquants::quantize_tq2_0
 }
 
 // ------------------------------------------- grid i-quant dots with Q8_K

@@ -364,34 +364,3 @@ pub(crate) unsafe fn quantize_row_nvfp4(x: &[f32], y: &mut [BlockNvfp4]) {
         unsafe { _mm256_storeu_si256(blk.qs.as_mut_ptr().cast(), qs) };
     }
 }
-
-/// `quantize_mxfp4` of whole rows (ggml ignores the importance weights and
-/// MXFP4 blocks carry no per-row state): [`quantize_row_mxfp4`] of `src`.
-///
-/// # Safety
-/// As [`quantize_row_mxfp4`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_mxfp4(
-    src: &[f32],
-    dst: &mut [BlockMxfp4],
-    _n_per_row: usize,
-    _imatrix: Option<&[f32]>,
-) {
-    // SAFETY: as the caller's.
-    unsafe { quantize_row_mxfp4(src, dst) }
-}
-
-/// `quantize_nvfp4` of whole rows, as [`quantize_mxfp4`].
-///
-/// # Safety
-/// As [`quantize_row_nvfp4`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_nvfp4(
-    src: &[f32],
-    dst: &mut [BlockNvfp4],
-    _n_per_row: usize,
-    _imatrix: Option<&[f32]>,
-) {
-    // SAFETY: as the caller's.
-    unsafe { quantize_row_nvfp4(src, dst) }
-}

@@ -471,37 +471,6 @@ pub(crate) unsafe fn quantize_row_tq2_0(x: &[f32], y: &mut [BlockTq2_0]) {
     }
 }
 
-/// `quantize_tq1_0` of whole rows (ggml ignores the importance weights and
-/// the blocks carry no per-row state): [`quantize_row_tq1_0`] of `src`.
-///
-/// # Safety
-/// As [`quantize_row_tq1_0`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_tq1_0(
-    src: &[f32],
-    dst: &mut [BlockTq1_0],
-    _n_per_row: usize,
-    _imatrix: Option<&[f32]>,
-) {
-    // SAFETY: as the caller's.
-    unsafe { quantize_row_tq1_0(src, dst) }
-}
-
-/// `quantize_tq2_0` of whole rows, as [`quantize_tq1_0`].
-///
-/// # Safety
-/// As [`quantize_row_tq2_0`].
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn quantize_tq2_0(
-    src: &[f32],
-    dst: &mut [BlockTq2_0],
-    _n_per_row: usize,
-    _imatrix: Option<&[f32]>,
-) {
-    // SAFETY: as the caller's.
-    unsafe { quantize_row_tq2_0(src, dst) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
