@@ -30,6 +30,9 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
         DType::TQ1_0,
         DType::TQ2_0,
         DType::MXFP4,
+        DType::NVFP4,
+        DType::F16,
+        DType::BF16,
     ] {
         let q = quantize(dtype, &x, n, None)?;
         let mut d = vec![0f32; n];
@@ -51,6 +54,7 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
             DType::TQ1_0 | DType::TQ2_0 => (0.01, 0.15),
             DType::Q2_K => (0.0075, 0.04),
             DType::Q3_K => (0.004, 0.04),
+            DType::NVFP4 => (0.003, 0.03),
             _ => (0.002, 0.02),
         };
         let partner = vec_dot_type(dtype).unwrap_or(DType::Q8_0);
