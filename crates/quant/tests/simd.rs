@@ -67,13 +67,17 @@ impl<T: Copy + Zeroable> Shifted<T> {
 
 // ------------------------------------------------------------------- inputs
 
+/// `n` values `(i * 37 % 101 - 50) * scale`: uneven, both signs, magnitudes
+/// up to `50 * scale`.
+pub(crate) fn ramp(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * scale)
+        .collect()
+}
+
 /// Rows that stress the quantizers' corner cases, `n` values each.
-fn adversarial_rows(n: usize) -> Vec<(&'static str, Vec<f32>)> {
-    let ramp = |scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * scale)
-            .collect()
-    };
+pub(crate) fn adversarial_rows(n: usize) -> Vec<(&'static str, Vec<f32>)> {
+    let ramp = |scale: f32| ramp(n, scale);
     let mut outlier = ramp(1e-3);
     outlier[n / 3] = 1e30;
     let mut neg_outlier = ramp(1.0);

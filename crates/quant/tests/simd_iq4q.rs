@@ -9,7 +9,7 @@ use weightkit_quant::QuantError;
 use weightkit_quant::iquants::{self, BlockIq4Nl, BlockIq4Xs, grids::KVALUES_IQ4NL};
 use weightkit_quant::simd::{Level, dispatch};
 
-use crate::simd::{Shifted, levels};
+use crate::simd::{Shifted, levels, ramp};
 
 type Quant<B> = fn(&[f32], &mut [B], usize, Option<&[f32]>) -> Result<(), QuantError>;
 type QuantAt<B> = fn(Level, &[f32], &mut [B], usize, Option<&[f32]>) -> Result<(), QuantError>;
@@ -205,18 +205,11 @@ proptest! {
     }
 }
 
-/// Rows of `n` values that stress the searches' corner cases.
+/// Rows of `n` values that stress the searches' corner cases: the shared
+/// adversarial rows, plus the IQ4 searches' own (all-zero groups, the
+/// per-group epsilon, codebook values and midpoints, signed zeros).
 fn adversarial_rows(n: usize) -> Vec<(&'static str, Vec<f32>)> {
-    let ramp = |scale: f32| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * scale)
-            .collect()
-    };
-    let mut outlier = ramp(1e-3);
-    outlier[n / 3] = 1e30;
-    let mut neg_outlier = ramp(1.0);
-    neg_outlier[n - 1] = -3.0e38;
-    let mut zero_groups = ramp(0.5);
+    let mut zero_groups = ramp(n, 0.5);
     for g in zero_groups.chunks_exact_mut(32).skip(1).step_by(3) {
         g.fill(0.0);
     }
@@ -232,32 +225,12 @@ fn adversarial_rows(n: usize) -> Vec<(&'static str, Vec<f32>)> {
             }
         })
         .collect();
-    vec![
-        ("zeros", vec![0.0; n]),
-        ("negative zeros", vec![-0.0; n]),
+    let mut rows = crate::simd::adversarial_rows(n);
+    rows.extend([
         ("zero groups", zero_groups),
-        ("ramp", ramp(0.01)),
-        ("huge outlier", outlier),
-        ("negative outlier", neg_outlier),
-        ("subnormals", ramp(1e-43)),
-        ("min subnormal", vec![f32::from_bits(1); n]),
-        ("at group eps", ramp(1e-15 / 50.0)),
-        ("above group eps", ramp(2e-15 / 50.0)),
-        ("near f16 max", ramp(65504.0 / 50.0)),
-        (
-            "f16 max",
-            (0..n)
-                .map(|i| if i % 3 == 0 { -65504.0 } else { 65504.0 })
-                .collect(),
-        ),
-        ("beyond f16", ramp(1e6)),
-        ("squares overflow", ramp(1e18)),
-        (
-            "f32 max",
-            (0..n)
-                .map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX })
-                .collect(),
-        ),
+        ("at group eps", ramp(n, 1e-15 / 50.0)),
+        ("above group eps", ramp(n, 2e-15 / 50.0)),
+        ("squares overflow", ramp(n, 1e18)),
         ("constant", vec![-7.25; n]),
         ("grid", grid),
         (
@@ -270,7 +243,8 @@ fn adversarial_rows(n: usize) -> Vec<(&'static str, Vec<f32>)> {
                 })
                 .collect(),
         ),
-    ]
+    ]);
+    rows
 }
 
 #[test]
