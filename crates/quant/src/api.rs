@@ -150,7 +150,7 @@ fn with_blocks_mut<B: Pod, R>(bytes: &mut [u8], f: impl FnOnce(&mut [B]) -> R) -
     }
 }
 
-fn check_len(
+pub(crate) fn check_len(
     what: &'static str,
     expected: usize,
     found: usize,

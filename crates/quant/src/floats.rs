@@ -21,17 +21,10 @@ use half::f16;
 
 use crate::QuantError;
 
-/// Checks that a buffer of `bytes` bytes holds exactly `n` values of `width` bytes.
+/// Checks that a buffer of `bytes` bytes holds exactly `n` values of
+/// `width` bytes (an `n` too large for any buffer never matches).
 fn check_bytes(what: &'static str, bytes: usize, width: usize, n: usize) -> Result<(), QuantError> {
-    if bytes != n.saturating_mul(width) || n.checked_mul(width).is_none() {
-        return Err(QuantError::BufferLength {
-            what,
-            expected: n.saturating_mul(width),
-            found: bytes,
-            unit: "bytes",
-        });
-    }
-    Ok(())
+    crate::api::check_len(what, n.saturating_mul(width), bytes, "bytes")
 }
 
 /// Checks that `x` and `y` hold the same whole number of `width`-byte values
