@@ -3,8 +3,9 @@
 //! against the scalar dot and an exact i64 reference (each block's integer
 //! sum, from trits decoded here independently), bit for bit where every
 //! partial sum is an integer f32 represents, within a few ulps of the
-//! magnitude otherwise. The `block_q8_K` partners are raw bytes with
-//! arbitrary `bsums`, which the kernels must not trust.
+//! magnitude otherwise. The `block_q8_K` partners are raw bytes: with their
+//! quants' own `bsums` the dots must be ggml's generic `sum (t - 1) q`;
+//! with arbitrary `bsums`, llama.cpp's kernels' `sum t q - sum bsums`.
 
 use bytemuck::Zeroable;
 use half::f16;
@@ -65,17 +66,37 @@ fn q8_k_scale(y: &[u8], b: usize) -> f32 {
     f32::from_le_bytes(y[o..o + 4].try_into().unwrap())
 }
 
-/// Per block: `(dx * dy, sum (t - 1) q, sum |(t - 1) q|)`, `t(b, k)` the
-/// trit or code of value `k`.
-fn terms<B>(x: &[B], y: &[u8], d: impl Fn(&B) -> f16, t: impl Fn(&B, usize) -> i64) -> Terms {
+fn q8_k_stored_sum(y: &[u8], b: usize) -> i64 {
+    let o = b * Q8_K_BYTES + 4 + QK_K;
+    (0..16)
+        .map(|k| i64::from(i16::from_le_bytes([y[o + 2 * k], y[o + 2 * k + 1]])))
+        .sum()
+}
+
+/// Per block: `(dx * dy, s, magnitude)` for `t(b, k)` the trit or code of
+/// value `k`: `s = sum (t - 1) q` (ggml's generic code) when `generic`,
+/// else `sum t q - sum bsums` with `y`'s stored block sums.
+fn terms<B>(
+    x: &[B],
+    y: &[u8],
+    generic: bool,
+    d: impl Fn(&B) -> f16,
+    t: impl Fn(&B, usize) -> i64,
+) -> Terms {
     x.iter()
         .enumerate()
         .map(|(b, xb)| {
+            let off = if generic { 1 } else { 0 };
             let (mut s, mut a) = (0i64, 0i64);
             for k in 0..QK_K {
-                let p = (t(xb, k) - 1) * q8_k_quant(y, b, k);
+                let p = (t(xb, k) - off) * q8_k_quant(y, b, k);
                 s += p;
                 a += p.abs();
+            }
+            if !generic {
+                let bs = q8_k_stored_sum(y, b);
+                s -= bs;
+                a += bs.abs();
             }
             (f64::from(d(xb).to_f32() * q8_k_scale(y, b)), s, a)
         })
@@ -84,8 +105,14 @@ fn terms<B>(x: &[B], y: &[u8], d: impl Fn(&B) -> f16, t: impl Fn(&B, usize) -> i
 
 type Terms = Vec<(f64, i64, i64)>;
 
-fn tq1_dot(name: &str, x: &[BlockTq1_0], y: &[u8], exact: bool) -> Result<(), TestCaseError> {
-    let terms = terms(x, y, |b| b.d, tq1_trit);
+fn tq1_dot(
+    name: &str,
+    x: &[BlockTq1_0],
+    y: &[u8],
+    generic: bool,
+    exact: bool,
+) -> Result<(), TestCaseError> {
+    let terms = terms(x, y, generic, |b| b.d, tq1_trit);
     check_dot(
         name,
         x,
@@ -97,8 +124,14 @@ fn tq1_dot(name: &str, x: &[BlockTq1_0], y: &[u8], exact: bool) -> Result<(), Te
     )
 }
 
-fn tq2_dot(name: &str, x: &[BlockTq2_0], y: &[u8], exact: bool) -> Result<(), TestCaseError> {
-    let terms = terms(x, y, |b| b.d, tq2_code);
+fn tq2_dot(
+    name: &str,
+    x: &[BlockTq2_0],
+    y: &[u8],
+    generic: bool,
+    exact: bool,
+) -> Result<(), TestCaseError> {
+    let terms = terms(x, y, generic, |b| b.d, tq2_code);
     check_dot(
         name,
         x,
@@ -131,15 +164,25 @@ fn tq2_dequant(name: &str, x: &[BlockTq2_0]) -> Result<(), TestCaseError> {
 }
 
 /// Raw `block_q8_K` bytes with scale `d`, quants `qs` (256 per block) and
-/// `bsums` that are NOT the quants' sums (`bsum` for every group), which a
-/// kernel trusting them would get wrong.
+/// `bsums` that are NOT the quants' sums (`bsum` for every group): the dots
+/// must subtract these, not the quants' sums.
 fn q8_k_raw(d: f32, qs: &[i8], bsum: i16) -> Vec<u8> {
+    q8_k_with(d, qs, |_| bsum)
+}
+
+/// Raw `block_q8_K` bytes whose `bsums` are the quants' own sums (as every
+/// quantizer writes them).
+fn q8_k_own(d: f32, qs: &[i8]) -> Vec<u8> {
+    q8_k_with(d, qs, |g| g.iter().map(|&q| i16::from(q)).sum())
+}
+
+fn q8_k_with(d: f32, qs: &[i8], bsum: impl Fn(&[i8]) -> i16) -> Vec<u8> {
     let mut out = vec![];
     for c in qs.chunks_exact(QK_K) {
         out.extend_from_slice(&d.to_le_bytes());
         out.extend(c.iter().map(|&q| q as u8));
-        for _ in 0..16 {
-            out.extend_from_slice(&bsum.to_le_bytes());
+        for g in c.chunks_exact(16) {
+            out.extend_from_slice(&bsum(g).to_le_bytes());
         }
     }
     out
@@ -243,8 +286,9 @@ fn quantized_rows(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
     tq2_dequant("tq2_0", &t2)?;
     let mut yk = vec![BlockQ8K::zeroed(); n / QK_K];
     kquants::quantize_row_q8_k_ref(y, &mut yk).unwrap();
-    tq1_dot("tq1_0", &t1, bytemuck::cast_slice(&yk), false)?;
-    tq2_dot("tq2_0", &t2, bytemuck::cast_slice(&yk), false)?;
+    // ggml's generic sums: the quantizer's `bsums` are the quants' sums.
+    tq1_dot("tq1_0", &t1, bytemuck::cast_slice(&yk), true, false)?;
+    tq2_dot("tq2_0", &t2, bytemuck::cast_slice(&yk), true, false)?;
     Ok(())
 }
 
@@ -263,8 +307,9 @@ proptest! {
     }
 
     /// Arbitrary block bytes (NaN, infinite and subnormal scales included)
-    /// dequantize identically, and dot within the magnitude's tolerance
-    /// against partners with wrong `bsums`.
+    /// dequantize identically, and dot within the magnitude's tolerance:
+    /// ggml's generic sums against partners with their own `bsums`,
+    /// `sum t q - sum bsums` against arbitrary ones.
     #[test]
     fn tern_raw_blocks_match_scalar(
         xb in proptest::collection::vec(extreme_u8(), 0..=9 * TQ2_BYTES),
@@ -276,16 +321,19 @@ proptest! {
         let t2 = tq2_blocks(&xb);
         tq1_dequant("raw tq1_0", &t1)?;
         tq2_dequant("raw tq2_0", &t2)?;
-        tq1_dot("raw tq1_0", &t1, &q8_k_raw(dy, &yq[..QK_K * t1.len()], bsum), false)?;
-        tq2_dot("raw tq2_0", &t2, &q8_k_raw(dy, &yq[..QK_K * t2.len()], bsum), false)?;
+        let (y1, y2) = (&yq[..QK_K * t1.len()], &yq[..QK_K * t2.len()]);
+        tq1_dot("raw tq1_0", &t1, &q8_k_raw(dy, y1, bsum), false, false)?;
+        tq2_dot("raw tq2_0", &t2, &q8_k_raw(dy, y2, bsum), false, false)?;
+        tq1_dot("raw tq1_0, own bsums", &t1, &q8_k_own(dy, y1), true, false)?;
+        tq2_dot("raw tq2_0, own bsums", &t2, &q8_k_own(dy, y2), true, false)?;
     }
 
     /// With unit scales every partial sum is an integer below 2^24 (at most
-    /// `32 * 256 * 2 * 128`), so the dots are exact: any trit bytes, any
-    /// quants (-128 included), any `bsums`.
+    /// `16 * (256 * 3 * 128 + 16 * 32768)`), so the dots are exact: any trit
+    /// bytes, any quants (-128 included), any `bsums`.
     #[test]
     fn tern_integer_dots_are_exact(
-        nb in 1usize..=32,
+        nb in 1usize..=16,
         xb in proptest::collection::vec(extreme_u8(), 32 * TQ2_BYTES),
         yq in proptest::collection::vec(extreme_i8(), 32 * QK_K),
         neg in any::<bool>(),
@@ -297,8 +345,8 @@ proptest! {
         let mut t2 = tq2_blocks(&xb[..TQ2_BYTES * nb]);
         t2.iter_mut().for_each(|b| b.d = one);
         let y = q8_k_raw(1.0, &yq[..QK_K * nb], bsum);
-        tq1_dot("int tq1_0", &t1, &y, true)?;
-        tq2_dot("int tq2_0", &t2, &y, true)?;
+        tq1_dot("int tq1_0", &t1, &y, false, true)?;
+        tq2_dot("int tq2_0", &t2, &y, false, true)?;
     }
 }
 
@@ -330,8 +378,10 @@ fn tern_extreme_blocks() {
                         .collect();
                     let t2: Vec<BlockTq2_0> =
                         (0..nb).map(|_| BlockTq2_0 { qs: [byte; 64], d }).collect();
-                    tq1_dot("tq1_0", &t1, &y, exact).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-                    tq2_dot("tq2_0", &t2, &y, exact).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    tq1_dot("tq1_0", &t1, &y, false, exact)
+                        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                    tq2_dot("tq2_0", &t2, &y, false, exact)
+                        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
                     tq1_dequant("tq1_0", &t1).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                     tq2_dequant("tq2_0", &t2).unwrap_or_else(|e| panic!("{ctx}: {e}"));
                 }

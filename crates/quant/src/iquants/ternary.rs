@@ -237,8 +237,19 @@ pub fn dequantize_row_tq2_0(x: &[BlockTq2_0], y: &mut [f32]) -> Result<(), Quant
     Ok(())
 }
 
-/// ggml's scalar `ggml_vec_dot_tq1_0_q8_K`: `y` is the raw bytes of
-/// `x.len()` `block_q8_K` (292 bytes each).
+/// The sum of `y`'s 16 stored block sums: what llama.cpp's ternary kernels
+/// subtract from `sum t y` to get `sum (t - 1) y`.
+fn stored_sum(yb: &Q8K<'_>) -> i32 {
+    (0..QK_K / 16).map(|k| yb.bsum(k)).sum()
+}
+
+/// ggml's `ggml_vec_dot_tq1_0_q8_K` as llama.cpp's x86 (AVX2) and ARM
+/// (NEON) kernels compute it: each block's `sum (t - 1) y` as `sum t y`
+/// less `y`'s stored block sums (`bsums`). For every `block_q8_K` whose
+/// `bsums` are its quants' sums (all that [`crate::kquants::quantize_row_q8_k_ref`]
+/// and ggml write) this is ggml's generic code's exact sum; the stored sums
+/// are part of the format, as for Q2_K, Q4_K, Q5_K and IQ1_S. `y` is the raw
+/// bytes of `x.len()` `block_q8_K` (292 bytes each).
 ///
 /// # Errors
 /// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
@@ -247,16 +258,20 @@ pub fn vec_dot_tq1_0_q8_k(x: &[BlockTq1_0], y: &[u8]) -> Result<f32, QuantError>
     let mut sumf = 0.0f32;
     for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
         let yb = Q8K::parse(yb);
-        let mut sum = 0i32;
         // ggml's q8 index for each value equals its storage order
-        tq1_0_trits(xb, |k, t| sum += (t - 1) * yb.q(k));
+        let mut sum = -stored_sum(&yb);
+        tq1_0_trits(xb, |k, t| sum += t * yb.q(k));
         sumf += sum as f32 * (fp16_to_fp32(xb.d) * yb.d);
     }
     Ok(sumf)
 }
 
-/// ggml's scalar `ggml_vec_dot_tq2_0_q8_K`: `y` is the raw bytes of
-/// `x.len()` `block_q8_K` (292 bytes each).
+/// ggml's `ggml_vec_dot_tq2_0_q8_K` as llama.cpp's x86 (AVX2) and ARM
+/// (NEON) kernels compute it: `sum t y` over the 2-bit codes `t` less `y`'s
+/// stored block sums, which is ggml's generic `sum (t - 1) y` for every
+/// `block_q8_K` whose `bsums` are its quants' sums (see
+/// [`vec_dot_tq1_0_q8_k`]). `y` is the raw bytes of `x.len()`
+/// `block_q8_K` (292 bytes each).
 ///
 /// # Errors
 /// [`QuantError::BufferLength`] if `y.len() != 292 * x.len()`.
@@ -265,11 +280,11 @@ pub fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> Result<f32, QuantError>
     let mut sumf = 0.0f32;
     for (xb, yb) in x.iter().zip(y.chunks_exact(Q8_K_BYTES)) {
         let yb = Q8K::parse(yb);
-        let mut sumi = 0i32;
+        let mut sumi = -stored_sum(&yb);
         for j in (0..QK_K / 4).step_by(32) {
             for l in 0..4 {
                 for k in 0..32 {
-                    let t = i32::from((xb.qs[j + k] >> (l * 2)) & 3) - 1;
+                    let t = i32::from((xb.qs[j + k] >> (l * 2)) & 3);
                     sumi += yb.q(j * 4 + l * 32 + k) * t;
                 }
             }

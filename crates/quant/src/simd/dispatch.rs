@@ -887,9 +887,9 @@ use crate::iquants::{BlockTq1_0, BlockTq2_0};
 
 dot_raw! {
     /// [`iquants::vec_dot_tq1_0_q8_k`] (`y` the raw bytes of `block_q8_K`s),
-    /// SIMD where available: exact block integer sums (the `bsums` are not
-    /// read, as in the scalar code), f32 accumulation in another order
-    /// (last-bit differences).
+    /// SIMD where available: the same exact block integer sums (the stored
+    /// `bsums` subtracted, as in the scalar code), f32 accumulation in
+    /// another order (last-bit differences).
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -899,9 +899,9 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_tq2_0_q8_k`] (`y` the raw bytes of `block_q8_K`s),
-    /// SIMD where available: exact block integer sums (the `bsums` are not
-    /// read, as in the scalar code), f32 accumulation in another order
-    /// (last-bit differences).
+    /// SIMD where available: the same exact block integer sums (the stored
+    /// `bsums` subtracted, as in the scalar code), f32 accumulation in
+    /// another order (last-bit differences).
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.

@@ -7,21 +7,16 @@
 //! # Exactness
 //!
 //! * Dot products (x [`Q8_K_BYTES`] raw `block_q8_K`s) compute each block's
-//!   integer sum `sum (t - 1) q` exactly for any block bytes, as the scalar
-//!   references do: the stored `bsums` are never read (llama.cpp's AVX2
-//!   kernels subtract them, which is only right when they match the quants).
-//!   The signed trit `s = t - 1` (-1..=2 for TQ2_0's code 3) multiplies
-//!   `q ^ 0x80 = q + 128` (an unsigned byte) in `maddubs`, pair sums at most
-//!   `2 * 255 * 2` in magnitude, and `128 * sum s` is subtracted again per
-//!   16-bit lane (one more `maddubs` of 128 by the per-lane trit sums, at
-//!   most 16 each): every 16-bit partial sum stays below `2^15`. The f32
-//!   accumulation (FMA, one 8-lane accumulator) differs from the scalar
-//!   order, so results may differ from the scalar dot in the last bits;
-//!   block scales are the scalar code's products `d_x * d_y` (f16 table,
-//!   exact). Not trusting the `bsums` costs a third more vector
-//!   instructions per block than llama.cpp's TQ2_0 kernel (the `^ 0x80` per
-//!   32 quants and the bias); TQ1_0's cheaper trit decoding more than pays
-//!   for it there.
+//!   integer `sum t q - sum bsums` exactly for any bytes, as the scalar
+//!   references define it (llama.cpp's kernels' `sum (t - 1) q` with the
+//!   quants' sum taken from the stored `bsums`): `maddubs` of the unsigned
+//!   codes `t` (0..=2 for TQ1_0, 0..=3 for TQ2_0 in any byte) by the quants,
+//!   16-bit pair sums at most `2 * 3 * 128`, eight per lane at most, then
+//!   widened to i32 before the stored sums (widened too) are subtracted, so
+//!   no partial sum wraps whatever the `bsums` hold. The f32 accumulation
+//!   (FMA, one 8-lane accumulator) differs from the scalar order, so results
+//!   may differ from the scalar dot in the last bits; block scales are the
+//!   scalar code's products `d_x * d_y` (f16 table, exact).
 //! * Dequantizers are bit-identical: each block's at most four products
 //!   `s * d` (s in -1..=2) are computed once with the scalar code's f32
 //!   multiply, and each output picks its product with `vpermps`.
@@ -55,14 +50,15 @@ use crate::kquants::QK_K;
 
 // ------------------------------------------------------------------ helpers
 
-/// The scale `d` (f32, little-endian) and the 256 quants of a raw
-/// `block_q8_K`.
+/// The scale `d` (f32, little-endian), the 256 quants and the 16 stored
+/// block sums (`i16`, little-endian) of a raw `block_q8_K`.
 #[inline]
-pub(super) fn q8_k_parts(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]; 8]) {
+pub(super) fn q8_k_parts(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]; 8], &[u8; 32]) {
     let (d, rest) = yb.split_first_chunk::<4>().expect("292 bytes");
-    let (q8, _) = rest.split_first_chunk::<QK_K>().expect("256 quants");
+    let (q8, bsums) = rest.split_first_chunk::<QK_K>().expect("256 quants");
     let q8: &[[u8; 32]; 8] = q8.as_chunks::<32>().0.try_into().expect("8 x 32");
-    (f32::from_le_bytes(*d), q8)
+    let bsums: &[u8; 32] = bsums.try_into().expect("16 sums");
+    (f32::from_le_bytes(*d), q8, bsums)
 }
 
 /// Three times each byte, modulo 256: two byte adds, whose result LLVM
@@ -140,52 +136,17 @@ pub(super) fn tq1_0_signs(b: &BlockTq1_0) -> [__m256i; 8] {
     ]
 }
 
-/// `code - 1` (-1..=2) for the four 2-bit fields of 32 TQ2_0 bytes: field
-/// `l` (bits `2 l..2 l + 2`) in vector `l`, each looked up by nibble.
+/// One block's `sum t y - sum bsums` as eight f32 lanes, from the 16-bit
+/// pair sums `p` of `sum t y` (at most `8 * 2 * 3 * 128` in magnitude per
+/// lane: no wrap) and the stored `bsums` (widened before subtracting, so
+/// any 16 values give the exact difference).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tq2_0_signs(q: __m256i) -> [__m256i; 4] {
-    // Low field, high field of a nibble, minus 1.
-    let low = _mm256_setr_epi8(
-        -1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2, //
-        -1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2,
-    );
-    let high = _mm256_setr_epi8(
-        -1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, //
-        -1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2,
-    );
-    let m = _mm256_set1_epi8(0x0f);
-    let lo = _mm256_and_si256(q, m);
-    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m);
-    [
-        _mm256_shuffle_epi8(low, lo),
-        _mm256_shuffle_epi8(high, lo),
-        _mm256_shuffle_epi8(low, hi),
-        _mm256_shuffle_epi8(high, hi),
-    ]
-}
-
-/// `sum s q` over 32 signed quants `q` and signs `s` (-1..=2), as sixteen
-/// 16-bit pair sums biased by `128 (s_2i + s_2i+1)`: `maddubs` of the
-/// unsigned `q ^ 0x80 = q + 128` by `s` (each pair at most `2 * 255 * 2`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn biased_pairs(s: __m256i, q: &[u8; 32]) -> __m256i {
-    _mm256_maddubs_epi16(
-        _mm256_xor_si256(load_u8x32(q), _mm256_set1_epi8(i8::MIN)),
-        s,
-    )
-}
-
-/// One block's exact integer sum as eight f32 lanes: the biased pair sums
-/// `p0 + p1` less `128 * (ss_2i + ss_2i+1)`, `ss` the per-byte sums of the
-/// signs (at most 16 in magnitude).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn unbias(p0: __m256i, p1: __m256i, ss: __m256i) -> __m256 {
-    let bias = _mm256_maddubs_epi16(_mm256_set1_epi8(i8::MIN), ss);
-    let s = _mm256_sub_epi16(_mm256_add_epi16(p0, p1), bias);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(s, _mm256_set1_epi16(1)))
+fn less_bsums(p: __m256i, bsums: &[u8; 32]) -> __m256 {
+    let ones = _mm256_set1_epi16(1);
+    let s = _mm256_madd_epi16(p, ones);
+    let b = _mm256_madd_epi16(load_u8x32(bsums), ones);
+    _mm256_cvtepi32_ps(_mm256_sub_epi32(s, b))
 }
 
 // ------------------------------------------------------------- dot products
@@ -198,19 +159,19 @@ fn unbias(p0: __m256i, p1: __m256i, ss: __m256i) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_tq1_0_q8_k(x: &[BlockTq1_0], y: &[u8]) -> f32 {
     let t = f16_table();
+    let one = _mm256_set1_epi8(1);
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8) = q8_k_parts(yb);
-        let s = tq1_0_signs(xb);
+        let (dy, q8, bsums) = q8_k_parts(yb);
         let mut p = [_mm256_setzero_si256(); 2];
-        let mut ss = _mm256_setzero_si256();
-        for (k, (s, q8)) in s.iter().zip(q8).enumerate() {
-            p[k % 2] = _mm256_add_epi16(p[k % 2], biased_pairs(*s, q8));
-            ss = _mm256_add_epi8(ss, *s);
+        for (k, (s, q8)) in tq1_0_signs(xb).iter().zip(q8).enumerate() {
+            // t = s + 1 (0..=2) unsigned: pair sums at most 2 * 2 * 128.
+            let tq = _mm256_maddubs_epi16(_mm256_add_epi8(*s, one), load_u8x32(q8));
+            p[k % 2] = _mm256_add_epi16(p[k % 2], tq);
         }
         let d = _mm256_set1_ps(h2f_t(t, xb.d) * dy);
-        acc = _mm256_fmadd_ps(d, unbias(p[0], p[1], ss), acc);
+        acc = _mm256_fmadd_ps(d, less_bsums(_mm256_add_epi16(p[0], p[1]), bsums), acc);
     }
     hsum_f32x8(acc)
 }
@@ -226,24 +187,35 @@ pub(crate) unsafe fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> f32 {
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8) = q8_k_parts(yb);
+        let (dy, q8, bsums) = q8_k_parts(yb);
         let (q8, _) = q8.as_chunks::<4>();
         let mut p = [_mm256_setzero_si256(); 2];
-        let mut ss = _mm256_setzero_si256();
-        // Bytes 32 j..32 j + 32 hold values 128 j + 32 l + m.
+        // Bytes 32 j..32 j + 32 hold values 128 j + 32 l + m in bits 2 l.
         for (q2, q8) in xb.qs.as_chunks::<32>().0.iter().zip(q8) {
-            let [s0, s1, s2, s3] = tq2_0_signs(load_u8x32(q2));
-            p[0] = _mm256_add_epi16(p[0], biased_pairs(s0, &q8[0]));
-            p[1] = _mm256_add_epi16(p[1], biased_pairs(s1, &q8[1]));
-            p[0] = _mm256_add_epi16(p[0], biased_pairs(s2, &q8[2]));
-            p[1] = _mm256_add_epi16(p[1], biased_pairs(s3, &q8[3]));
-            let s = _mm256_add_epi8(_mm256_add_epi8(s0, s1), _mm256_add_epi8(s2, s3));
-            ss = _mm256_add_epi8(ss, s);
+            for (l, (c, y)) in tq2_0_codes(load_u8x32(q2)).iter().zip(q8).enumerate() {
+                // Codes 0..=3 unsigned: pair sums at most 2 * 3 * 128.
+                let cy = _mm256_maddubs_epi16(*c, load_u8x32(y));
+                p[l / 2] = _mm256_add_epi16(p[l / 2], cy);
+            }
         }
         let d = _mm256_set1_ps(dy * h2f_t(t, xb.d));
-        acc = _mm256_fmadd_ps(d, unbias(p[0], p[1], ss), acc);
+        acc = _mm256_fmadd_ps(d, less_bsums(_mm256_add_epi16(p[0], p[1]), bsums), acc);
     }
     hsum_f32x8(acc)
+}
+
+/// The 2-bit codes (0..=3) of 32 TQ2_0 bytes, field `l` (bits `2 l`) in
+/// vector `l`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn tq2_0_codes(v: __m256i) -> [__m256i; 4] {
+    let three = _mm256_set1_epi8(3);
+    [
+        _mm256_and_si256(v, three),
+        _mm256_and_si256(_mm256_srli_epi16::<2>(v), three),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v), three),
+        _mm256_and_si256(_mm256_srli_epi16::<6>(v), three),
+    ]
 }
 
 // ------------------------------------------------------------- dequantizers
