@@ -978,8 +978,8 @@ use super::x86_iqdot;
 
 dot_raw! {
     /// [`iquants::vec_dot_iq2_xxs_q8_k`] (`y` the raw bytes of
-    /// `block_q8_K`s), SIMD where available, bit-identical (exact block
-    /// integer sums, the scalar code's f32 arithmetic).
+    /// `block_q8_K`s), SIMD where available: exact block integer sums, f32
+    /// accumulation in another order (last-bit differences).
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -990,7 +990,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq2_xs_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1001,7 +1001,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq3_xxs_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1012,7 +1012,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq3_s_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1023,7 +1023,8 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq1_s_q8_k`], SIMD where available,
-    /// bit-identical (the shift term from `y`'s stored block sums).
+    /// exact block integer sums (the shift term from `y`'s stored block
+    /// sums), f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1034,7 +1035,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq2_s_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1045,7 +1046,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq1_m_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
