@@ -40,17 +40,24 @@ use crate::simd::dispatch::{
     vec_dot_tq2_0_q8_k as fast_vec_dot_tq2_0_q8_k,
 };
 use crate::simd::dispatch::{
-    dequantize_row_mxfp4 as fast_dequantize_row_mxfp4,
-    dequantize_row_nvfp4 as fast_dequantize_row_nvfp4, quantize_mxfp4 as fast_quantize_mxfp4,
-    quantize_nvfp4 as fast_quantize_nvfp4, vec_dot_mxfp4_q8_0 as fast_vec_dot_mxfp4_q8_0,
-    vec_dot_nvfp4_q8_0 as fast_vec_dot_nvfp4_q8_0,
-};
-use crate::simd::dispatch::{
+    dequantize_row_iq1_m as fast_dequantize_row_iq1_m,
+    dequantize_row_iq1_s as fast_dequantize_row_iq1_s,
+    dequantize_row_iq2_s as fast_dequantize_row_iq2_s,
+    dequantize_row_iq2_xs as fast_dequantize_row_iq2_xs,
+    dequantize_row_iq2_xxs as fast_dequantize_row_iq2_xxs,
+    dequantize_row_iq3_s as fast_dequantize_row_iq3_s,
+    dequantize_row_iq3_xxs as fast_dequantize_row_iq3_xxs,
     vec_dot_iq1_m_q8_k as fast_vec_dot_iq1_m_q8_k, vec_dot_iq1_s_q8_k as fast_vec_dot_iq1_s_q8_k,
     vec_dot_iq2_s_q8_k as fast_vec_dot_iq2_s_q8_k, vec_dot_iq2_xs_q8_k as fast_vec_dot_iq2_xs_q8_k,
     vec_dot_iq2_xxs_q8_k as fast_vec_dot_iq2_xxs_q8_k,
     vec_dot_iq3_s_q8_k as fast_vec_dot_iq3_s_q8_k,
     vec_dot_iq3_xxs_q8_k as fast_vec_dot_iq3_xxs_q8_k,
+};
+use crate::simd::dispatch::{
+    dequantize_row_mxfp4 as fast_dequantize_row_mxfp4,
+    dequantize_row_nvfp4 as fast_dequantize_row_nvfp4, quantize_mxfp4 as fast_quantize_mxfp4,
+    quantize_nvfp4 as fast_quantize_nvfp4, vec_dot_mxfp4_q8_0 as fast_vec_dot_mxfp4_q8_0,
+    vec_dot_nvfp4_q8_0 as fast_vec_dot_nvfp4_q8_0,
 };
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
@@ -363,13 +370,13 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         DType::TQ2_0 => dq!(BlockTq2_0, fast_dequantize_row_tq2_0),
         DType::MXFP4 => dq!(BlockMxfp4, fast_dequantize_row_mxfp4),
         DType::NVFP4 => dq!(BlockNvfp4, fast_dequantize_row_nvfp4),
-        DType::IQ2_XXS => dq!(BlockIq2Xxs, dequantize_row_iq2_xxs),
-        DType::IQ2_XS => dq!(BlockIq2Xs, dequantize_row_iq2_xs),
-        DType::IQ2_S => dq!(BlockIq2S, dequantize_row_iq2_s),
-        DType::IQ3_XXS => dq!(BlockIq3Xxs, dequantize_row_iq3_xxs),
-        DType::IQ3_S => dq!(BlockIq3S, dequantize_row_iq3_s),
-        DType::IQ1_S => dq!(BlockIq1S, dequantize_row_iq1_s),
-        DType::IQ1_M => dq!(BlockIq1M, dequantize_row_iq1_m),
+        DType::IQ2_XXS => dq!(BlockIq2Xxs, fast_dequantize_row_iq2_xxs),
+        DType::IQ2_XS => dq!(BlockIq2Xs, fast_dequantize_row_iq2_xs),
+        DType::IQ2_S => dq!(BlockIq2S, fast_dequantize_row_iq2_s),
+        DType::IQ3_XXS => dq!(BlockIq3Xxs, fast_dequantize_row_iq3_xxs),
+        DType::IQ3_S => dq!(BlockIq3S, fast_dequantize_row_iq3_s),
+        DType::IQ1_S => dq!(BlockIq1S, fast_dequantize_row_iq1_s),
+        DType::IQ1_M => dq!(BlockIq1M, fast_dequantize_row_iq1_m),
         _ => Err(QuantError::Unsupported {
             dtype,
             what: "dequantize",

@@ -206,16 +206,12 @@ fn check(ty: &Ty, x: &[u8], y: &[u8], exact: Option<f32>) -> Result<(), TestCase
     let mut got = vec![("scalar", scalar)];
     got.push(("api", weightkit_quant::vec_dot(ty.dtype, x, y).unwrap()));
     if let Some(at) = ty.at {
-        // The SIMD kernels are bit-identical to the scalar reference.
+        // The SIMD kernels sum each block exactly but accumulate the
+        // blocks in f32 lanes: held to the same bounds as the scalar code.
         let (xs, ys) = (Shifted::new(x), Shifted::new(y));
         for level in levels() {
             for (x, y) in [(x, y), (xs.get(), ys.get())] {
-                let g = at(level, x, y).unwrap();
-                prop_assert!(
-                    g.to_bits() == scalar.to_bits() || (g.is_nan() && scalar.is_nan()),
-                    "{name} at {level:?}: {g} vs scalar {scalar}"
-                );
-                got.push((level.name(), g));
+                got.push((level.name(), at(level, x, y).unwrap()));
             }
         }
     }

@@ -10,5 +10,6 @@ mod simd_float;
 mod simd_fp4;
 mod simd_iq4;
 mod simd_iq4q;
+mod simd_iqdeq;
 mod simd_iqdot;
 mod simd_tern;

@@ -978,8 +978,8 @@ use super::x86_iqdot;
 
 dot_raw! {
     /// [`iquants::vec_dot_iq2_xxs_q8_k`] (`y` the raw bytes of
-    /// `block_q8_K`s), SIMD where available, bit-identical (exact block
-    /// integer sums, the scalar code's f32 arithmetic).
+    /// `block_q8_K`s), SIMD where available: exact block integer sums, f32
+    /// accumulation in another order (last-bit differences).
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -990,7 +990,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq2_xs_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1001,7 +1001,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq3_xxs_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1012,7 +1012,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq3_s_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1023,7 +1023,8 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq1_s_q8_k`], SIMD where available,
-    /// bit-identical (the shift term from `y`'s stored block sums).
+    /// exact block integer sums (the shift term from `y`'s stored block
+    /// sums), f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1034,7 +1035,7 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq2_s_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
@@ -1045,11 +1046,93 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq1_m_q8_k`], SIMD where available,
-    /// bit-identical.
+    /// exact block integer sums, f32 accumulation in another order.
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_iq1_m_q8_k / vec_dot_iq1_m_q8_k_at = vec_dot_iq1_m_q8_k_impl,
     iquants::BlockIq1M, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq1_m_q8_k,
     iquants::vec_dot_iq1_m_q8_k
+}
+
+// ------------------------------------------- grid i-quant dequantizers
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_iqdeq;
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq2_xxs`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq2_xxs / dequantize_row_iq2_xxs_at = dequantize_iq2_xxs_impl,
+    iquants::BlockIq2Xxs, kquants::QK_K, x86_iqdeq::dequantize_row_iq2_xxs,
+    iquants::dequantize_row_iq2_xxs
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq2_xs`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq2_xs / dequantize_row_iq2_xs_at = dequantize_iq2_xs_impl,
+    iquants::BlockIq2Xs, kquants::QK_K, x86_iqdeq::dequantize_row_iq2_xs,
+    iquants::dequantize_row_iq2_xs
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq2_s`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq2_s / dequantize_row_iq2_s_at = dequantize_iq2_s_impl,
+    iquants::BlockIq2S, kquants::QK_K, x86_iqdeq::dequantize_row_iq2_s,
+    iquants::dequantize_row_iq2_s
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq3_xxs`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq3_xxs / dequantize_row_iq3_xxs_at = dequantize_iq3_xxs_impl,
+    iquants::BlockIq3Xxs, kquants::QK_K, x86_iqdeq::dequantize_row_iq3_xxs,
+    iquants::dequantize_row_iq3_xxs
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq3_s`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq3_s / dequantize_row_iq3_s_at = dequantize_iq3_s_impl,
+    iquants::BlockIq3S, kquants::QK_K, x86_iqdeq::dequantize_row_iq3_s,
+    iquants::dequantize_row_iq3_s
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq1_s`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq1_s / dequantize_row_iq1_s_at = dequantize_iq1_s_impl,
+    iquants::BlockIq1S, kquants::QK_K, x86_iqdeq::dequantize_row_iq1_s,
+    iquants::dequantize_row_iq1_s
+}
+
+dequantizer! {
+    /// [`iquants::dequantize_row_iq1_m`], bit-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 256 * x.len()`.
+    dequantize_row_iq1_m / dequantize_row_iq1_m_at = dequantize_iq1_m_impl,
+    iquants::BlockIq1M, kquants::QK_K, x86_iqdeq::dequantize_row_iq1_m,
+    iquants::dequantize_row_iq1_m
 }

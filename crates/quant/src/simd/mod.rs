@@ -22,6 +22,8 @@ pub(crate) mod x86_fp4;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iq4q;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_iqdeq;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iqdot;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_tern;

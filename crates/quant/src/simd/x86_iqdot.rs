@@ -4,10 +4,14 @@
 //!
 //! # Exactness
 //!
-//! Each block's integer sum is computed exactly for any block bytes, then
-//! scaled and accumulated with the scalar code's f32 operations in its
-//! order (one block at a time, separate multiply and add), so the results
-//! are bit-identical to the scalar references in [`crate::iquants`].
+//! Each block's integer sum is computed exactly for any block bytes, in
+//! eight i32 lanes; each lane (below `2^24` in magnitude, so converted to
+//! f32 exactly) is scaled by the block's `d_x * d_y` and accumulated in an
+//! f32 lane with one `fmadd`, and the lanes are summed at the end (then the
+//! type's exact `* 0.125` / `* 0.25`). So the results may differ from the
+//! scalar references in [`crate::iquants`] in the last bits (the f32
+//! accumulation order), never in a block's integer sum; where all partial
+//! sums are exactly representable they are equal.
 //!
 //! * Grid points are looked up from the same tables with the same masked
 //!   indexes as the scalar code (so in bounds for any bytes).
@@ -18,12 +22,14 @@
 //!   `maddubs(|q8|, sign(g, q8))`: `|q8| <= 128` as an unsigned byte, and a
 //!   pair sums to at most `2 * 128 * 62 < 2^15`. The IQ1 grid values
 //!   (-1, 0, 1) take the same path (llama.cpp's `mul_add_epi8` has the same
-//!   `-128` problem, and so has its IQ1_M shift term). IQ1_M's shift term
-//!   sums the quants with `maddubs(1, q)`, exact for every byte.
+//!   `-128` problem, and so has its IQ1_M shift term). IQ1_M's shift
+//!   (`±1/8` for each 8 values) joins the grid values as `8 g + delta`
+//!   (`|.| <= 9`), and IQ1_S's (from the stored block sums) joins its lanes
+//!   as `8 sumi + sumi1`: the block's `sumi + sumi1 / 8` times 8, exactly.
 //! * Group sums are weighted by the group scales in `madd_epi16` (at most
-//!   `2 * 15872 * 31` per lane and group) and summed in i32 over the block
-//!   (below `2^26`); the eight lanes are added in i32, giving the scalar
-//!   code's block sum exactly.
+//!   `2 * 15872 * 31` per lane and group) and summed in i32 over the block;
+//!   a lane collects 32 values, at most `32 * 62 * 128 * 31 < 2^23` in
+//!   magnitude (IQ1_S: `8 * 32 * 128 * 15 + 2 * 32768 * 15 < 2^21`).
 //!
 //! # Speed
 //!
@@ -48,13 +54,29 @@
 //! rewrites a constant `pshufb` as two or three other shuffles, both slower
 //! here (AMD Zen 4).
 //!
+//! Blocks are accumulated in f32 lanes (one `cvtdq2ps` and one `fmadd` per
+//! block) instead of a horizontal integer sum and scalar f32 arithmetic per
+//! block, and IQ2_S and IQ1_M alternate two integer accumulators: IQ2_S
+//! went from 0.93x to par with llama.cpp (0.96-1.01x on a quiet machine),
+//! the others gained 3-10%.
+//! IQ1_M's shift term folded into the grid values (`8 g + delta`, `8 g`
+//! from a scaled copy of the grid) took it from 0.87x to 1.07x.
+//!
+//! AVX-512 VNNI (`vpdpwssd` for each group's `madd` + `add`, with one or
+//! two accumulators) measured 0.95-1.0x these AVX2 kernels on Zen 4 for
+//! IQ1_M and IQ2_S, so [`super::Level::Avx512`] runs them as they are.
+//! `vpdpbusd` cannot drop the `abs`/`sign` pair (its unsigned operand is
+//! `|q8|` here too) and its 4-byte sums would still need the 16-value
+//! scale multiply.
+//!
 //! In-process against llama.cpp's AVX2 kernels (libggml-cpu, same rows,
-//! interleaved, medians, Zen 4): IQ2_XXS 1.07x, IQ2_XS 1.09x, IQ3_XXS 1.23x,
-//! IQ3_S 1.09x, IQ1_S 1.08x, IQ2_S 0.93x, IQ1_M 0.87x.
+//! interleaved, medians of 40 rounds, Zen 4, a shared 2-core machine, so
+//! runs vary by 10% and more; the quietest run): IQ2_XXS 1.14x, IQ2_XS
+//! 1.21x, IQ2_S 1.00x, IQ3_XXS 1.32x, IQ3_S 1.21x, IQ1_S 1.07x, IQ1_M 1.07x.
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16_table, h2f_t, hsum_i32x8, load_u8x16, load_u8x32};
+use super::x86::{f16_table, h2f_t, hsum_f32x8, load_u8x16, load_u8x32};
 use crate::iquants::grids::{
     IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID,
 };
@@ -288,8 +310,8 @@ const fn odd_dword_slot(g: usize) -> (bool, usize) {
 }
 
 /// IQ2_XXS x Q8_K, `y` the raw bytes of `block_q8_K`s; blocks past the
-/// shorter side are ignored. Bit-identical to
-/// [`crate::iquants::vec_dot_iq2_xxs_q8_k`].
+/// shorter side are ignored. As [`crate::iquants::vec_dot_iq2_xxs_q8_k`]
+/// up to the f32 accumulation order (see the module docs).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -297,7 +319,7 @@ const fn odd_dword_slot(g: usize) -> (bool, usize) {
 pub(crate) unsafe fn vec_dot_iq2_xxs_q8_k(x: &[BlockIq2Xxs], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let mut sumf = 0f32;
+    let mut accf = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
@@ -343,13 +365,13 @@ pub(crate) unsafe fn vec_dot_iq2_xxs_q8_k(x: &[BlockIq2Xxs], y: &[u8]) -> f32 {
         group!(5, 0xff);
         group!(6, 0xaa);
         group!(7, 0xff);
-        sumf += d * hsum_i32x8(acc) as f32;
+        accf = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(acc), accf);
     }
-    0.125 * sumf
+    0.125 * hsum_f32x8(accf)
 }
 
-/// IQ2_XS x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
-/// [`crate::iquants::vec_dot_iq2_xs_q8_k`].
+/// IQ2_XS x Q8_K, as [`vec_dot_iq2_xxs_q8_k`], as [`crate::iquants::vec_dot_iq2_xs_q8_k`]
+/// up to the f32 accumulation order.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -357,7 +379,7 @@ pub(crate) unsafe fn vec_dot_iq2_xxs_q8_k(x: &[BlockIq2Xxs], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let mut sumf = 0f32;
+    let mut accf = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
@@ -401,13 +423,13 @@ pub(crate) unsafe fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> f32 {
         group!(5, 0x55);
         group!(6, 0xaa);
         group!(7, 0xff);
-        sumf += d * hsum_i32x8(acc) as f32;
+        accf = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(acc), accf);
     }
-    0.125 * sumf
+    0.125 * hsum_f32x8(accf)
 }
 
-/// IQ3_XXS x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
-/// [`crate::iquants::vec_dot_iq3_xxs_q8_k`].
+/// IQ3_XXS x Q8_K, as [`vec_dot_iq2_xxs_q8_k`], as [`crate::iquants::vec_dot_iq3_xxs_q8_k`]
+/// up to the f32 accumulation order.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -415,7 +437,7 @@ pub(crate) unsafe fn vec_dot_iq2_xs_q8_k(x: &[BlockIq2Xs], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq3_xxs_q8_k(x: &[BlockIq3Xxs], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let mut sumf = 0f32;
+    let mut accf = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
@@ -448,13 +470,13 @@ pub(crate) unsafe fn vec_dot_iq3_xxs_q8_k(x: &[BlockIq3Xxs], y: &[u8]) -> f32 {
         group!(5, 0x55);
         group!(6, 0xaa);
         group!(7, 0xff);
-        sumf += d * hsum_i32x8(acc) as f32;
+        accf = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(acc), accf);
     }
-    0.25 * sumf
+    0.25 * hsum_f32x8(accf)
 }
 
-/// IQ3_S x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
-/// [`crate::iquants::vec_dot_iq3_s_q8_k`].
+/// IQ3_S x Q8_K, as [`vec_dot_iq2_xxs_q8_k`], as [`crate::iquants::vec_dot_iq3_s_q8_k`]
+/// up to the f32 accumulation order.
 ///
 /// The 9-bit grid indexes of a group are formed in one vector (the low
 /// bytes widened, bit `k` of `qh` shifted to bit 8 of index `k`) and read
@@ -469,7 +491,7 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
     // Bit k of qh[g] to bit 8 of word k: qh << (8 - k).
     let mul = _mm256_setr_epi16(256, 128, 64, 32, 16, 8, 4, 2, 256, 128, 64, 32, 16, 8, 4, 2);
     let m100 = _mm256_set1_epi16(0x100);
-    let mut sumf = 0f32;
+    let mut accf = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
@@ -518,14 +540,14 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
         group!(5, 0x55);
         group!(6, 0xaa);
         group!(7, 0xff);
-        sumf += d * hsum_i32x8(acc) as f32;
+        accf = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(acc), accf);
     }
-    sumf
+    hsum_f32x8(accf)
 }
 
 /// IQ1_S x Q8_K, as [`vec_dot_iq2_xxs_q8_k`] (the shift term from `y`'s
-/// stored block sums, as the scalar code); bit-identical to
-/// [`crate::iquants::vec_dot_iq1_s_q8_k`].
+/// stored block sums, as the scalar code), as [`crate::iquants::vec_dot_iq1_s_q8_k`]
+/// up to the f32 accumulation order.
 ///
 /// The 11-bit grid indexes are formed in integer registers from one
 /// 32-bit load of the group's `qs` and its `qh` (forming them in vectors
@@ -540,7 +562,7 @@ pub(crate) unsafe fn vec_dot_iq3_s_q8_k(x: &[BlockIq3S], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let mut sumf = 0f32;
+    let mut accf = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, bsums) = q8_k(yb);
         let qh = load_u8x16(bytemuck::cast_ref(&xb.qh));
@@ -552,7 +574,7 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
         );
         let lsd = _mm_sign_epi16(ls, _mm_or_si128(qh, _mm_set1_epi16(1)));
         let lsd = _mm256_set_m128i(_mm_unpackhi_epi16(lsd, lsd), _mm_unpacklo_epi16(lsd, lsd));
-        let sumi1 = hsum_i32x8(_mm256_madd_epi16(load_u8x32(bsums), lsd));
+        let sumi1 = _mm256_madd_epi16(load_u8x32(bsums), lsd);
         let (l_a, l_b) = scale_dwords(_mm256_broadcastsi128_si256(ls));
         let (qs4, _) = xb.qs.as_chunks::<4>();
         let mut acc = _mm256_setzero_si256();
@@ -582,14 +604,17 @@ pub(crate) unsafe fn vec_dot_iq1_s_q8_k(x: &[BlockIq1S], y: &[u8]) -> f32 {
         group!(5, 0x55);
         group!(6, 0xaa);
         group!(7, 0xff);
-        let sumi = hsum_i32x8(acc);
-        sumf += h2f_t(t, xb.d) * dy * (sumi as f32 + 0.125 * sumi1 as f32);
+        // 8 sumi + sumi1 by lane: below 2^24 in magnitude (8 * 256 * 128 *
+        // 15 + 16 * 15 * 32768), so every lane converts exactly.
+        let s = _mm256_add_epi32(_mm256_slli_epi32::<3>(acc), sumi1);
+        let d = _mm256_set1_ps(h2f_t(t, xb.d) * dy);
+        accf = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), accf);
     }
-    sumf
+    0.125 * hsum_f32x8(accf)
 }
 
-/// IQ2_S x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
-/// [`crate::iquants::vec_dot_iq2_s_q8_k`].
+/// IQ2_S x Q8_K, as [`vec_dot_iq2_xxs_q8_k`], as [`crate::iquants::vec_dot_iq2_s_q8_k`]
+/// up to the f32 accumulation order.
 ///
 /// The 10-bit grid indexes (low byte, then bits `2 l .. 2 l + 2` of `qh[g]`
 /// moved to bits 8..10 by a multiply) are formed in two vectors and read
@@ -606,7 +631,7 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
     // Word 4 g + l of a half takes qh byte g of the half's four groups.
     let rep = load_u8x32(bytemuck::cast_ref(opaque(&REP_IQ2S)));
     let m300 = _mm256_set1_epi16(0x300);
-    let mut sumf = 0f32;
+    let mut accf = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let d = h2f_t(t, xb.d) * dy;
@@ -631,7 +656,7 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
         let signs = load_u8x32(signs.try_into().expect("32 bytes"));
         let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
         let (l_a, l_b) = split_nibble_scales(&xb.scales);
-        let mut acc = _mm256_setzero_si256();
+        let mut acc = [_mm256_setzero_si256(); 2];
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
                 let (hi, slot) = ($g >= 4, $g & 3);
@@ -639,8 +664,7 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
                 let grid = grid4(&IQ2S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x3ff));
                 let g = _mm256_sign_epi8(grid, sg);
                 let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
-                let p = _mm256_madd_epi16(pairs(g, load_u8x32(&q8[$g])), lsg);
-                acc = _mm256_add_epi32(acc, p);
+                acc[$g % 2] = madd_add(acc[$g % 2], pairs(g, load_u8x32(&q8[$g])), lsg);
             }};
         }
         group!(0, 0x00);
@@ -651,9 +675,13 @@ pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
         group!(5, 0x55);
         group!(6, 0xaa);
         group!(7, 0xff);
-        sumf += d * hsum_i32x8(acc) as f32;
+        accf = _mm256_fmadd_ps(
+            _mm256_set1_ps(d),
+            _mm256_cvtepi32_ps(_mm256_add_epi32(acc[0], acc[1])),
+            accf,
+        );
     }
-    0.125 * sumf
+    0.125 * hsum_f32x8(accf)
 }
 
 /// `pshufb` controls for IQ3_S: `REP_IQ3S[j]` puts byte `2 j` of its lane
@@ -685,13 +713,42 @@ static REP_IQ2S: [i8; 32] = {
     t
 };
 
-/// IQ1_M x Q8_K, as [`vec_dot_iq2_xxs_q8_k`]; bit-identical to
-/// [`crate::iquants::vec_dot_iq1_m_q8_k`].
+/// [`IQ1S_GRID`] with every value (-1, 0 or 1) times 8, for IQ1_M's
+/// `8 g + delta`.
+static IQ1S_GRID8: [u64; 2048] = {
+    let mut t = [0u64; 2048];
+    let mut i = 0;
+    while i < 2048 {
+        let b = IQ1S_GRID[i].to_le_bytes();
+        let mut o = [0u8; 8];
+        let mut j = 0;
+        while j < 8 {
+            o[j] = (b[j] as i8).wrapping_mul(8) as u8;
+            j += 1;
+        }
+        t[i] = u64::from_le_bytes(o);
+        i += 1;
+    }
+    t
+};
+
+/// `acc + madd(s, p)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn madd_add(acc: __m256i, s: __m256i, p: __m256i) -> __m256i {
+    _mm256_add_epi32(acc, _mm256_madd_epi16(s, p))
+}
+
+/// IQ1_M x Q8_K, as [`vec_dot_iq2_xxs_q8_k`], as [`crate::iquants::vec_dot_iq1_m_q8_k`]
+/// up to the f32 accumulation order.
 ///
 /// The 11-bit grid indexes interleave the `qs` bytes with the 3-bit
-/// nibbles of `qh` as high bytes. The shift term `sum delta * q` of each 8
-/// values is `maddubs(1, q)` weighted by the group scale with the shift's
-/// sign (`sign_epi16`), in its own accumulator.
+/// nibbles of `qh` as high bytes. The shift term is folded into the grid
+/// values: each value is `8 g + delta` (`delta = ±1` for its 8 values,
+/// `|8 g + delta| <= 9`), so one product per group gives each lane's share
+/// of `8 sumi1 + sumi2` exactly (below `32 * 9 * 128 * 15 < 2^20`), with
+/// `8 g` looked up from a table of the grid times 8. The scalar code's
+/// `sumi1 + 0.125 * sumi2` is that sum times `0.125`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -711,7 +768,7 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         4096, 64, 4096, 64, 4096, 64, 4096, 64, 512, 8, 512, 8, 512, 8, 512, 8,
     );
     let ones = _mm256_set1_epi8(1);
-    let mut sumf = 0f32;
+    let mut accf = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, _) = q8_k(yb);
         let sc: [u16; 4] =
@@ -727,41 +784,45 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         let ls = _mm256_and_si256(ls, _mm256_set1_epi16(7));
         let ls = _mm256_or_si256(_mm256_slli_epi16::<1>(ls), _mm256_set1_epi16(1));
         let (l_a, l_b) = scale_dwords(ls);
-        // The shift's sign of values 8 l .. 8 l + 8 of group g, bit 3 (l
-        // even) or 7 (l odd) of qh byte 2 g + l / 2, as bit 7 of byte
-        // 4 g + l (groups 0..4 in the low lane), never zero (| 1).
+        // The shift of values 8 l .. 8 l + 8 of group g, bit 3 (l even) or
+        // 7 (l odd) of qh byte 2 g + l / 2, as byte 4 g + l (groups 0..4 in
+        // the low lane): -1 where the bit is set, else 1.
         let ds = [
             _mm_unpacklo_epi8(_mm_slli_epi16::<4>(qh), qh),
             _mm_unpackhi_epi8(_mm_slli_epi16::<4>(qh), qh),
         ];
-        let ds = _mm256_or_si256(_mm256_set_m128i(ds[1], ds[0]), ones);
+        let ds = _mm256_sign_epi8(ones, _mm256_or_si256(_mm256_set_m128i(ds[1], ds[0]), ones));
         let (d_lo, d_hi) = (lane::<false>(ds), lane::<true>(ds));
-        let (qs4, _) = xb.qs.as_chunks::<4>();
-        let (qh2, _) = xb.qh.as_chunks::<2>();
-        let (mut acc1, mut acc2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        // Index k: qs byte k, bits 0..3 (k even) or 4..7 (k odd) of qh
+        // byte k / 2 (& 7) as its high byte; indexes 8 j .. 8 j + 8 in iv[j].
+        let m7 = _mm_set1_epi8(7);
+        let (h_lo, h_hi) = (
+            _mm_and_si128(qh, m7),
+            _mm_and_si128(_mm_srli_epi16::<4>(qh), m7),
+        );
+        let hb = [_mm_unpacklo_epi8(h_lo, h_hi), _mm_unpackhi_epi8(h_lo, h_hi)];
+        let (qs16, _) = xb.qs.as_chunks::<16>();
+        let qs = [load_u8x16(&qs16[0]), load_u8x16(&qs16[1])];
+        let iv = [
+            _mm_unpacklo_epi8(qs[0], hb[0]),
+            _mm_unpackhi_epi8(qs[0], hb[0]),
+            _mm_unpacklo_epi8(qs[1], hb[1]),
+            _mm_unpackhi_epi8(qs[1], hb[1]),
+        ];
+        let (mut acc, mut acc2) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         macro_rules! group {
             ($g:literal, $imm:literal) => {{
-                // Index l: qs byte l, bits 0..3 (l even) or 4..7 (l odd) of
-                // qh byte l / 2 (& 7) as bits 8..11.
-                let q = u32::from_le_bytes(vload(&qs4[$g])) as usize;
-                let h = usize::from(u16::from_le_bytes(vload(&qh2[$g])));
-                let grid = grid4(
-                    &IQ1S_GRID,
-                    [
-                        (q & 255) | ((h << 8) & 0x700),
-                        ((q >> 8) & 255) | ((h << 4) & 0x700),
-                        ((q >> 16) & 255) | (h & 0x700),
-                        ((q >> 24) & 255) | ((h >> 4) & 0x700),
-                    ],
-                );
-                let q = load_u8x32(&q8[$g]);
-                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
-                acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(pairs(grid, q), lsg));
-                // Sign byte l over words 4 l .. 4 l + 4 (as SPREAD does).
+                let grid8 = grid4(&IQ1S_GRID8, idx4::<{ $g % 2 }>(iv[$g / 2], 0x7ff));
+                // Shift l over values 8 l .. 8 l + 8 (as SPREAD does).
                 let spread = load_u8x32(bytemuck::cast_ref(&SPREAD[$g & 3]));
-                let dop = _mm256_shuffle_epi8(if $g < 4 { d_lo } else { d_hi }, spread);
-                let qsum = _mm256_maddubs_epi16(ones, q);
-                acc2 = _mm256_add_epi32(acc2, _mm256_madd_epi16(qsum, _mm256_sign_epi16(lsg, dop)));
+                let delta = _mm256_shuffle_epi8(if $g < 4 { d_lo } else { d_hi }, spread);
+                let v = _mm256_add_epi8(grid8, delta);
+                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
+                if $g % 2 == 0 {
+                    acc = madd_add(acc, pairs(v, load_u8x32(&q8[$g])), lsg);
+                } else {
+                    acc2 = madd_add(acc2, pairs(v, load_u8x32(&q8[$g])), lsg);
+                }
             }};
         }
         group!(0, 0x00);
@@ -772,10 +833,11 @@ pub(crate) unsafe fn vec_dot_iq1_m_q8_k(x: &[BlockIq1M], y: &[u8]) -> f32 {
         group!(5, 0x55);
         group!(6, 0xaa);
         group!(7, 0xff);
-        let (sumi1, sumi2) = (hsum_i32x8(acc1), hsum_i32x8(acc2));
-        sumf += d * dy * (sumi1 as f32 + 0.125 * sumi2 as f32);
+        // 8 sumi1 + sumi2, exact in f32 (see above).
+        let s = _mm256_cvtepi32_ps(_mm256_add_epi32(acc, acc2));
+        accf = _mm256_fmadd_ps(_mm256_set1_ps(d * dy), s, accf);
     }
-    sumf
+    0.125 * hsum_f32x8(accf)
 }
 
 #[cfg(test)]
