@@ -1053,3 +1053,93 @@ dot_raw! {
     iquants::BlockIq1M, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq1_m_q8_k,
     iquants::vec_dot_iq1_m_q8_k
 }
+
+// ------------------------------------------------------------ Q1_0 and Q2_0
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_q12;
+use crate::legacy::{BlockQ1_0, BlockQ2_0};
+
+dot_raw! {
+    /// [`legacy::vec_dot_q1_0_q8_0`] (`y` the raw bytes of four
+    /// `block_q8_0`s per Q1_0 block), SIMD where available: exact Q8_0-block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 136 * x.len()`.
+    vec_dot_q1_0_q8_0 / vec_dot_q1_0_q8_0_at = vec_dot_q1_0_q8_0_impl,
+    BlockQ1_0, 4 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q1_0_q8_0, legacy::vec_dot_q1_0_q8_0
+}
+
+dot_raw! {
+    /// [`legacy::vec_dot_q2_0_q8_0`] (`y` the raw bytes of two
+    /// `block_q8_0`s per Q2_0 block), SIMD where available: exact Q8_0-block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 68 * x.len()`.
+    vec_dot_q2_0_q8_0 / vec_dot_q2_0_q8_0_at = vec_dot_q2_0_q8_0_impl,
+    BlockQ2_0, 2 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q2_0_q8_0, legacy::vec_dot_q2_0_q8_0
+}
+
+dequantizer! {
+    /// [`legacy::dequantize_row_q1_0`], bit-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 128 * x.len()`.
+    dequantize_row_q1_0 / dequantize_row_q1_0_at = dequantize_q1_0_impl,
+    BlockQ1_0, legacy::QK1_0, x86_q12::dequantize_row_q1_0, legacy::dequantize_row_q1_0
+}
+
+dequantizer! {
+    /// [`legacy::dequantize_row_q2_0`], bit-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 64 * x.len()`.
+    dequantize_row_q2_0 / dequantize_row_q2_0_at = dequantize_q2_0_impl,
+    BlockQ2_0, legacy::QK2_0, x86_q12::dequantize_row_q2_0, legacy::dequantize_row_q2_0
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q1_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q1_0 / quantize_row_q1_0_at = quantize_row_q1_0_impl,
+    BlockQ1_0, legacy::QK1_0, x86_q12::quantize_row_q1_0, legacy::quantize_row_q1_0_ref
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q2_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q2_0 / quantize_row_q2_0_at = quantize_row_q2_0_impl,
+    BlockQ2_0, legacy::QK2_0, x86_q12::quantize_row_q2_0, legacy::quantize_row_q2_0_ref
+}
+
+matrix_quantizer! {
+    /// [`legacy::quantize_q1_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored, as in ggml), byte-identical,
+    /// SIMD where available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_q1_0 / quantize_q1_0_at = quantize_q1_0_impl,
+    BlockQ1_0, Q1_0, legacy::QK1_0, row x86_q12::quantize_row_q1_0, legacy::quantize_q1_0
+}
+
+matrix_quantizer! {
+    /// [`legacy::quantize_q2_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored, as in ggml), byte-identical,
+    /// SIMD where available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_q2_0 / quantize_q2_0_at = quantize_q2_0_impl,
+    BlockQ2_0, Q2_0, legacy::QK2_0, row x86_q12::quantize_row_q2_0, legacy::quantize_q2_0
+}

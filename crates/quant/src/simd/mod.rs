@@ -24,6 +24,8 @@ pub(crate) mod x86_iq4q;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iqdot;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_q12;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_tern;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
