@@ -1069,7 +1069,7 @@ dot_raw! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 136 * x.len()`.
     vec_dot_q1_0_q8_0 / vec_dot_q1_0_q8_0_at = vec_dot_q1_0_q8_0_impl,
-    BlockQ1_0, 4 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q1_0_q8_0, legacy::vec_dot_q1_0_q8_0
+    BlockQ1_0, 4 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q1_0_q8_0, legacy::vec_dot_q1_0_q8_0, vnni
 }
 
 dot_raw! {
@@ -1081,7 +1081,7 @@ dot_raw! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 68 * x.len()`.
     vec_dot_q2_0_q8_0 / vec_dot_q2_0_q8_0_at = vec_dot_q2_0_q8_0_impl,
-    BlockQ2_0, 2 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q2_0_q8_0, legacy::vec_dot_q2_0_q8_0
+    BlockQ2_0, 2 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q2_0_q8_0, legacy::vec_dot_q2_0_q8_0, vnni
 }
 
 dequantizer! {

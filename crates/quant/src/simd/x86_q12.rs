@@ -8,16 +8,20 @@
 //!
 //! * Dot products (x raw `block_q8_0` bytes, four per Q1_0 block and two per
 //!   Q2_0 block) compute each Q8_0 block's integer sum exactly for any
-//!   bytes. Q1_0: `sum s q` with `s = +-1` is `maddubs(1, q ^ m) -
-//!   maddubs(1, m)` where `m` is all ones for a clear bit (`q ^ m = -q - 1`
-//!   there; every pair sum within +-256). llama.cpp's AVX2 kernel negates
-//!   `q` in a byte (`(q ^ m) - m`), which wraps for `q = -128`. Q2_0:
-//!   `sum (c - 1) q = maddubs(c, q) - maddubs(1, q)` with the unsigned
-//!   codes `c` (0..=3; pair sums at most `2 * 3 * 128`). The f32
-//!   accumulation follows llama.cpp's AVX2 Q1_0 kernel (per block `sum_k d_k
-//!   s_k` in eight lanes, then an FMA with the block scale), not the scalar
-//!   order, so results can differ from the scalar dot in the last bits;
-//!   scales are exact (f16 table).
+//!   bytes. Q1_0: `sum s q` with `s = +-1` is `maddubs(|q|, s sign(q))`:
+//!   `|q|` read as unsigned is exact for `q = -128` and `s sign(q)` is -1, 0
+//!   or 1, so every pair sum is within +-256. llama.cpp's AVX2 kernel
+//!   negates `q` in a byte (`(q ^ m) - m`), which wraps for `q = -128`.
+//!   Q2_0: `sum (c - 1) q = maddubs(c, q) - maddubs(1, q)` with the
+//!   unsigned codes `c` (0..=3; pair sums at most `2 * 3 * 128`). The f32
+//!   accumulation is llama.cpp's AVX2 Q1_0 kernel's in kind (per block `sum_k
+//!   d_k s_k` in eight lanes, then an FMA with the block scale; Q1_0's four
+//!   products in two FMA chains, blocks in pairs into two accumulators), not
+//!   the scalar order, so results can differ from the scalar dot in the last
+//!   bits;
+//!   scales are exact (f16 table). At [`super::Level::Avx512`] both dots
+//!   use `vpdpbusd` (AVX-512 VNNI) for the same integers: `sum 2 b q - sum
+//!   q` for Q1_0's bits `b`, `sum c q - sum q` for Q2_0's codes.
 //! * Dequantizers are bit-identical: Q1_0 picks `d` or the scalar code's
 //!   `-d` (a sign flip) per bit with `blendvps`; Q2_0 computes its four
 //!   products `(c - 1) * d` with the scalar code's f32 multiply and picks
@@ -79,11 +83,11 @@ fn q1_0_signed_sum(bits: [u8; 4], q: &[u8; 32]) -> __m256 {
         _mm256_setzero_si256(),
     );
     let q = load_u8x32(q);
-    // q ^ m is q or -q - 1; maddubs(1, m) is minus the count of clear bits
-    // per pair, which puts the ones back.
-    let p = _mm256_sub_epi16(
-        _mm256_maddubs_epi16(ones8, _mm256_xor_si256(q, m)),
-        _mm256_maddubs_epi16(ones8, m),
+    // s q = |q| (s sign(q)): |q| read as unsigned is exact for q = -128,
+    // and s sign(q) (with s = m | 1) is -1, 0 or 1.
+    let p = _mm256_maddubs_epi16(
+        _mm256_abs_epi8(q),
+        _mm256_sign_epi8(_mm256_or_si256(m, ones8), q),
     );
     _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
 }
@@ -134,6 +138,50 @@ fn spread_bits(x: u32) -> u64 {
 
 // ------------------------------------------------------------- dot products
 
+/// `(d0 s0 + d1 s1) + (d2 s2 + d3 s3)` (two FMA chains of two, then an
+/// add: a shorter dependency chain than one FMA chain of four).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scaled_sum4(p: [(f32, __m256); 4]) -> __m256 {
+    let [(d0, s0), (d1, s1), (d2, s2), (d3, s3)] = p;
+    let a = _mm256_fmadd_ps(
+        _mm256_set1_ps(d1),
+        s1,
+        _mm256_mul_ps(_mm256_set1_ps(d0), s0),
+    );
+    let b = _mm256_fmadd_ps(
+        _mm256_set1_ps(d3),
+        s3,
+        _mm256_mul_ps(_mm256_set1_ps(d2), s2),
+    );
+    _mm256_add_ps(a, b)
+}
+
+/// Sums `d * b` over the blocks, `(d, b) = f(x[i], y[i])` (`d` the block
+/// scale, `b` eight lanes of its scaled sub-block sums), in two register
+/// accumulators, blocks in pairs (an accumulator array indexed by the block
+/// number lives in memory, which chains every block's FMA through a store
+/// and a load).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_pairs<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f32 {
+    let n = x.len().min(y.len());
+    let (x2, xr) = x[..n].as_chunks::<2>();
+    let (y2, yr) = y[..n].as_chunks::<2>();
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for ([x0, x1], [y0, y1]) in x2.iter().zip(y2) {
+        let (d0, b0) = f(x0, y0);
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), b0, a0);
+        let (d1, b1) = f(x1, y1);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), b1, a1);
+    }
+    for (xb, yb) in xr.iter().zip(yr) {
+        let (d, b) = f(xb, yb);
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(d), b, a0);
+    }
+    hsum_f32x8(_mm256_add_ps(a0, a1))
+}
+
 /// Q1_0 x Q8_0, `y` the raw bytes of `block_q8_0`s (four, 136 bytes, per
 /// Q1_0 block); blocks past the shorter side are ignored.
 ///
@@ -143,24 +191,56 @@ fn spread_bits(x: u32) -> u64 {
 pub(crate) unsafe fn vec_dot_q1_0_q8_0(x: &[BlockQ1_0], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<{ 4 * Q8_0_BYTES }>();
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (i, (xb, yb)) in x.iter().zip(y).enumerate() {
+    sum_pairs(x, y, |xb, yb| {
         let (ys, _) = yb.as_chunks::<Q8_0_BYTES>();
         let (ws, _) = xb.qs.as_chunks::<4>();
+        let parts = std::array::from_fn(|k| {
+            let (dy, q) = q8_0_parts(t, &ys[k]);
+            (dy, q1_0_signed_sum(ws[k], q))
+        });
+        (h2f_t(t, xb.d), scaled_sum4(parts))
+    })
+}
+
+/// [`vec_dot_q1_0_q8_0`] with AVX-512 VNNI ([`super::Level::Avx512`]):
+/// `sum s q = sum 2 b q - sum q` for the bits `b`, two `vpdpbusd` (the
+/// unsigned `2 b` from the bits as a byte mask, and ones, by the signed
+/// quants; groups of four products, no saturation) and one subtraction in
+/// place of AVX2's byte expansion, sign flip and two `maddubs`. The same
+/// exact integers and f32 accumulation as the AVX2 kernel.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q1_0_q8_0_vnni(x: &[BlockQ1_0], y: &[u8]) -> f32 {
+    let t = f16_table();
+    let (y, _) = y.as_chunks::<{ 4 * Q8_0_BYTES }>();
+    let twos = _mm256_set1_epi8(2);
+    let ones = _mm256_set1_epi8(1);
+    let zero = _mm256_setzero_si256();
+    sum_pairs(x, y, |xb, yb| {
+        let (ys, _) = yb.as_chunks::<Q8_0_BYTES>();
+        let (ws, _) = xb.qs.as_chunks::<4>();
+        // One FMA chain over the four Q8_0 blocks (measured faster here
+        // than the AVX2 kernel's two chains).
         let mut blk = _mm256_setzero_ps();
         for (k, (w, yk)) in ws.iter().zip(ys).enumerate() {
             let (dy, q) = q8_0_parts(t, yk);
-            let s = q1_0_signed_sum(*w, q);
+            let q = load_u8x32(q);
+            let b2 = _mm256_maskz_mov_epi8(u32::from_le_bytes(*w), twos);
+            let p = _mm256_sub_epi32(
+                _mm256_dpbusd_epi32(zero, b2, q),
+                _mm256_dpbusd_epi32(zero, ones, q),
+            );
+            let s = _mm256_cvtepi32_ps(p);
             blk = if k == 0 {
                 _mm256_mul_ps(_mm256_set1_ps(dy), s)
             } else {
                 _mm256_fmadd_ps(_mm256_set1_ps(dy), s, blk)
             };
         }
-        let a = &mut acc[i % 2];
-        *a = _mm256_fmadd_ps(_mm256_set1_ps(h2f_t(t, xb.d)), blk, *a);
-    }
-    hsum_f32x8(_mm256_add_ps(acc[0], acc[1]))
+        (h2f_t(t, xb.d), blk)
+    })
 }
 
 /// Q2_0 x Q8_0, `y` the raw bytes of `block_q8_0`s (two, 68 bytes, per
@@ -185,8 +265,7 @@ pub(crate) unsafe fn vec_dot_q2_0_q8_0(x: &[BlockQ2_0], y: &[u8]) -> f32 {
     let transpose = _mm256_broadcastsi128_si256(_mm_setr_epi8(
         0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
     ));
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (i, (xb, yb)) in x.iter().zip(y).enumerate() {
+    sum_pairs(x, y, |xb, yb| {
         let (ys, _) = yb.as_chunks::<Q8_0_BYTES>();
         let qs = _mm256_castsi128_si256(load_u8x16(&xb.qs));
         let mut blk = _mm256_setzero_ps();
@@ -212,10 +291,60 @@ pub(crate) unsafe fn vec_dot_q2_0_q8_0(x: &[BlockQ2_0], y: &[u8]) -> f32 {
                 _mm256_fmadd_ps(_mm256_set1_ps(dy), s, blk)
             };
         }
-        let a = &mut acc[i % 2];
-        *a = _mm256_fmadd_ps(_mm256_set1_ps(h2f_t(t, xb.d)), blk, *a);
-    }
-    hsum_f32x8(_mm256_add_ps(acc[0], acc[1]))
+        (h2f_t(t, xb.d), blk)
+    })
+}
+
+/// [`vec_dot_q2_0_q8_0`] with AVX-512 VNNI: `vpdpbusd` in place of
+/// `maddubs` + `madd` (the same exact integers and f32 accumulation).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q2_0_q8_0_vnni(x: &[BlockQ2_0], y: &[u8]) -> f32 {
+    let t = f16_table();
+    let (y, _) = y.as_chunks::<{ 2 * Q8_0_BYTES }>();
+    let ones8 = _mm256_set1_epi8(1);
+    let m3 = _mm256_set1_epi8(3);
+    let shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    let words = [
+        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+        _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+    ];
+    // In each 128-bit lane, byte 4 m + b takes byte 4 b + m (a 4 x 4
+    // transpose).
+    let transpose = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+    ));
+    sum_pairs(x, y, |xb, yb| {
+        let (ys, _) = yb.as_chunks::<Q8_0_BYTES>();
+        let qs = _mm256_castsi128_si256(load_u8x16(&xb.qs));
+        let mut blk = _mm256_setzero_ps();
+        for (k, (w, yk)) in words.iter().zip(ys).enumerate() {
+            let (dy, q) = q8_0_parts(t, yk);
+            // Dword 4 l + m holds qs word 2 k + l shifted down 2 m: its byte
+            // b has, in its low two bits, the code of value 16 l + 4 b + m
+            // of the Q8_0 block ...
+            let c = _mm256_and_si256(
+                _mm256_srlv_epi32(_mm256_permutevar8x32_epi32(qs, *w), shifts),
+                m3,
+            );
+            // ... where the transposed quants put quant 16 l + 4 b + m.
+            let q = load_u8x32(q);
+            let zero = _mm256_setzero_si256();
+            let p = _mm256_sub_epi32(
+                _mm256_dpbusd_epi32(zero, c, _mm256_shuffle_epi8(q, transpose)),
+                _mm256_dpbusd_epi32(zero, ones8, q),
+            );
+            let s = _mm256_cvtepi32_ps(p);
+            blk = if k == 0 {
+                _mm256_mul_ps(_mm256_set1_ps(dy), s)
+            } else {
+                _mm256_fmadd_ps(_mm256_set1_ps(dy), s, blk)
+            };
+        }
+        (h2f_t(t, xb.d), blk)
+    })
 }
 
 // ------------------------------------------------------------- dequantizers
