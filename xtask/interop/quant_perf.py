@@ -28,10 +28,9 @@ import sys
 import tarfile
 import urllib.request
 
-# Every type both programs measure (test-quantize-perf also lists llama.cpp's
-# q1_0/q2_0, which weightkit does not implement).
+# Every type both programs measure.
 TYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K",
-         "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4", "nvfp4", "f16", "bf16"]
+         "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4", "nvfp4", "q1_0", "q2_0", "f16", "bf16"]
 ITER = 2000
 
 

@@ -1713,7 +1713,9 @@ fn quantize_bad_arguments() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("unknown quantization mixture `Q9_K`"), "{err}");
-    for m in ["Q4_K_M", "Q8_0", "IQ4_XS", "Q2_K_S", "TQ2_0"] {
+    for m in [
+        "Q4_K_M", "Q8_0", "IQ4_XS", "Q2_K_S", "TQ2_0", "Q1_0", "Q2_0",
+    ] {
         assert!(err.contains(m), "{m}: {err}");
     }
     let o = weightkit(&[

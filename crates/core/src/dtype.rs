@@ -117,6 +117,8 @@ pub enum DType {
     NVFP4,
     /// ggml Q1_0: 128 elements, f16 scale + 16 sign-bit bytes.
     Q1_0,
+    /// ggml Q2_0: 64 elements, f16 scale + 16 bytes of 2-bit codes.
+    Q2_0,
 }
 
 /// How a dtype packs elements into bytes.
@@ -145,7 +147,7 @@ pub enum Packing {
 }
 
 /// Every dtype, in declaration order.
-pub const ALL_DTYPES: [DType; 48] = [
+pub const ALL_DTYPES: [DType; 49] = [
     DType::Bool,
     DType::F4,
     DType::F6_E2M3,
@@ -194,6 +196,7 @@ pub const ALL_DTYPES: [DType; 48] = [
     DType::MXFP4,
     DType::NVFP4,
     DType::Q1_0,
+    DType::Q2_0,
 ];
 
 /// ggml type ids that once existed and were removed (Q4_2, Q4_3, Q4_0_4_4,
@@ -318,6 +321,10 @@ impl DType {
             },
             Q1_0 => Packing::Block {
                 elems: 128,
+                bytes: 18,
+            },
+            Q2_0 => Packing::Block {
+                elems: 64,
                 bytes: 18,
             },
         }
@@ -449,6 +456,7 @@ impl DType {
             MXFP4 => 39,
             NVFP4 => 40,
             Q1_0 => 41,
+            Q2_0 => 42,
             _ => return None,
         })
     }
@@ -511,6 +519,7 @@ impl DType {
             MXFP4 => "MXFP4",
             NVFP4 => "NVFP4",
             Q1_0 => "Q1_0",
+            Q2_0 => "Q2_0",
             // Every other variant has a safetensors name, returned above.
             _ => "?",
         }
@@ -602,7 +611,7 @@ mod tests {
         for id in REMOVED_GGML_TYPE_IDS {
             assert_eq!(DType::from_ggml_type_id(id), None);
         }
-        assert_eq!(DType::from_ggml_type_id(42), None);
+        assert_eq!(DType::from_ggml_type_id(43), None);
     }
 
     #[test]

@@ -55,6 +55,12 @@ const GGUF_PY_QUANT_SIZES: [(&str, u32, usize, usize); 34] = [
     ("Q1_0", 41, 128, 18),
 ];
 
+/// Types newer than gguf-py 0.19.0, from ggml itself (`ggml/include/ggml.h`
+/// ids, `ggml/src/ggml-common.h` blocks, llama.cpp 0c1e570 as vendored by
+/// llama-cpp-python 0.3.36; its own gguf-py lists them too): Q2_0 is
+/// `block_q2_0 { ggml_half d; uint8_t qs[QK2_0 / 4]; }` with `QK2_0 = 64`.
+const GGML_NEWER_QUANT_SIZES: [(&str, u32, usize, usize); 1] = [("Q2_0", 42, 64, 18)];
+
 /// Where ggml's own headers disagree with gguf-py, ggml wins: it is what
 /// writes and reads the blocks.
 ///
@@ -74,7 +80,10 @@ fn ggml_block_sizes_match_gguf_py() {
         let entry = GGUF_PY_QUANT_SIZES.iter().find(|e| e.0 == name);
         assert!(entry.is_some(), "correction for `{name}` not in the table");
     }
-    for (name, id, elems, gguf_py_bytes) in GGUF_PY_QUANT_SIZES {
+    for (name, id, elems, gguf_py_bytes) in GGUF_PY_QUANT_SIZES
+        .into_iter()
+        .chain(GGML_NEWER_QUANT_SIZES)
+    {
         let bytes = GGML_COMMON_H_CORRECTIONS
             .iter()
             .find(|c| c.0 == name)
@@ -107,9 +116,15 @@ fn ggml_type_ids_are_exactly_the_table() {
         .iter()
         .filter(|d| d.ggml_type_id().is_some())
         .count();
-    assert_eq!(ours, GGUF_PY_QUANT_SIZES.len());
+    assert_eq!(
+        ours,
+        GGUF_PY_QUANT_SIZES.len() + GGML_NEWER_QUANT_SIZES.len()
+    );
     for id in 0..256u32 {
-        let known = GGUF_PY_QUANT_SIZES.iter().any(|e| e.1 == id);
+        let known = GGUF_PY_QUANT_SIZES
+            .iter()
+            .chain(&GGML_NEWER_QUANT_SIZES)
+            .any(|e| e.1 == id);
         assert_eq!(DType::from_ggml_type_id(id).is_some(), known, "id {id}");
     }
     for d in ALL_DTYPES {

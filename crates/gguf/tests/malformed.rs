@@ -353,11 +353,11 @@ fn each_rule_has_its_own_error() {
         (
             "unknown ggml type",
             B::new(3, 1, 0)
-                .tensor("w", &[4], 42, 0)
+                .tensor("w", &[4], 43, 0)
                 .pad_to(32)
                 .data(16)
                 .build(),
-            |e| matches!(e, Error::UnknownType { type_id: 42, .. }),
+            |e| matches!(e, Error::UnknownType { type_id: 43, .. }),
         ),
         (
             "negative ggml type",

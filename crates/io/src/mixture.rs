@@ -109,10 +109,14 @@ pub enum Mixture {
     TQ1_0,
     /// `TQ2_0` (37), ternary.
     TQ2_0,
+    /// `Q1_0` (40), 1.125 bits per weight (sign bits, block of 128).
+    Q1_0,
+    /// `Q2_0` (41), 2.25 bits per weight (2-bit codes, block of 64).
+    Q2_0,
 }
 
 /// Every supported mixture.
-pub const ALL_MIXTURES: [Mixture; 22] = [
+pub const ALL_MIXTURES: [Mixture; 24] = [
     Mixture::F32,
     Mixture::F16,
     Mixture::BF16,
@@ -135,6 +139,8 @@ pub const ALL_MIXTURES: [Mixture; 22] = [
     Mixture::IQ4_XS,
     Mixture::TQ1_0,
     Mixture::TQ2_0,
+    Mixture::Q1_0,
+    Mixture::Q2_0,
 ];
 
 /// llama-quantize's aliases (`QUANT_OPTIONS` in `tools/quantize/quantize.cpp`).
@@ -202,6 +208,8 @@ impl Mixture {
             IQ4_XS => "IQ4_XS",
             TQ1_0 => "TQ1_0",
             TQ2_0 => "TQ2_0",
+            Q1_0 => "Q1_0",
+            Q2_0 => "Q2_0",
         }
     }
 
@@ -232,6 +240,8 @@ impl Mixture {
             BF16 => 32,
             TQ1_0 => 36,
             TQ2_0 => 37,
+            Q1_0 => 40,
+            Q2_0 => 41,
         }
     }
 
@@ -257,6 +267,8 @@ impl Mixture {
             IQ4_XS => DType::IQ4_XS,
             TQ1_0 => DType::TQ1_0,
             TQ2_0 => DType::TQ2_0,
+            Q1_0 => DType::Q1_0,
+            Q2_0 => DType::Q2_0,
         }
     }
 }
@@ -586,7 +598,7 @@ pub enum MixtureError {
     #[error(
         "unknown quantization mixture `{name}` (supported: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 \
          Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS \
-         TQ1_0 TQ2_0, aliases Q3_K Q4_K Q5_K)"
+         TQ1_0 TQ2_0 Q1_0 Q2_0, aliases Q3_K Q4_K Q5_K)"
     )]
     UnknownMixture {
         /// The name given.
@@ -833,7 +845,7 @@ fn fallback(
     }
     let to = match target {
         IQ1_S | IQ1_M | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ4_XS => IQ4_NL,
-        Q2_K | Q3_K | TQ1_0 | TQ2_0 => Q4_0,
+        Q2_0 | Q2_K | Q3_K | TQ1_0 | TQ2_0 => Q4_0,
         Q4_K => Q5_0,
         Q5_K => Q5_1,
         Q6_K => Q8_0,
@@ -933,7 +945,7 @@ impl State<'_> {
         } else if category == Category::TokenEmbd {
             if let Some(ty) = opts.token_embedding_type {
                 new = ty;
-            } else if matches!(m, M::TQ1_0 | M::TQ2_0) {
+            } else if matches!(m, M::TQ1_0 | M::TQ2_0 | M::Q2_0) {
                 new = Q4_K;
             }
         } else if category.is_attn_v() {

@@ -205,10 +205,11 @@ fn spec(m: Mixture, gqa: bool, imatrix: bool) -> Spec {
                 ..plain(t)
             }
         }
-        Mixture::TQ1_0 | Mixture::TQ2_0 => Spec {
+        Mixture::TQ1_0 | Mixture::TQ2_0 | Mixture::Q2_0 => Spec {
             token_embd: Q4_K,
             ..plain(m.default_type())
         },
+        Mixture::Q1_0 => plain(Q1_0),
         other => panic!("no spec for {other}"),
     }
 }
@@ -288,7 +289,7 @@ fn every_mixture_on_llama_7b_matches_the_rules() {
             }
         }
     }
-    assert_eq!(checked, 2 * (2 * 22 - 1) * (1 + 32 * 9 + 2));
+    assert_eq!(checked, 2 * (2 * 24 - 1) * (1 + 32 * 9 + 2));
 }
 
 #[test]
@@ -342,6 +343,8 @@ fn names_ftypes_and_default_types() {
         ("BF16", 32, BF16),
         ("TQ1_0", 36, TQ1_0),
         ("TQ2_0", 37, TQ2_0),
+        ("Q1_0", 40, Q1_0),
+        ("Q2_0", 41, Q2_0),
     ];
     assert_eq!(table.len(), ALL_MIXTURES.len());
     for &(name, ftype, default) in table {
@@ -534,6 +537,8 @@ fn row_lengths_that_do_not_fit_fall_back() {
         (Mixture::IQ4_XS, 4100, F16, Some(IQ4_XS)),
         (Mixture::TQ1_0, 4128, Q4_0, Some(TQ1_0)),
         (Mixture::TQ2_0, 4128, Q4_0, Some(TQ2_0)),
+        (Mixture::Q2_0, 4128, Q4_0, Some(Q2_0)),
+        (Mixture::Q2_0, 4100, F16, Some(Q2_0)),
         (Mixture::Q4_0, 4128, Q4_0, None),
         (Mixture::IQ4_NL, 4128, IQ4_NL, None),
         (Mixture::F16, 4100, F16, None),
@@ -558,6 +563,7 @@ fn row_lengths_that_do_not_fit_fall_back() {
         (Mixture::Q8_0, 4100),
         (Mixture::IQ4_NL, 4100),
         (Mixture::Q5_1, 100),
+        (Mixture::Q1_0, 4160),
     ] {
         let tensors: Model = vec![("blk.0.attn_q.weight".into(), vec![64, row], F32)];
         match choose_types(m, &model, &descs(&tensors), &Options::default()) {

@@ -31,6 +31,8 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
         DType::TQ2_0,
         DType::MXFP4,
         DType::NVFP4,
+        DType::Q1_0,
+        DType::Q2_0,
         DType::F16,
         DType::BF16,
     ] {
@@ -51,7 +53,9 @@ fn main() -> Result<(), weightkit_quant::QuantError> {
         let total = sq.sqrt() / n as f64;
         let (tot_thr, dot_thr) = match dtype {
             // test-quantize-fns' ternary thresholds.
-            DType::TQ1_0 | DType::TQ2_0 => (0.01, 0.15),
+            DType::TQ1_0 | DType::TQ2_0 | DType::Q2_0 => (0.01, 0.15),
+            // test-quantize-fns' binary thresholds.
+            DType::Q1_0 => (0.025, 0.40),
             DType::Q2_K => (0.0075, 0.04),
             DType::Q3_K => (0.004, 0.04),
             DType::NVFP4 => (0.003, 0.03),

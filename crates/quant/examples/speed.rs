@@ -39,7 +39,9 @@ use weightkit_quant::iquants::{
     BlockIq4Xs, BlockMxfp4, BlockNvfp4, BlockTq1_0, BlockTq2_0,
 };
 use weightkit_quant::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
-use weightkit_quant::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use weightkit_quant::legacy::{
+    BlockQ1_0, BlockQ2_0, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
+};
 use weightkit_quant::simd::dispatch as d;
 use weightkit_quant::{
     QuantError, can_quantize, dequantize, quantize_into, row_size, vec_dot, vec_dot_type,
@@ -76,6 +78,8 @@ fn typed_dot_secs(budget: Duration, dtype: DType, q: &[u8], p: &[u8]) -> Result<
         DType::NVFP4 => time!(BlockNvfp4, u8, d::vec_dot_nvfp4_q8_0),
         DType::TQ1_0 => time!(BlockTq1_0, u8, d::vec_dot_tq1_0_q8_k),
         DType::TQ2_0 => time!(BlockTq2_0, u8, d::vec_dot_tq2_0_q8_k),
+        DType::Q1_0 => time!(BlockQ1_0, u8, d::vec_dot_q1_0_q8_0),
+        DType::Q2_0 => time!(BlockQ2_0, u8, d::vec_dot_q2_0_q8_0),
         DType::IQ2_XXS => time!(BlockIq2Xxs, u8, d::vec_dot_iq2_xxs_q8_k),
         DType::IQ2_XS => time!(BlockIq2Xs, u8, d::vec_dot_iq2_xs_q8_k),
         DType::IQ3_XXS => time!(BlockIq3Xxs, u8, d::vec_dot_iq3_xxs_q8_k),
@@ -194,6 +198,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DType::TQ2_0,
         DType::MXFP4,
         DType::NVFP4,
+        DType::Q1_0,
+        DType::Q2_0,
         DType::F16,
         DType::BF16,
     ];

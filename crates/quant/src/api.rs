@@ -59,6 +59,12 @@ use crate::simd::dispatch::{
     quantize_nvfp4 as fast_quantize_nvfp4, vec_dot_mxfp4_q8_0 as fast_vec_dot_mxfp4_q8_0,
     vec_dot_nvfp4_q8_0 as fast_vec_dot_nvfp4_q8_0,
 };
+use crate::simd::dispatch::{
+    dequantize_row_q1_0 as fast_dequantize_row_q1_0,
+    dequantize_row_q2_0 as fast_dequantize_row_q2_0, quantize_q1_0 as fast_quantize_q1_0,
+    quantize_q2_0 as fast_quantize_q2_0, vec_dot_q1_0_q8_0 as fast_vec_dot_q1_0_q8_0,
+    vec_dot_q2_0_q8_0 as fast_vec_dot_q2_0_q8_0,
+};
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
 /// chunk size), so small tensors are not split into tiny tasks.
@@ -106,6 +112,8 @@ pub fn can_quantize(dtype: DType) -> bool {
             | TQ2_0
             | MXFP4
             | NVFP4
+            | Q1_0
+            | Q2_0
     )
 }
 
@@ -252,6 +260,8 @@ pub fn quantize_into(
         DType::TQ2_0 => q!(BlockTq2_0, fast_quantize_tq2_0),
         DType::MXFP4 => q!(BlockMxfp4, fast_quantize_mxfp4),
         DType::NVFP4 => q!(BlockNvfp4, fast_quantize_nvfp4),
+        DType::Q1_0 => q!(BlockQ1_0, fast_quantize_q1_0),
+        DType::Q2_0 => q!(BlockQ2_0, fast_quantize_q2_0),
         DType::IQ2_XXS
         | DType::IQ2_XS
         | DType::IQ2_S
@@ -370,6 +380,8 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         DType::TQ2_0 => dq!(BlockTq2_0, fast_dequantize_row_tq2_0),
         DType::MXFP4 => dq!(BlockMxfp4, fast_dequantize_row_mxfp4),
         DType::NVFP4 => dq!(BlockNvfp4, fast_dequantize_row_nvfp4),
+        DType::Q1_0 => dq!(BlockQ1_0, fast_dequantize_row_q1_0),
+        DType::Q2_0 => dq!(BlockQ2_0, fast_dequantize_row_q2_0),
         DType::IQ2_XXS => dq!(BlockIq2Xxs, fast_dequantize_row_iq2_xxs),
         DType::IQ2_XS => dq!(BlockIq2Xs, fast_dequantize_row_iq2_xs),
         DType::IQ2_S => dq!(BlockIq2S, fast_dequantize_row_iq2_s),
@@ -406,7 +418,7 @@ pub fn vec_dot_type(dtype: DType) -> Option<DType> {
     use DType::*;
     Some(match dtype {
         F32 | F16 | BF16 => dtype,
-        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 | NVFP4 => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | MXFP4 | NVFP4 | Q1_0 | Q2_0 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS | TQ1_0 | TQ2_0 | IQ2_XXS | IQ2_XS | IQ2_S
         | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M => Q8_K,
@@ -447,6 +459,8 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
         DType::TQ2_0 => dot_raw!(BlockTq2_0, fast_vec_dot_tq2_0_q8_k),
         DType::MXFP4 => dot_raw!(BlockMxfp4, fast_vec_dot_mxfp4_q8_0),
         DType::NVFP4 => dot_raw!(BlockNvfp4, fast_vec_dot_nvfp4_q8_0),
+        DType::Q1_0 => dot_raw!(BlockQ1_0, fast_vec_dot_q1_0_q8_0),
+        DType::Q2_0 => dot_raw!(BlockQ2_0, fast_vec_dot_q2_0_q8_0),
         DType::IQ2_XXS => dot_raw!(BlockIq2Xxs, fast_vec_dot_iq2_xxs_q8_k),
         DType::IQ2_XS => dot_raw!(BlockIq2Xs, fast_vec_dot_iq2_xs_q8_k),
         DType::IQ2_S => dot_raw!(BlockIq2S, fast_vec_dot_iq2_s_q8_k),

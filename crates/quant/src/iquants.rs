@@ -171,7 +171,11 @@ pub(crate) fn check_ref(
 }
 
 /// Checks a dequantizer call: `y` holds exactly `nblocks * block` values.
-fn check_dequantize(nblocks: usize, block: usize, y_len: usize) -> Result<(), QuantError> {
+pub(crate) fn check_dequantize(
+    nblocks: usize,
+    block: usize,
+    y_len: usize,
+) -> Result<(), QuantError> {
     let expected = nblocks.checked_mul(block).ok_or(QuantError::BufferLength {
         what: "y",
         expected: usize::MAX,
@@ -190,7 +194,7 @@ fn check_dequantize(nblocks: usize, block: usize, y_len: usize) -> Result<(), Qu
 }
 
 /// Checks a dot product's partner buffer: `bytes_per_block` bytes per block.
-fn check_partner(
+pub(crate) fn check_partner(
     what: &'static str,
     nblocks: usize,
     bytes_per_block: usize,
@@ -227,15 +231,15 @@ fn check_finite(x: &[f32]) -> Result<(), QuantError> {
 
 /// A `block_q8_0` read from its 34 little-endian bytes.
 #[derive(Clone, Copy)]
-struct Q8_0<'a> {
-    d: f32,
-    qs: &'a [u8],
+pub(crate) struct Q8_0<'a> {
+    pub(crate) d: f32,
+    pub(crate) qs: &'a [u8],
 }
 
 impl<'a> Q8_0<'a> {
     /// `b` is exactly one block (callers slice with `chunks_exact`).
     #[inline]
-    fn parse(b: &'a [u8]) -> Self {
+    pub(crate) fn parse(b: &'a [u8]) -> Self {
         let d = common::fp16_to_fp32(half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])));
         Q8_0 {
             d,
@@ -244,7 +248,7 @@ impl<'a> Q8_0<'a> {
     }
 
     #[inline]
-    fn q(&self, j: usize) -> i32 {
+    pub(crate) fn q(&self, j: usize) -> i32 {
         i32::from(self.qs[j] as i8)
     }
 }

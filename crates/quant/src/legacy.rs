@@ -1,5 +1,6 @@
 //! ggml's legacy (32-element, single-scale) block formats: Q4_0, Q4_1, Q5_0,
-//! Q5_1, Q8_0 and Q8_1.
+//! Q5_1, Q8_0 and Q8_1, and the newer single-scale Q1_0 (128 elements, sign
+//! bits) and Q2_0 (64 elements, 2-bit codes).
 //!
 //! # Why the code looks like C
 //!
@@ -47,6 +48,14 @@ use crate::QuantError;
 use crate::common::{fp16_to_fp32, fp32_to_fp16, nearest_int};
 use crate::lanes::{self, F8, I8};
 use crate::simd::Level;
+
+mod q1q2;
+pub(crate) use q1q2::q1_0_block_ref;
+pub use q1q2::{
+    BlockQ1_0, BlockQ2_0, QK1_0, QK2_0, dequantize_row_q1_0, dequantize_row_q2_0, quantize_q1_0,
+    quantize_q2_0, quantize_row_q1_0_ref, quantize_row_q2_0_ref, vec_dot_q1_0_q8_0,
+    vec_dot_q2_0_q8_0,
+};
 
 /// Elements per [`BlockQ4_0`].
 pub const QK4_0: usize = 32;

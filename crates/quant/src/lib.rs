@@ -2,7 +2,7 @@
 //!
 //! ggml's block quantization formats, bit-exact with llama.cpp.
 //!
-//! - [`legacy`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1), [`kquants`] (Q2_K ..
+//! - [`legacy`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q1_0, Q2_0), [`kquants`] (Q2_K ..
 //!   Q6_K, Q8_K) and [`iquants`] (IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4, NVFP4;
 //!   dequantizers for the IQ2/IQ3/IQ1 grid types): `#[repr(C)]` block types
 //!   with compile-time size checks and scalar reference quantizers,

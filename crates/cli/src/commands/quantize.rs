@@ -53,7 +53,7 @@ are quantized without importance data, and a matrix with no entry for any \
 tensor of the model quantizes as if none were given, with a warning.
 
 TYPE is one of: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S \
-Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 (any \
+Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 Q1_0 Q2_0 (any \
 case; Q3_K, Q4_K and Q5_K mean the _M mixtures; the llama_ftype number, 15 \
 for Q4_K_M, works too).";
 

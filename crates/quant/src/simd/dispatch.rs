@@ -17,7 +17,7 @@
 //!
 //! Kernels exist for AVX2 (+FMA, F16C); [`Level::Avx512`] runs them too,
 //! except the legacy 32-value dot products (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! IQ4_NL), which have AVX-512 VNNI versions there (`vpdpbusd` in 256-bit
+//! IQ4_NL; also Q1_0 and Q2_0 with Q8_0), which have AVX-512 VNNI versions there (`vpdpbusd` in 256-bit
 //! registers: 1.05-1.2x the AVX2 ones on AMD Zen 4). 512-bit versions of the
 //! Q8_0/Q4_0 dequantizers and dot products measured no better on Zen 4,
 //! which splits 512-bit operations in two.
@@ -1135,4 +1135,94 @@ dequantizer! {
     dequantize_row_iq1_m / dequantize_row_iq1_m_at = dequantize_iq1_m_impl,
     iquants::BlockIq1M, kquants::QK_K, x86_iqdeq::dequantize_row_iq1_m,
     iquants::dequantize_row_iq1_m
+}
+
+// ------------------------------------------------------------ Q1_0 and Q2_0
+
+#[cfg(target_arch = "x86_64")]
+use super::x86_q12;
+use crate::legacy::{BlockQ1_0, BlockQ2_0};
+
+dot_raw! {
+    /// [`legacy::vec_dot_q1_0_q8_0`] (`y` the raw bytes of four
+    /// `block_q8_0`s per Q1_0 block), SIMD where available: exact Q8_0-block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 136 * x.len()`.
+    vec_dot_q1_0_q8_0 / vec_dot_q1_0_q8_0_at = vec_dot_q1_0_q8_0_impl,
+    BlockQ1_0, 4 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q1_0_q8_0, legacy::vec_dot_q1_0_q8_0, vnni
+}
+
+dot_raw! {
+    /// [`legacy::vec_dot_q2_0_q8_0`] (`y` the raw bytes of two
+    /// `block_q8_0`s per Q2_0 block), SIMD where available: exact Q8_0-block
+    /// integer sums, f32 accumulation in another order (last-bit
+    /// differences).
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 68 * x.len()`.
+    vec_dot_q2_0_q8_0 / vec_dot_q2_0_q8_0_at = vec_dot_q2_0_q8_0_impl,
+    BlockQ2_0, 2 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q2_0_q8_0, legacy::vec_dot_q2_0_q8_0, vnni
+}
+
+dequantizer! {
+    /// [`legacy::dequantize_row_q1_0`], bit-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 128 * x.len()`.
+    dequantize_row_q1_0 / dequantize_row_q1_0_at = dequantize_q1_0_impl,
+    BlockQ1_0, legacy::QK1_0, x86_q12::dequantize_row_q1_0, legacy::dequantize_row_q1_0
+}
+
+dequantizer! {
+    /// [`legacy::dequantize_row_q2_0`], bit-identical, SIMD where available.
+    ///
+    /// # Errors
+    /// [`QuantError::BufferLength`] unless `y.len() == 64 * x.len()`.
+    dequantize_row_q2_0 / dequantize_row_q2_0_at = dequantize_q2_0_impl,
+    BlockQ2_0, legacy::QK2_0, x86_q12::dequantize_row_q2_0, legacy::dequantize_row_q2_0
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q1_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q1_0 / quantize_row_q1_0_at = quantize_row_q1_0_impl,
+    BlockQ1_0, legacy::QK1_0, x86_q12::quantize_row_q1_0, legacy::quantize_row_q1_0_ref
+}
+
+quantizer! {
+    /// [`legacy::quantize_row_q2_0_ref`], byte-identical, SIMD where
+    /// available.
+    ///
+    /// # Errors
+    /// As the scalar function; `y` is not written then.
+    quantize_row_q2_0 / quantize_row_q2_0_at = quantize_row_q2_0_impl,
+    BlockQ2_0, legacy::QK2_0, x86_q12::quantize_row_q2_0, legacy::quantize_row_q2_0_ref
+}
+
+matrix_quantizer! {
+    /// [`legacy::quantize_q1_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored, as in ggml), byte-identical,
+    /// SIMD where available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_q1_0 / quantize_q1_0_at = quantize_q1_0_impl,
+    BlockQ1_0, Q1_0, legacy::QK1_0, row x86_q12::quantize_row_q1_0, legacy::quantize_q1_0
+}
+
+matrix_quantizer! {
+    /// [`legacy::quantize_q2_0`] (rows of `n_per_row` values, the
+    /// importance weights checked and ignored, as in ggml), byte-identical,
+    /// SIMD where available.
+    ///
+    /// # Errors
+    /// As the scalar function; `dst` is not written then.
+    quantize_q2_0 / quantize_q2_0_at = quantize_q2_0_impl,
+    BlockQ2_0, Q2_0, legacy::QK2_0, row x86_q12::quantize_row_q2_0, legacy::quantize_q2_0
 }

@@ -26,6 +26,8 @@ pub(crate) mod x86_iqdeq;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iqdot;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_q12;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_tern;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;

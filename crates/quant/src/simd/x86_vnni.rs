@@ -14,6 +14,10 @@
 //!   as unsigned: exact for every byte, -128 included.
 //! * IQ4_NL: `v y = |y| (sign(y) v)`, exact because no codebook value is -128
 //!   (see `iq4_pairs` in x86.rs); no pair sum can saturate here either.
+//! * Q1_0, Q2_0 (x Q8_0; kernels in x86_q12.rs): `sum (2 b - 1) y = sum
+//!   2 b y - sum y` for Q1_0's sign bits `b` (the unsigned `2 b` a masked
+//!   byte move), `sum (c - 1) y = sum c y - sum y` for Q2_0's codes: 1.45x
+//!   (Q1_0) and 1.08x (Q2_0) the AVX2 kernels in process on Zen 4.
 //! * TQ1_0, TQ2_0 (x Q8_K): `sum t y` for the unsigned codes `t` (trits
 //!   0..=2, 2-bit codes 0..=3), less the stored `bsums` widened to i32, as
 //!   the scalar references (and llama.cpp's kernels) define the dot.
@@ -261,3 +265,8 @@ kquant_dots! {
     vec_dot_q5_k_q8_k = q5_k_dot, BlockQ5K;
     vec_dot_q6_k_q8_k = q6_k_dot, BlockQ6K;
 }
+
+// Q1_0 and Q2_0 (their kernels live in x86_q12.rs).
+pub(crate) use super::x86_q12::{
+    vec_dot_q1_0_q8_0_vnni as vec_dot_q1_0_q8_0, vec_dot_q2_0_q8_0_vnni as vec_dot_q2_0_q8_0,
+};

@@ -125,6 +125,7 @@ pub(super) fn ftype_name(id: u64) -> Option<&'static str> {
         38 => "MXFP4_MOE",
         39 => "NVFP4",
         40 => "Q1_0",
+        41 => "Q2_0",
         _ => return None,
     })
 }
@@ -163,6 +164,8 @@ mod tests {
             (32, "BF16"),
             (36, "TQ1_0"),
             (37, "TQ2_0"),
+            (40, "Q1_0"),
+            (41, "Q2_0"),
         ];
         for (id, name) in expected {
             assert_eq!(ftype_name(id), Some(name), "{id}");
