@@ -64,7 +64,9 @@ commands:
             in CI): compiles llama.cpp's tests/test-quantize-perf.cpp from the
             pinned llama-cpp-python sources against the ggml libraries that
             `cargo xtask interop` installed, runs it and weightkit-quant's
-            `speed` example in alternating rounds and prints GB/s and ratios
+            `speed` example in alternating rounds and prints GB/s and ratios;
+            then the `ggml_inproc` example times the same kernels against
+            ggml's own in one process (dlopen of those libraries)
   export-bench [--small] [--stand-in] [--only chain|weightkit]
             shipping a LoRA-finetuned model to llama.cpp, timed on this
             machine (slow, not in CI; needs target/interop-venv): generates
@@ -494,6 +496,31 @@ fn quant_perf() -> Result<(), Failure> {
             &speed.to_string_lossy(),
             "3",
         ],
+    )?;
+    // The same kernels against ggml's in one process (same statistic, no
+    // per-call timer reads on llama.cpp's side).
+    let libdir = std::fs::read_dir(root.join("target/interop-venv/lib"))
+        .map_err(|e| Failure::Step(format!("target/interop-venv/lib: {e}")))?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/llama_cpp/lib"))
+        .find(|p| p.join("libggml-cpu.so").exists())
+        .ok_or_else(|| {
+            Failure::Step("no llama_cpp/lib/libggml-cpu.so in target/interop-venv".to_owned())
+        })?;
+    run_cargo(&[
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "weightkit-quant",
+        "--example",
+        "ggml_inproc",
+    ])?;
+    run(
+        &root
+            .join("target/release/examples/ggml_inproc")
+            .to_string_lossy(),
+        &[&libdir.to_string_lossy()],
     )
 }
 

@@ -1,0 +1,313 @@
+//! weightkit's kernels against llama.cpp's own in one process: the ggml
+//! shared libraries (`libggml-base.so`, `libggml-cpu.so`) are loaded with
+//! `dlopen`, and each type's quantize (`from_float_ref`, what
+//! test-quantize-perf's `quantize_row_q_reference` times), dequantize
+//! (`to_float`) and `vec_dot` run on the same bytes as weightkit's
+//! byte-level `quantize_into`, `dequantize` and `vec_dot`.
+//!
+//! test-quantize-perf reads the time-stamp counter around every call, which
+//! adds a few tens of cycles to a call of ~150 (a 4096-value dot product),
+//! while weightkit's `speed` example times batches; and separate processes
+//! on a shared VM see different background load. Here both sides get the
+//! same statistic: rounds of `CALLS` consecutive calls, the two libraries
+//! interleaved round by round (each first in every other round), and the
+//! median round of each.
+//!
+//! Row: 4096 values of `0.1 + 2*cos(i)` quantized by weightkit (ggml's
+//! reference quantizers give the same bytes: see the tests), the partner row
+//! `0.1 + 2*cos(i + 1)` quantized by weightkit to the `vec_dot_type`. The
+//! grid i-quants (no reference quantizer in either library) use
+//! deterministic pseudo-random blocks with a fixed scale, dot and
+//! dequantize only.
+//!
+//! Usage (Linux; `cargo xtask quant-perf` runs it):
+//! `cargo run --release -p weightkit-quant --example ggml_inproc -- LIBDIR [ROUNDS] [--types q4_0,..]`
+//! with `LIBDIR` the directory holding llama-cpp-python's ggml libraries
+//! (`target/interop-venv/lib/python3.*/site-packages/llama_cpp/lib`).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use weightkit_core::DType;
+use weightkit_quant::iquants::BlockIq4Nl;
+use weightkit_quant::simd::dispatch as d;
+use weightkit_quant::{dequantize, quantize_into, row_size, vec_dot, vec_dot_type};
+
+/// Calls per timed round.
+const CALLS: usize = 1000;
+const N: usize = 4096;
+
+/// ggml's `struct ggml_type_traits` (ggml.h).
+#[repr(C)]
+struct TypeTraits {
+    type_name: *const std::ffi::c_char,
+    blck_size: i64,
+    blck_size_interleave: i64,
+    type_size: usize,
+    is_quantized: bool,
+    to_float: Option<unsafe extern "C" fn(*const u8, *mut f32, i64)>,
+    from_float_ref: Option<unsafe extern "C" fn(*const f32, *mut u8, i64)>,
+}
+
+type VecDot = unsafe extern "C" fn(i32, *mut f32, usize, *const u8, usize, *const u8, usize, i32);
+
+/// ggml-cpu's `struct ggml_type_traits_cpu` (ggml-cpu.h).
+#[repr(C)]
+struct CpuTraits {
+    from_float: Option<unsafe extern "C" fn(*const f32, *mut u8, i64)>,
+    vec_dot: Option<VecDot>,
+    vec_dot_type: i32,
+    nrows: i64,
+}
+
+#[cfg(target_os = "linux")]
+mod ggml {
+    use std::ffi::{CString, c_char, c_int, c_void};
+
+    use super::{CpuTraits, TypeTraits};
+
+    unsafe extern "C" {
+        fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
+        fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+        fn dlerror() -> *const c_char;
+    }
+    const RTLD_NOW: c_int = 2;
+    const RTLD_GLOBAL: c_int = 0x100;
+
+    /// The three ggml entry points this example calls.
+    pub(crate) struct Ggml {
+        pub(crate) traits: unsafe extern "C" fn(i32) -> *const TypeTraits,
+        pub(crate) cpu_traits: unsafe extern "C" fn(i32) -> *const CpuTraits,
+    }
+
+    fn open(path: &str) -> Result<*mut c_void, String> {
+        let c = CString::new(path).map_err(|e| e.to_string())?;
+        // SAFETY: `c` is a NUL-terminated path; dlopen has no other
+        // preconditions, and a null result is handled below.
+        let h = unsafe { dlopen(c.as_ptr(), RTLD_NOW | RTLD_GLOBAL) };
+        if h.is_null() {
+            // SAFETY: dlerror returns a NUL-terminated message (or null)
+            // describing the failed dlopen above.
+            let msg = unsafe { dlerror() };
+            let msg = if msg.is_null() {
+                "unknown error".to_owned()
+            } else {
+                // SAFETY: non-null, NUL-terminated, valid until the next
+                // dl* call on this thread.
+                unsafe { std::ffi::CStr::from_ptr(msg) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            return Err(format!("dlopen {path}: {msg}"));
+        }
+        Ok(h)
+    }
+
+    fn sym(h: *mut c_void, name: &str) -> Result<*mut c_void, String> {
+        let c = CString::new(name).map_err(|e| e.to_string())?;
+        // SAFETY: `h` is a live handle from dlopen and `c` NUL-terminated.
+        let p = unsafe { dlsym(h, c.as_ptr()) };
+        if p.is_null() {
+            return Err(format!("{name} not found"));
+        }
+        Ok(p)
+    }
+
+    /// Loads `libggml-base.so` and `libggml-cpu.so` from `dir` and runs
+    /// `ggml_cpu_init` (its f16 tables).
+    pub(crate) fn load(dir: &str) -> Result<Ggml, String> {
+        let base = open(&format!("{dir}/libggml-base.so"))?;
+        let cpu = open(&format!("{dir}/libggml-cpu.so"))?;
+        let init = sym(cpu, "ggml_cpu_init")?;
+        // SAFETY: `ggml_cpu_init` is `void ggml_cpu_init(void)` (ggml-cpu.h);
+        // the two lookups below are declared with their ggml.h / ggml-cpu.h
+        // signatures, whose returned structs `TypeTraits`/`CpuTraits` mirror.
+        unsafe {
+            let init: unsafe extern "C" fn() = std::mem::transmute(init);
+            init();
+            Ok(Ggml {
+                traits: std::mem::transmute::<
+                    *mut c_void,
+                    unsafe extern "C" fn(i32) -> *const TypeTraits,
+                >(sym(base, "ggml_get_type_traits")?),
+                cpu_traits: std::mem::transmute::<
+                    *mut c_void,
+                    unsafe extern "C" fn(i32) -> *const CpuTraits,
+                >(sym(cpu, "ggml_get_type_traits_cpu")?),
+            })
+        }
+    }
+}
+
+/// Median seconds per call of `ours` and `theirs`, interleaved round by round.
+fn race(rounds: usize, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64) {
+    for _ in 0..5 {
+        ours();
+        theirs();
+    }
+    let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..CALLS {
+            f();
+        }
+        t.elapsed().as_secs_f64() / CALLS as f64
+    };
+    // Each side goes first in every other round.
+    for r in 0..rounds {
+        if r % 2 == 0 {
+            a.push(time(&mut ours));
+            b.push(time(&mut theirs));
+        } else {
+            b.push(time(&mut theirs));
+            a.push(time(&mut ours));
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (med(&mut a), med(&mut b))
+}
+
+/// xorshift block bytes with every super-block scale 0.01 (IQ1_M keeps its
+/// scale in the top nibbles of its four scale words).
+fn random_row(dtype: DType) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut q: Vec<u8> = (0..row_size(dtype, N)?)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect();
+    let d = half::f16::from_f32(0.01).to_bits();
+    for blk in q.chunks_exact_mut(dtype.block_bytes()) {
+        if dtype == DType::IQ1_M {
+            for k in 0..4 {
+                let hi = &mut blk[48 + 2 * k + 1];
+                *hi = (*hi & 0x0f) | ((((d >> (4 * k)) & 0xf) as u8) << 4);
+            }
+        } else {
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+        }
+    }
+    Ok(q)
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use DType::*;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = args
+        .first()
+        .ok_or("usage: ggml_inproc LIBDIR [ROUNDS] [--types a,b]")?;
+    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(41);
+    let all = [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0,
+        MXFP4, NVFP4, Q1_0, Q2_0, F16, BF16, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M,
+    ];
+    let types: Vec<DType> = match args.iter().position(|a| a == "--types") {
+        Some(i) => args
+            .get(i + 1)
+            .ok_or("--types needs a list")?
+            .split(',')
+            .map(|t| {
+                all.iter()
+                    .copied()
+                    .find(|d| d.name().eq_ignore_ascii_case(t))
+                    .ok_or_else(|| format!("unknown type {t}"))
+            })
+            .collect::<Result<_, _>>()?,
+        None => all.to_vec(),
+    };
+    let g = ggml::load(dir)?;
+    let x: Vec<f32> = (0..N).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
+    let other: Vec<f32> = (0..N).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
+    let gb = |t: f64| (N * 4) as f64 / t / f64::from(1u32 << 30);
+    println!(
+        "weightkit vs llama.cpp's ggml in one process: {N} values, median of {rounds} \
+         interleaved rounds of {CALLS} calls; GB/s of f32 data (2^30 bytes)\n"
+    );
+    println!(
+        "| type | quantize: weightkit / ggml | ratio | dequantize: weightkit / ggml | ratio | \
+         vec_dot: weightkit / ggml | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let cell = |(a, b): (f64, f64)| format!("{:.2} / {:.2} | **{:.2}x**", gb(a), gb(b), b / a);
+    for dtype in types {
+        let id = dtype.ggml_type_id().ok_or("no ggml id")? as i32;
+        // SAFETY: ggml returns a pointer into its static traits table for
+        // every type id below GGML_TYPE_COUNT (all ids here).
+        let (tr, ct) = unsafe { (&*(g.traits)(id), &*(g.cpu_traits)(id)) };
+        let grid = !weightkit_quant::can_quantize(dtype);
+        let mut q = vec![0u8; row_size(dtype, N)?];
+        let quant = if grid {
+            q = random_row(dtype)?;
+            "- | -".to_owned()
+        } else {
+            quantize_into(dtype, &x, N, None, &mut q)?;
+            let from = tr.from_float_ref.ok_or("no from_float_ref")?;
+            let mut q2 = vec![0u8; q.len()];
+            // ggml's IQ4_NL `from_float_ref` is `quantize_row_iq4_nl_ref` (one
+            // scale-search pass per group), not llama-quantize's 17-pass
+            // `quantize_iq4_nl` that `quantize_into` runs.
+            let mut nl: Vec<BlockIq4Nl> = vec![bytemuck::Zeroable::zeroed(); N / 32];
+            cell(race(
+                rounds,
+                || {
+                    if dtype == IQ4_NL {
+                        d::quantize_row_iq4_nl_ref(black_box(&x), &mut nl).expect("quantizes")
+                    } else {
+                        quantize_into(dtype, black_box(&x), N, None, &mut q).expect("quantizes")
+                    }
+                },
+                // SAFETY: `x` holds N floats and `q2` the row's bytes.
+                || unsafe { from(black_box(x.as_ptr()), q2.as_mut_ptr(), N as i64) },
+            ))
+        };
+        let to = tr.to_float.ok_or("no to_float")?;
+        let (mut y1, mut y2) = (vec![0f32; N], vec![0f32; N]);
+        let deq = cell(race(
+            rounds,
+            || dequantize(dtype, black_box(&q), &mut y1).expect("dequantizes"),
+            // SAFETY: `q` is one row of N values of this type, `y2` N floats.
+            || unsafe { to(black_box(q.as_ptr()), y2.as_mut_ptr(), N as i64) },
+        ));
+        let partner = vec_dot_type(dtype).ok_or("no partner")?;
+        let mut p = vec![0u8; row_size(partner, N)?];
+        quantize_into(partner, &other, N, None, &mut p)?;
+        let vd = ct.vec_dot.ok_or("no vec_dot")?;
+        let (mut ra, mut rb) = (0f32, 0f32);
+        let dot = cell(race(
+            rounds,
+            || ra = vec_dot(dtype, black_box(&q), black_box(&p)).expect("dots"),
+            // SAFETY: `q` is one row of N values, `p` one row of N values of
+            // the type's vec_dot_type; nrc = 1 with zero strides.
+            || unsafe {
+                vd(
+                    N as i32,
+                    &mut rb,
+                    0,
+                    black_box(q.as_ptr()),
+                    0,
+                    p.as_ptr(),
+                    0,
+                    1,
+                )
+            },
+        ));
+        let rel = ((ra - rb) / rb.abs().max(1e-30)).abs();
+        if rel > 1e-3 {
+            return Err(format!("{}: dot {ra} vs ggml's {rb}", dtype.name()).into());
+        }
+        println!("| {} | {quant} | {deq} | {dot} |", dtype.name());
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("ggml_inproc loads llama.cpp's shared libraries with dlopen: Linux only");
+}
