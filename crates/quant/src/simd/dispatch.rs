@@ -30,7 +30,7 @@ use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
 
 use super::{Level, level, supported};
 #[cfg(target_arch = "x86_64")]
-use super::{x86, x86_float, x86_vnni};
+use super::{x86, x86_dots1, x86_float, x86_vnni};
 
 /// Generates the pair of public functions `$name(args)` (at [`level`]) and
 /// `$name_at(level, args)` over a private `$imp(level, args)`.
@@ -652,7 +652,7 @@ dot_raw! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_iq4_xs_q8_k / vec_dot_iq4_xs_q8_k_at = vec_dot_iq4_xs_q8_k_impl,
-    BlockIq4Xs, iquants::Q8_K_BYTES, iquants::vec_dot_iq4_xs_q8_k
+    BlockIq4Xs, iquants::Q8_K_BYTES, x86_dots1::vec_dot_iq4_xs_q8_k, iquants::vec_dot_iq4_xs_q8_k
 }
 
 dequantizer! {

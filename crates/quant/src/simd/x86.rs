@@ -43,9 +43,7 @@
 //! * IQ4_NL x Q8_0 and IQ4_XS x Q8_K look the nibbles up in the codebook
 //!   (`pshufb`) and multiply as `|y| * (sign(y) v)` in `maddubs`: exact for
 //!   every byte because no codebook value is -128 (see [`iq4_pairs`]).
-//!   IQ4_XS scales each group's integer sum in f32 by the scalar code's
-//!   `(d_x d_y) (ls - 32)`, as the scalar code does (not the group scale in
-//!   i32 as llama.cpp), so overflowing scales give what they give there.
+//!   (The IQ4_XS dot product lives in x86_dots1.rs.)
 //!   The IQ4 dequantizers are one multiply per value, as the scalar ones.
 
 use std::arch::x86_64::*;
@@ -54,7 +52,7 @@ use std::sync::OnceLock;
 use half::f16;
 
 use crate::iquants::grids::KVALUES_IQ4NL;
-use crate::iquants::{BlockIq4Nl, BlockIq4Xs, Q8_0_BYTES, Q8_K_BYTES};
+use crate::iquants::{BlockIq4Nl, BlockIq4Xs, Q8_0_BYTES};
 use crate::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK8_0};
 
@@ -1518,42 +1516,6 @@ fn iq4_xs_group_scales(b: &BlockIq4Xs, d: f32) -> [f32; 8] {
     let mut out = [0f32; 8];
     store_f32x8(&mut out, _mm256_mul_ps(_mm256_set1_ps(d), ls));
     out
-}
-
-/// IQ4_XS x Q8_K, `y` the raw bytes of `block_q8_K`s (292 each: f32 `d`
-/// little-endian, 256 `i8`, 16 `i16` sums); blocks past the shorter side
-/// are ignored.
-///
-/// Each group of 32 has its exact integer sum (eight lanes of at most
-/// `4 * 128 * 127` each) scaled in f32 by the scalar code's group scale
-/// `(d_x * d_y) * (ls - 32)`, so that a scale that overflows does what it
-/// does in the scalar code (llama.cpp instead weights the group sums by
-/// `ls - 32` in i32 and scales the block once, which turns the scalar's
-/// `inf * 0 = NaN` into 0).
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_iq4_xs_q8_k(x: &[BlockIq4Xs], y: &[u8]) -> f32 {
-    let t = f16_table();
-    let table = iq4_table();
-    let ones = _mm256_set1_epi16(1);
-    let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (xb, yb) in x.iter().zip(y) {
-        let (dy, rest) = yb.split_first_chunk::<4>().expect("292 bytes");
-        let d = h2f_t(t, xb.d) * f32::from_le_bytes(*dy);
-        let (q8, _) = rest[..QK_K].as_chunks::<32>();
-        let (q4, _) = xb.qs.as_chunks::<16>();
-        let dl = iq4_xs_group_scales(xb, d);
-        for (j, ((q4, q8), &dl)) in q4.iter().zip(q8).zip(&dl).enumerate() {
-            let p = iq4_pairs(iq4_values_x32(table, q4), load_u8x32(q8));
-            let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-            let a = &mut acc[j % 2];
-            *a = _mm256_fmadd_ps(_mm256_set1_ps(dl), s, *a);
-        }
-    }
-    hsum_f32x8(_mm256_add_ps(acc[0], acc[1]))
 }
 
 /// `y = d * kvalues[q]` for IQ4_NL blocks (the scalar code's one multiply).
