@@ -8,6 +8,7 @@ mod legacy;
 mod q1q2;
 mod simd;
 mod simd_dots1;
+mod simd_dots2;
 mod simd_float;
 mod simd_fp4;
 mod simd_iq4;

@@ -441,7 +441,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q2_k_q8_k / vec_dot_q2_k_q8_k_at = vec_dot_q2_k_q8_k_impl,
-    BlockQ2K, BlockQ8K, kquants::vec_dot_q2_k_q8_k
+    BlockQ2K, BlockQ8K, kquants::vec_dot_q2_k_q8_k, vnni
 }
 
 dot! {
@@ -463,7 +463,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q4_k_q8_k / vec_dot_q4_k_q8_k_at = vec_dot_q4_k_q8_k_impl,
-    BlockQ4K, BlockQ8K, kquants::vec_dot_q4_k_q8_k
+    BlockQ4K, BlockQ8K, kquants::vec_dot_q4_k_q8_k, vnni
 }
 
 dot! {

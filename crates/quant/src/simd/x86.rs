@@ -1104,7 +1104,7 @@ pub(crate) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
 /// The `utmp` unpacking of the Q4_K/Q5_K dot products: eight scales then
 /// eight mins.
 #[inline]
-fn k4_scales_mins(s: &[u8; 12]) -> [u8; 16] {
+pub(super) fn k4_scales_mins(s: &[u8; 12]) -> [u8; 16] {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;

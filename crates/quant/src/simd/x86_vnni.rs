@@ -22,12 +22,14 @@
 //!   0..=2, 2-bit codes 0..=3), less the stored `bsums` widened to i32, as
 //!   the scalar references (and llama.cpp's kernels) define the dot.
 //!
-//! * Q5_K, Q6_K (x Q8_K): the AVX2 kernels' bodies, with each group's
+//! * Q5_K (x Q8_K): the AVX2 kernel's body, with each group's
 //!   `sumi + madd(scales, pair sums)` fused into one `vpdpwssd` (16-bit
 //!   pairs multiplied and added to i32 lanes, no saturation; the operands
-//!   are far inside i16): 1.0-1.2x (Q5_K), 1.1-1.4x (Q6_K) the AVX2
-//!   kernels in process. The same change measured 0.7-1.0x for Q2_K, Q3_K
-//!   and Q4_K, which keep AVX2.
+//!   are far inside i16): 1.0-1.2x the AVX2 kernel in process. The same
+//!   change measured 0.7-1.0x for Q2_K, Q3_K and Q4_K.
+//! * Q2_K, Q4_K, Q6_K (x Q8_K; kernels in x86_dots2.rs): one `vpdpbusd`
+//!   per 32-value vector, two vectors' four-sums packed to i16 and weighted
+//!   by their scales in one `vpdpwssd`.
 //!
 //! Each block's integer sum is exact; the f32 accumulation (scales,
 //! accumulators, `m * s` offsets) is the AVX2 kernels' ([`super::x86`]), so
@@ -40,11 +42,11 @@ use half::f16;
 
 use super::x86::{
     f16_table, h2f_pair, h2f_t, hsum_f32x8, iq4_table, iq4_values_x32, load_i8x32, load_u8x32,
-    nibbles_x32, q5_k_dot, q6_k_dot, sum_blocks, sum_blocks_offset,
+    nibbles_x32, q5_k_dot, sum_blocks, sum_blocks_offset,
 };
 use super::x86_tern::{q8_k_parts, tq1_0_signs, tq2_0_codes};
 use crate::iquants::{BlockIq4Nl, BlockTq1_0, BlockTq2_0, Q8_0_BYTES, Q8_K_BYTES};
-use crate::kquants::{BlockQ5K, BlockQ6K, BlockQ8K};
+use crate::kquants::{BlockQ5K, BlockQ8K};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
 /// `acc + sum of u * s` in groups of four bytes: unsigned `u`, signed `s`.
@@ -263,10 +265,12 @@ macro_rules! kquant_dots {
 
 kquant_dots! {
     vec_dot_q5_k_q8_k = q5_k_dot, BlockQ5K;
-    vec_dot_q6_k_q8_k = q6_k_dot, BlockQ6K;
 }
 
 // Q1_0 and Q2_0 (their kernels live in x86_q12.rs).
 pub(crate) use super::x86_q12::{
     vec_dot_q1_0_q8_0_vnni as vec_dot_q1_0_q8_0, vec_dot_q2_0_q8_0_vnni as vec_dot_q2_0_q8_0,
 };
+
+// Q2_K, Q4_K and Q6_K (their kernels live in x86_dots2.rs).
+pub(crate) use super::x86_dots2::{vec_dot_q2_k_q8_k, vec_dot_q4_k_q8_k, vec_dot_q6_k_q8_k};
