@@ -52,7 +52,7 @@ const SERIAL_VALUES: usize = (1 << 20) / 4;
 const PARALLEL_VALUES: usize = (64 << 20) / 4;
 
 /// The measured types: PERF.md's ten, then the extras. ggml's names.
-const TYPES: [(DType, &str); 18] = [
+const TYPES: [(DType, &str); 20] = [
     (DType::Q4_0, "q4_0"),
     (DType::Q4_1, "q4_1"),
     (DType::Q5_0, "q5_0"),
@@ -69,6 +69,8 @@ const TYPES: [(DType, &str); 18] = [
     (DType::TQ2_0, "tq2_0"),
     (DType::MXFP4, "mxfp4"),
     (DType::NVFP4, "nvfp4"),
+    (DType::Q1_0, "q1_0"),
+    (DType::Q2_0, "q2_0"),
     (DType::F16, "f16"),
     (DType::BF16, "bf16"),
 ];

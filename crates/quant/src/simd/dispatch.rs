@@ -16,11 +16,13 @@
 //! from the scalar result in the last bits.
 //!
 //! Kernels exist for AVX2 (+FMA, F16C); [`Level::Avx512`] runs them too,
-//! except the legacy 32-value dot products (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! IQ4_NL; also Q1_0 and Q2_0 with Q8_0), which have AVX-512 VNNI versions there (`vpdpbusd` in 256-bit
-//! registers: 1.05-1.2x the AVX2 ones on AMD Zen 4). 512-bit versions of the
-//! Q8_0/Q4_0 dequantizers and dot products measured no better on Zen 4,
-//! which splits 512-bit operations in two.
+//! except the dot products with an AVX-512 VNNI version there (the entries
+//! marked `vnni`, in 256-bit registers): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! IQ4_NL, Q1_0, Q2_0 (`vpdpbusd`), TQ1_0, TQ2_0 (`vpdpbusd`), Q2_K, Q4_K,
+//! Q6_K (`vpdpbusd`, pairs weighted by `vpdpwssd`) and Q5_K (`vpdpwssd`), each
+//! kept where it measured faster than the AVX2 kernel on AMD Zen 4. 512-bit
+//! versions of the Q8_0/Q4_0 dequantizers and dot products measured no
+//! better on Zen 4, which splits 512-bit operations in two.
 
 use crate::QuantError;
 use crate::floats;
