@@ -12,30 +12,30 @@ use weightkit_quant::iquants::{self, grids};
 use weightkit_quant::simd::{Level, dispatch};
 use weightkit_safetensors::SafetensorsFile;
 
-const ROWS: usize = 8;
-const COLS: usize = 4096;
-const DISTS: [&str; 4] = ["uniform", "gauss", "outlier", "edge"];
+pub(crate) const ROWS: usize = 8;
+pub(crate) const COLS: usize = 4096;
+pub(crate) const DISTS: [&str; 4] = ["uniform", "gauss", "outlier", "edge"];
 
 fn zeroed<B: Pod>() -> B {
     B::zeroed()
 }
 
-fn testdata(rel: &str) -> PathBuf {
+pub(crate) fn testdata(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata")
         .join(rel)
 }
 
-fn read(rel: &str) -> Vec<u8> {
+pub(crate) fn read(rel: &str) -> Vec<u8> {
     let p = testdata(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn read_f32(rel: &str) -> Vec<f32> {
+pub(crate) fn read_f32(rel: &str) -> Vec<f32> {
     bytemuck::pod_collect_to_vec::<u8, f32>(&read(rel))
 }
 
-fn blocks<T: Pod>(bytes: &[u8]) -> Vec<T> {
+pub(crate) fn blocks<T: Pod>(bytes: &[u8]) -> Vec<T> {
     assert_eq!(bytes.len() % size_of::<T>(), 0);
     bytemuck::pod_collect_to_vec::<u8, T>(bytes)
 }

@@ -8,40 +8,16 @@
 //! `vec_dot` (and, tighter, within the f32 rounding of a different
 //! accumulation order).
 
-use std::path::PathBuf;
-
 use bytemuck::Pod;
 use weightkit_core::DType;
 use weightkit_quant::legacy::{self, BlockQ1_0, BlockQ2_0};
 use weightkit_quant::simd::dispatch;
 
+use crate::iquants::{COLS, DISTS, ROWS, blocks, read, read_f32};
 use crate::simd::levels;
 
-const ROWS: usize = 8;
-const COLS: usize = 4096;
-const DISTS: [&str; 4] = ["uniform", "gauss", "outlier", "edge"];
 /// Bytes of one `block_q8_0`.
 const Q8_0_BYTES: usize = 34;
-
-fn testdata(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata")
-        .join(rel)
-}
-
-fn read(rel: &str) -> Vec<u8> {
-    let p = testdata(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn read_f32(rel: &str) -> Vec<f32> {
-    bytemuck::pod_collect_to_vec::<u8, f32>(&read(rel))
-}
-
-fn blocks<B: Pod>(bytes: &[u8]) -> Vec<B> {
-    assert_eq!(bytes.len() % size_of::<B>(), 0);
-    bytemuck::pod_collect_to_vec::<u8, B>(bytes)
-}
 
 /// `sum |d_x d_y| sum |2 q|` over the Q8_0 blocks of a row (`x` raw Q1_0
 /// or Q2_0 blocks of `qk` values, f16 scale first; `y` raw Q8_0 blocks):

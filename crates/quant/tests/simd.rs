@@ -218,6 +218,62 @@ pub(crate) fn check_dequant<B: Copy + Zeroable>(
     Ok(())
 }
 
+/// A scalar reference row quantizer.
+pub(crate) type RowQuant<B> = fn(&[f32], &mut [B]) -> Result<(), QuantError>;
+/// A dispatching row quantizer at a level.
+pub(crate) type RowQuantAt<B> = fn(Level, &[f32], &mut [B]) -> Result<(), QuantError>;
+/// A dispatching matrix quantizer (`n_per_row`, importance) at a level.
+pub(crate) type MatrixQuantAt<B> =
+    fn(Level, &[f32], &mut [B], usize, Option<&[f32]>) -> Result<(), QuantError>;
+
+/// One type's row and matrix quantizers at every level (also from an
+/// unaligned copy; the matrix form in rows of `n_per_row`, without and with
+/// the importance vector `w` of that length) against the scalar reference,
+/// byte for byte. Returns the reference blocks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_quantizer<B: bytemuck::Pod>(
+    name: &str,
+    x: &[f32],
+    block: usize,
+    reference: RowQuant<B>,
+    row_at: RowQuantAt<B>,
+    matrix_at: MatrixQuantAt<B>,
+    n_per_row: usize,
+    w: &[f32],
+) -> Result<Vec<B>, TestCaseError> {
+    let nb = x.len() / block;
+    let mut want = vec![B::zeroed(); nb];
+    reference(x, &mut want).unwrap();
+    let want_bytes: &[u8] = bytemuck::cast_slice(&want);
+    let xs = Shifted::new(x);
+    for level in levels() {
+        for x in [x, xs.get()] {
+            let mut got = vec![B::zeroed(); nb];
+            row_at(level, x, &mut got).unwrap();
+            prop_assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&got),
+                want_bytes,
+                "{} at {:?}",
+                name,
+                level
+            );
+            for imatrix in [None, Some(w)] {
+                let mut got = vec![B::zeroed(); nb];
+                matrix_at(level, x, &mut got, n_per_row, imatrix).unwrap();
+                prop_assert_eq!(
+                    bytemuck::cast_slice::<_, u8>(&got),
+                    want_bytes,
+                    "{} rows at {:?} (importance: {})",
+                    name,
+                    level,
+                    imatrix.is_some()
+                );
+            }
+        }
+    }
+    Ok(want)
+}
+
 /// Every dequantizer on `x` quantized by its scalar reference quantizer.
 fn dequantizers(x: &[f32]) -> Result<(), TestCaseError> {
     if x.len().is_multiple_of(32) {

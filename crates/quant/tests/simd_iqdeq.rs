@@ -5,7 +5,6 @@
 //! index; all 0x00, all 0xFF) with ordinary, extreme, subnormal, zero,
 //! infinite and NaN f16 scales.
 
-use bytemuck::Pod;
 use half::f16;
 use proptest::prelude::*;
 use weightkit_core::DType;
@@ -17,16 +16,10 @@ use weightkit_quant::kquants::QK_K;
 use weightkit_quant::simd::{Level, dispatch};
 
 use crate::simd::{Shifted, levels};
+use crate::simd_iqdot::blocks;
 
 type RawDeq = fn(&[u8], &mut [f32]) -> Result<(), QuantError>;
 type RawDeqAt = fn(Level, &[u8], &mut [f32]) -> Result<(), QuantError>;
-
-fn blocks<B: Pod>(bytes: &[u8]) -> Vec<B> {
-    bytes
-        .chunks_exact(size_of::<B>())
-        .map(bytemuck::pod_read_unaligned)
-        .collect()
-}
 
 /// One grid type: its scalar and dispatching dequantizers on raw bytes.
 struct Ty {

@@ -50,7 +50,7 @@ const Q8_K_BYTES: usize = 292;
 type RawDot = fn(&[u8], &[u8]) -> Result<f32, QuantError>;
 type RawDotAt = fn(Level, &[u8], &[u8]) -> Result<f32, QuantError>;
 
-fn blocks<B: Pod>(bytes: &[u8]) -> Vec<B> {
+pub(crate) fn blocks<B: Pod>(bytes: &[u8]) -> Vec<B> {
     bytes
         .chunks_exact(size_of::<B>())
         .map(bytemuck::pod_read_unaligned)

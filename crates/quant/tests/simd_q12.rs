@@ -15,7 +15,7 @@ use weightkit_quant::QuantError;
 use weightkit_quant::legacy::{self, BlockQ1_0, BlockQ2_0, BlockQ8_0, QK1_0, QK2_0};
 use weightkit_quant::simd::dispatch;
 
-use crate::simd::{Shifted, assert_length_error, bits, check_dequant, levels};
+use crate::simd::{assert_length_error, bits, check_dequant, check_quantizer, levels};
 use crate::simd_iq4::check_dot;
 
 /// Bytes of one `block_q8_0`.
@@ -172,53 +172,27 @@ fn any_f16() -> impl Strategy<Value = u16> {
 /// copy, with and without importance) against the scalar references, byte
 /// for byte. Returns the scalar blocks.
 fn check_quantizers(x: &[f32]) -> Result<(Vec<BlockQ1_0>, Vec<BlockQ2_0>), TestCaseError> {
-    let n = x.len();
-    let mut q1 = vec![BlockQ1_0::zeroed(); n / QK1_0];
-    legacy::quantize_row_q1_0_ref(x, &mut q1).unwrap();
-    let mut q2 = vec![BlockQ2_0::zeroed(); n / QK2_0];
-    legacy::quantize_row_q2_0_ref(x, &mut q2).unwrap();
-    let b1: &[u8] = bytemuck::cast_slice(&q1);
-    let b2: &[u8] = bytemuck::cast_slice(&q2);
-    let xs = Shifted::new(x);
     let w = vec![0.5f32; QK1_0];
-    for level in levels() {
-        for x in [x, xs.get()] {
-            let mut g1 = vec![BlockQ1_0::zeroed(); n / QK1_0];
-            dispatch::quantize_row_q1_0_at(level, x, &mut g1).unwrap();
-            prop_assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&g1),
-                b1,
-                "q1_0 at {:?}",
-                level
-            );
-            let mut g2 = vec![BlockQ2_0::zeroed(); n / QK2_0];
-            dispatch::quantize_row_q2_0_at(level, x, &mut g2).unwrap();
-            prop_assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&g2),
-                b2,
-                "q2_0 at {:?}",
-                level
-            );
-            for imatrix in [None, Some(&w[..])] {
-                let mut g1 = vec![BlockQ1_0::zeroed(); n / QK1_0];
-                dispatch::quantize_q1_0_at(level, x, &mut g1, QK1_0, imatrix).unwrap();
-                prop_assert_eq!(
-                    bytemuck::cast_slice::<_, u8>(&g1),
-                    b1,
-                    "q1_0 matrix at {:?}",
-                    level
-                );
-                let mut g2 = vec![BlockQ2_0::zeroed(); n / QK2_0];
-                dispatch::quantize_q2_0_at(level, x, &mut g2, QK1_0, imatrix).unwrap();
-                prop_assert_eq!(
-                    bytemuck::cast_slice::<_, u8>(&g2),
-                    b2,
-                    "q2_0 matrix at {:?}",
-                    level
-                );
-            }
-        }
-    }
+    let q1 = check_quantizer(
+        "q1_0",
+        x,
+        QK1_0,
+        legacy::quantize_row_q1_0_ref,
+        dispatch::quantize_row_q1_0_at,
+        dispatch::quantize_q1_0_at,
+        QK1_0,
+        &w,
+    )?;
+    let q2 = check_quantizer(
+        "q2_0",
+        x,
+        QK2_0,
+        legacy::quantize_row_q2_0_ref,
+        dispatch::quantize_row_q2_0_at,
+        dispatch::quantize_q2_0_at,
+        QK1_0,
+        &w,
+    )?;
     Ok((q1, q2))
 }
 

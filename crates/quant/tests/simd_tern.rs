@@ -15,7 +15,7 @@ use weightkit_quant::iquants::{self, BlockTq1_0, BlockTq2_0};
 use weightkit_quant::kquants::{self, BlockQ8K, QK_K};
 use weightkit_quant::simd::{Level, dispatch};
 
-use crate::simd::{Shifted, assert_length_error, check_dequant, levels};
+use crate::simd::{assert_length_error, check_dequant, check_quantizer, levels};
 use crate::simd_iq4::check_dot;
 
 /// Bytes of one `block_q8_K`, one `block_tq1_0`, one `block_tq2_0`.
@@ -224,55 +224,27 @@ fn extreme_u8() -> impl Strategy<Value = u8> {
 /// Every level's quantizers (row and `quantize_tq*` forms, also from an
 /// unaligned copy) against the scalar references, byte for byte.
 fn check_quantizers(x: &[f32]) -> Result<(Vec<BlockTq1_0>, Vec<BlockTq2_0>), TestCaseError> {
-    let n = x.len();
-    let mut t1 = vec![BlockTq1_0::zeroed(); n / QK_K];
-    iquants::quantize_row_tq1_0_ref(x, &mut t1).unwrap();
-    let mut t2 = vec![BlockTq2_0::zeroed(); n / QK_K];
-    iquants::quantize_row_tq2_0_ref(x, &mut t2).unwrap();
-    let b1: &[u8] = bytemuck::cast_slice(&t1);
-    let b2: &[u8] = bytemuck::cast_slice(&t2);
-    let xs = Shifted::new(x);
-    let w = vec![1.0f32; n];
-    for level in levels() {
-        for x in [x, xs.get()] {
-            let mut g1 = vec![BlockTq1_0::zeroed(); n / QK_K];
-            dispatch::quantize_row_tq1_0_at(level, x, &mut g1).unwrap();
-            prop_assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&g1),
-                b1,
-                "tq1_0 at {:?}",
-                level
-            );
-            let mut g2 = vec![BlockTq2_0::zeroed(); n / QK_K];
-            dispatch::quantize_row_tq2_0_at(level, x, &mut g2).unwrap();
-            prop_assert_eq!(
-                bytemuck::cast_slice::<_, u8>(&g2),
-                b2,
-                "tq2_0 at {:?}",
-                level
-            );
-            for imatrix in [None, Some(&w[..])] {
-                let mut g1 = vec![BlockTq1_0::zeroed(); n / QK_K];
-                dispatch::quantize_tq1_0_at(level, x, &mut g1, QK_K, imatrix.map(|w| &w[..QK_K]))
-                    .unwrap();
-                prop_assert_eq!(
-                    bytemuck::cast_slice::<_, u8>(&g1),
-                    b1,
-                    "tq1_0 rows at {:?}",
-                    level
-                );
-                let mut g2 = vec![BlockTq2_0::zeroed(); n / QK_K];
-                dispatch::quantize_tq2_0_at(level, x, &mut g2, QK_K, imatrix.map(|w| &w[..QK_K]))
-                    .unwrap();
-                prop_assert_eq!(
-                    bytemuck::cast_slice::<_, u8>(&g2),
-                    b2,
-                    "tq2_0 rows at {:?}",
-                    level
-                );
-            }
-        }
-    }
+    let w = vec![1.0f32; QK_K];
+    let t1 = check_quantizer(
+        "tq1_0",
+        x,
+        QK_K,
+        iquants::quantize_row_tq1_0_ref,
+        dispatch::quantize_row_tq1_0_at,
+        dispatch::quantize_tq1_0_at,
+        QK_K,
+        &w,
+    )?;
+    let t2 = check_quantizer(
+        "tq2_0",
+        x,
+        QK_K,
+        iquants::quantize_row_tq2_0_ref,
+        dispatch::quantize_row_tq2_0_at,
+        dispatch::quantize_tq2_0_at,
+        QK_K,
+        &w,
+    )?;
     Ok((t1, t2))
 }
 
