@@ -55,6 +55,7 @@ pub use iqgrid::{
     vec_dot_iq1_s_q8_k, vec_dot_iq2_s_q8_k, vec_dot_iq2_xs_q8_k, vec_dot_iq2_xxs_q8_k,
     vec_dot_iq3_s_q8_k, vec_dot_iq3_xxs_q8_k,
 };
+pub(crate) use iqgrid::{iq1_m_group, iq1_m_scales};
 pub use ternary::{
     BlockTq1_0, BlockTq2_0, dequantize_row_tq1_0, dequantize_row_tq2_0, quantize_row_tq1_0_ref,
     quantize_row_tq2_0_ref, quantize_tq1_0, quantize_tq2_0, vec_dot_tq1_0_q8_k, vec_dot_tq2_0_q8_k,

@@ -312,6 +312,46 @@ pub fn dequantize_row_iq1_s(x: &[BlockIq1S], y: &mut [f32]) -> Result<(), QuantE
     Ok(())
 }
 
+/// An IQ1_M block's four scale words and its f16 super-block scale (spread
+/// over their top nibbles), as ggml's `dequantize_row_iq1_m` unpacks them.
+pub(crate) fn iq1_m_scales(blk: &BlockIq1M) -> ([u16; 4], f16) {
+    let sc: [u16; 4] =
+        core::array::from_fn(|i| u16::from_le_bytes([blk.scales[2 * i], blk.scales[2 * i + 1]]));
+    let scale =
+        (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
+    (sc, f16::from_bits(scale))
+}
+
+/// Group `ib` (0..8, 32 values) of an IQ1_M block: the two scale factors
+/// `2 s + 1` (values 0..16 and 16..32), the four grid indexes (8 values
+/// each) and whether each one's shift is negative.
+pub(crate) fn iq1_m_group(
+    blk: &BlockIq1M,
+    sc: &[u16; 4],
+    ib: usize,
+) -> ([i32; 2], [usize; 4], [bool; 4]) {
+    let s = sc[ib / 2];
+    let m = [
+        2 * i32::from((s >> (6 * (ib % 2))) & 0x7) + 1,
+        2 * i32::from((s >> (6 * (ib % 2) + 3)) & 0x7) + 1,
+    ];
+    let qs = &blk.qs[4 * ib..4 * ib + 4];
+    let qh = [usize::from(blk.qh[2 * ib]), usize::from(blk.qh[2 * ib + 1])];
+    let idx = [
+        usize::from(qs[0]) | ((qh[0] << 8) & 0x700),
+        usize::from(qs[1]) | ((qh[0] << 4) & 0x700),
+        usize::from(qs[2]) | ((qh[1] << 8) & 0x700),
+        usize::from(qs[3]) | ((qh[1] << 4) & 0x700),
+    ];
+    let neg = [
+        qh[0] & 0x08 != 0,
+        qh[0] & 0x80 != 0,
+        qh[1] & 0x08 != 0,
+        qh[1] & 0x80 != 0,
+    ];
+    (m, idx, neg)
+}
+
 /// ggml's `dequantize_row_iq1_m`: `y` must hold `256 * x.len()` values.
 ///
 /// # Errors
@@ -319,46 +359,12 @@ pub fn dequantize_row_iq1_s(x: &[BlockIq1S], y: &mut [f32]) -> Result<(), QuantE
 pub fn dequantize_row_iq1_m(x: &[BlockIq1M], y: &mut [f32]) -> Result<(), QuantError> {
     check_dequantize(x.len(), QK_K, y.len())?;
     for (blk, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let sc: [u16; 4] = core::array::from_fn(|i| {
-            u16::from_le_bytes([blk.scales[2 * i], blk.scales[2 * i + 1]])
-        });
-        let scale =
-            (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
-        let d = fp16_to_fp32(f16::from_bits(scale));
+        let (sc, scale) = iq1_m_scales(blk);
+        let d = fp16_to_fp32(scale);
         for (ib, y) in y.chunks_exact_mut(32).enumerate() {
-            let s = sc[ib / 2];
-            let dl1 = d * (2 * i32::from((s >> (6 * (ib % 2))) & 0x7) + 1) as f32;
-            let dl2 = d * (2 * i32::from((s >> (6 * (ib % 2) + 3)) & 0x7) + 1) as f32;
-            let qs = &blk.qs[4 * ib..4 * ib + 4];
-            let qh = [usize::from(blk.qh[2 * ib]), usize::from(blk.qh[2 * ib + 1])];
-            let idx = [
-                usize::from(qs[0]) | ((qh[0] << 8) & 0x700),
-                usize::from(qs[1]) | ((qh[0] << 4) & 0x700),
-                usize::from(qs[2]) | ((qh[1] << 8) & 0x700),
-                usize::from(qs[3]) | ((qh[1] << 4) & 0x700),
-            ];
-            let delta = [
-                if qh[0] & 0x08 != 0 {
-                    -IQ1S_DELTA
-                } else {
-                    IQ1S_DELTA
-                },
-                if qh[0] & 0x80 != 0 {
-                    -IQ1S_DELTA
-                } else {
-                    IQ1S_DELTA
-                },
-                if qh[1] & 0x08 != 0 {
-                    -IQ1S_DELTA
-                } else {
-                    IQ1S_DELTA
-                },
-                if qh[1] & 0x80 != 0 {
-                    -IQ1S_DELTA
-                } else {
-                    IQ1S_DELTA
-                },
-            ];
+            let (m, idx, neg) = iq1_m_group(blk, &sc, ib);
+            let (dl1, dl2) = (d * m[0] as f32, d * m[1] as f32);
+            let delta = neg.map(|n| if n { -IQ1S_DELTA } else { IQ1S_DELTA });
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
                 let dl = if l < 2 { dl1 } else { dl2 };
                 let grid = iq1_grid(idx[l]);

@@ -84,7 +84,7 @@ fn fp4_table() -> __m256i {
 /// The f16 scale of a raw `block_q8_0` (little-endian, first two bytes) as
 /// f32, and its 32 quants.
 #[inline(always)]
-fn q8_0_parts<'a>(t: &[f32; 1 << 16], b: &'a [u8; Q8_0_BYTES]) -> (f32, &'a [u8; 32]) {
+pub(super) fn q8_0_parts<'a>(t: &[f32; 1 << 16], b: &'a [u8; Q8_0_BYTES]) -> (f32, &'a [u8; 32]) {
     let [d0, d1, qs @ ..] = b;
     (h2f_t(t, f16::from_bits(u16::from_le_bytes([*d0, *d1]))), qs)
 }

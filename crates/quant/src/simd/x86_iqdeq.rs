@@ -29,7 +29,8 @@ use crate::iquants::grids::{
     IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS,
 };
 use crate::iquants::{
-    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs,
+    BlockIq1M, BlockIq1S, BlockIq2S, BlockIq2Xs, BlockIq2Xxs, BlockIq3S, BlockIq3Xxs, iq1_m_group,
+    iq1_m_scales,
 };
 use crate::kquants::QK_K;
 
@@ -256,29 +257,15 @@ pub(crate) unsafe fn dequantize_row_iq1_s(x: &[BlockIq1S], y: &mut [f32]) {
 pub(crate) unsafe fn dequantize_row_iq1_m(x: &[BlockIq1M], y: &mut [f32]) {
     let t = f16_table();
     for (blk, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
-        let sc: [u16; 4] = core::array::from_fn(|i| {
-            u16::from_le_bytes([blk.scales[2 * i], blk.scales[2 * i + 1]])
-        });
-        let scale =
-            (sc[0] >> 12) | ((sc[1] >> 8) & 0x00f0) | ((sc[2] >> 4) & 0x0f00) | (sc[3] & 0xf000);
-        let d = h2f_t(t, half::f16::from_bits(scale));
+        let (sc, scale) = iq1_m_scales(blk);
+        let d = h2f_t(t, scale);
         let (y, _) = y.as_chunks_mut::<8>();
         for (ib, y) in y.chunks_exact_mut(4).enumerate() {
-            let s = sc[ib / 2];
-            let dl1 = d * (2 * i32::from((s >> (6 * (ib % 2))) & 0x7) + 1) as f32;
-            let dl2 = d * (2 * i32::from((s >> (6 * (ib % 2) + 3)) & 0x7) + 1) as f32;
-            let qs = &blk.qs[4 * ib..4 * ib + 4];
-            let qh = [usize::from(blk.qh[2 * ib]), usize::from(blk.qh[2 * ib + 1])];
-            let idx = [
-                usize::from(qs[0]) | ((qh[0] << 8) & 0x700),
-                usize::from(qs[1]) | ((qh[0] << 4) & 0x700),
-                usize::from(qs[2]) | ((qh[1] << 8) & 0x700),
-                usize::from(qs[3]) | ((qh[1] << 4) & 0x700),
-            ];
-            let neg = [qh[0] & 0x08, qh[0] & 0x80, qh[1] & 0x08, qh[1] & 0x80];
+            let (m, idx, neg) = iq1_m_group(blk, &sc, ib);
+            let (dl1, dl2) = (d * m[0] as f32, d * m[1] as f32);
             for (l, y) in y.iter_mut().enumerate() {
                 let dl = if l < 2 { dl1 } else { dl2 };
-                put_shifted(y, dl, IQ1S_GRID[idx[l]], delta(neg[l] != 0));
+                put_shifted(y, dl, IQ1S_GRID[idx[l]], delta(neg[l]));
             }
         }
     }

@@ -48,18 +48,11 @@ use half::f16;
 use super::x86::{
     f2h, f16_table, h2f_t, hsum_f32x8, load_f32x8, load_u8x16, load_u8x32, store_f32x8,
 };
+use super::x86_fp4::q8_0_parts;
 use crate::iquants::Q8_0_BYTES;
 use crate::legacy::{BlockQ1_0, BlockQ2_0, QK1_0, QK2_0, q1_0_block_ref};
 
 // ------------------------------------------------------------------ helpers
-
-/// The f16 scale of a raw `block_q8_0` (little-endian, first two bytes) as
-/// f32 through the table, and its 32 quants.
-#[inline(always)]
-fn q8_0_parts<'a>(t: &[f32; 1 << 16], b: &'a [u8; Q8_0_BYTES]) -> (f32, &'a [u8; 32]) {
-    let [d0, d1, qs @ ..] = b;
-    (h2f_t(t, f16::from_bits(u16::from_le_bytes([*d0, *d1]))), qs)
-}
 
 /// Eight exact partial sums (as f32) of `sum s_j q_j` over one Q8_0 block,
 /// `s_j = +1` where bit `j` of the little-endian `bits` is set, else -1.
