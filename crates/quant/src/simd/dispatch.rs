@@ -42,6 +42,7 @@ macro_rules! entry_points {
         fn $name:ident / $at:ident = $imp:ident ($($arg:ident : $ty:ty),*) -> $ret:ty
     ) => {
         $(#[$doc])*
+        #[inline]
         pub fn $name($($arg: $ty),*) -> Result<$ret, QuantError> {
             $imp(level(), $($arg),*)
         }
@@ -51,6 +52,7 @@ macro_rules! entry_points {
             "([`Level::Scalar`] runs the scalar reference).\n\n# Errors\nAs [`",
             stringify!($name), "`]."
         )]
+        #[inline]
         pub fn $at(level: Level, $($arg: $ty),*) -> Result<$ret, QuantError> {
             $imp(level.min(supported()), $($arg),*)
         }
@@ -92,6 +94,7 @@ macro_rules! dequantizer {
             fn $name / $at = $imp(x: &[$block], y: &mut [f32]) -> ()
         }
 
+        #[inline]
         fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().checked_mul($qk) == Some(y.len()) {
@@ -192,6 +195,7 @@ macro_rules! quantizer {
             fn $name / $at = $imp(x: &[f32], y: &mut [$block]) -> ()
         }
 
+        #[inline]
         fn $imp(level: Level, x: &[f32], y: &mut [$block]) -> Result<(), QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().is_multiple_of($qk) && y.len() == x.len() / $qk {
@@ -296,6 +300,7 @@ macro_rules! kquantizer {
             "AVX2 and above search eight groups per instruction (the same operations per ",
             "group, so the same bytes).\n\n# Errors\nAs [`kquants::", stringify!($scalar), "`]."
         )]
+        #[inline]
         pub fn $name(
             level: Level,
             src: &[f32],
@@ -317,6 +322,7 @@ macro_rules! legacy_quantizer {
             "eight blocks' searches per instruction (the same bytes).\n\n# Errors\nAs [`legacy::",
             stringify!($scalar), "`]."
         )]
+        #[inline]
         pub fn $name(
             level: Level,
             src: &[f32],
@@ -358,6 +364,7 @@ macro_rules! dot {
             fn $name / $at = $imp(x: &[$bx], y: &[$by]) -> f32
         }
 
+        #[inline]
         fn $imp(level: Level, x: &[$bx], y: &[$by]) -> Result<f32, QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len() == y.len() {
@@ -505,6 +512,7 @@ macro_rules! float_kernel {
             fn $name / $at = $imp($x: $tx, $y: $ty) -> $ret
         }
 
+        #[inline]
         fn $imp(level: Level, $x: $tx, $y: $ty) -> Result<$ret, QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && $ok {
@@ -612,6 +620,7 @@ macro_rules! dot_raw {
             fn $name / $at = $imp(x: &[$bx], y: &[u8]) -> f32
         }
 
+        #[inline]
         fn $imp(level: Level, x: &[$bx], y: &[u8]) -> Result<f32, QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().checked_mul($ybytes) == Some(y.len()) {
@@ -781,6 +790,7 @@ macro_rules! matrix_quantizer {
             ) -> ()
         }
 
+        #[inline]
         fn $imp(
             level: Level,
             src: &[f32],

@@ -114,22 +114,28 @@ static ACTIVE: AtomicU8 = AtomicU8::new(0);
 
 /// The level kernels dispatch to: what the CPU supports, capped by the
 /// `WEIGHTKIT_SIMD` environment variable (read once) or by [`set_level`].
+#[inline]
 pub fn level() -> Level {
     match ACTIVE.load(Ordering::Relaxed) {
-        0 => {
-            let mut l = supported();
-            if let Some(cap) = std::env::var("WEIGHTKIT_SIMD")
-                .ok()
-                .as_deref()
-                .and_then(Level::parse)
-            {
-                l = l.min(cap);
-            }
-            ACTIVE.store(l.to_u8(), Ordering::Relaxed);
-            l
-        }
+        0 => init_level(),
         v => Level::from_u8(v),
     }
+}
+
+/// [`level`]'s first call: the CPU's level capped by `WEIGHTKIT_SIMD`.
+#[cold]
+#[inline(never)]
+fn init_level() -> Level {
+    let mut l = supported();
+    if let Some(cap) = std::env::var("WEIGHTKIT_SIMD")
+        .ok()
+        .as_deref()
+        .and_then(Level::parse)
+    {
+        l = l.min(cap);
+    }
+    ACTIVE.store(l.to_u8(), Ordering::Relaxed);
+    l
 }
 
 /// Caps the dispatch level for the whole process (it can never exceed what

@@ -47,7 +47,6 @@
 //!   The IQ4 dequantizers are one multiply per value, as the scalar ones.
 
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
 use half::f16;
 
@@ -139,15 +138,20 @@ fn h2f_x8(h: f16) -> __m256 {
 /// Every f16 bit pattern's f32 value (exact), ggml's `ggml_table_f32_f16`:
 /// the legacy dot products read their two per-block scales here, two loads
 /// in place of two vector conversions, as llama.cpp's x86 build does.
+/// Built at compile time (256 KiB of read-only data), so a kernel reads it
+/// without a first-use check.
+#[inline(always)]
 pub(super) fn f16_table() -> &'static [f32; 1 << 16] {
-    static TABLE: OnceLock<Box<[f32; 1 << 16]>> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let mut t = Box::new([0f32; 1 << 16]);
-        for (bits, v) in (0..=u16::MAX).zip(t.iter_mut()) {
-            *v = f16::from_bits(bits).to_f32();
+    static TABLE: [f32; 1 << 16] = {
+        let mut t = [0f32; 1 << 16];
+        let mut bits = 0usize;
+        while bits < 1 << 16 {
+            t[bits] = f16::from_bits(bits as u16).to_f32_const();
+            bits += 1;
         }
         t
-    })
+    };
+    &TABLE
 }
 
 /// `h` as f32 through [`f16_table`] (exact; no bounds check, as every `u16`
@@ -1647,6 +1651,25 @@ mod tests {
                 *x = f32::from_bits((u32::from(hi) << 16) | lo as u32);
             }
             check(&buf);
+        }
+    }
+
+    /// The compile-time table against F16C's `vcvtph2ps` (the hardware
+    /// conversion ggml uses) for every f16 bit pattern, NaNs by bits.
+    #[test]
+    fn f16_table_matches_f16c() {
+        if !std::arch::is_x86_feature_detected!("f16c") {
+            return;
+        }
+        #[target_feature(enable = "f16c")]
+        fn f16c(h: u16) -> f32 {
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h as i16)))
+        }
+        let t = super::f16_table();
+        for h in 0..=u16::MAX {
+            // SAFETY: F16C was detected above.
+            let want = unsafe { f16c(h) };
+            assert_eq!(t[usize::from(h)].to_bits(), want.to_bits(), "{h:#06x}");
         }
     }
 }

@@ -163,6 +163,27 @@ fn finish(acc: [__m256; 4], tail: f64) -> f32 {
     (f64::from(s) + tail) as f32
 }
 
+/// The f64 sum of the f32 products of the values left after the vector
+/// loop (fewer than 8), `width` bytes each. Out of line and skipped when
+/// there are none (every row of whole vectors), so the kernels' prologue
+/// carries none of its code.
+#[inline]
+fn tail_sum(x: &[u8], y: &[u8], width: usize, product: impl Fn(&[u8], &[u8]) -> f32) -> f64 {
+    #[cold]
+    #[inline(never)]
+    fn sum(x: &[u8], y: &[u8], width: usize, product: &dyn Fn(&[u8], &[u8]) -> f32) -> f64 {
+        x.chunks_exact(width)
+            .zip(y.chunks_exact(width))
+            .map(|(a, b)| f64::from(product(a, b)))
+            .sum()
+    }
+    if x.is_empty() {
+        0.0
+    } else {
+        sum(x, y, width, &product)
+    }
+}
+
 /// Dot product of two f16 rows (bytes).
 ///
 /// # Safety
@@ -186,12 +207,12 @@ pub(crate) unsafe fn vec_dot_f16(x: &[u8], y: &[u8]) -> f32 {
     for (a, b) in x1.iter().zip(y1) {
         acc[0] = _mm256_fmadd_ps(f16x8(a), f16x8(b), acc[0]);
     }
-    let tail: f64 = xr
-        .chunks_exact(2)
-        .zip(yr.chunks_exact(2))
-        .map(|(a, b)| f64::from(f16_bits_to_f32(u16_at(a)) * f16_bits_to_f32(u16_at(b))))
-        .sum();
-    finish(acc, tail)
+    finish(
+        acc,
+        tail_sum(xr, yr, 2, |a, b| {
+            f16_bits_to_f32(u16_at(a)) * f16_bits_to_f32(u16_at(b))
+        }),
+    )
 }
 
 /// The even- and odd-indexed values of 16 bf16 (32 bytes) as f32.
@@ -234,12 +255,12 @@ pub(crate) unsafe fn vec_dot_bf16(x: &[u8], y: &[u8]) -> f32 {
         acc[0] = _mm256_fmadd_ps(ae, be, acc[0]);
         acc[1] = _mm256_fmadd_ps(ao, bo, acc[1]);
     }
-    let tail: f64 = xr
-        .chunks_exact(2)
-        .zip(yr.chunks_exact(2))
-        .map(|(a, b)| f64::from(bf16_bits_to_f32(u16_at(a)) * bf16_bits_to_f32(u16_at(b))))
-        .sum();
-    finish(acc, tail)
+    finish(
+        acc,
+        tail_sum(xr, yr, 2, |a, b| {
+            bf16_bits_to_f32(u16_at(a)) * bf16_bits_to_f32(u16_at(b))
+        }),
+    )
 }
 
 /// Dot product of two f32 rows (bytes).
@@ -265,15 +286,11 @@ pub(crate) unsafe fn vec_dot_f32(x: &[u8], y: &[u8]) -> f32 {
     for (a, b) in x1.iter().zip(y1) {
         acc[0] = _mm256_fmadd_ps(load_f32x8(a), load_f32x8(b), acc[0]);
     }
-    let tail: f64 = xr
-        .chunks_exact(4)
-        .zip(yr.chunks_exact(4))
-        .map(|(a, b)| {
-            f64::from(
-                f32::from_le_bytes([a[0], a[1], a[2], a[3]])
-                    * f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            )
-        })
-        .sum();
-    finish(acc, tail)
+    finish(
+        acc,
+        tail_sum(xr, yr, 4, |a, b| {
+            f32::from_le_bytes([a[0], a[1], a[2], a[3]])
+                * f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        }),
+    )
 }

@@ -182,12 +182,14 @@ pub(crate) unsafe fn vec_dot_iq4_nl_q8_0(x: &[BlockIq4Nl], y: &[u8]) -> f32 {
 }
 
 /// One block's `sum t y - sum bsums` as eight f32 lanes: the `vpdpbusd`
-/// sums `p` of `sum t y` less the stored `bsums` widened to i32.
+/// sums `p` of `sum t y` less the stored `bsums`, each pair multiplied by
+/// -1 and added in i32 (exact for any 16-bit sums).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn less_bsums(p: __m256i, bsums: &[u8; 32]) -> __m256 {
-    let b = _mm256_madd_epi16(load_u8x32(bsums), _mm256_set1_epi16(1));
-    _mm256_cvtepi32_ps(_mm256_sub_epi32(p, b))
+    // p + (-1) b_2i + (-1) b_2i+1 per lane, in one `vpdpwssd`.
+    let s = _mm256_dpwssd_epi32(p, load_u8x32(bsums), _mm256_set1_epi16(-1));
+    _mm256_cvtepi32_ps(s)
 }
 
 /// TQ1_0 x Q8_K, `y` the raw bytes of `block_q8_K`s (292 each); blocks past
@@ -229,7 +231,11 @@ pub(crate) unsafe fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> f32 {
         let (q8, _) = q8.as_chunks::<4>();
         // One accumulator per field (two measured slower: each `vpdpbusd`
         // waits for the previous one's sum).
-        let mut p = [_mm256_setzero_si256(); 4];
+        // The first starts from minus the stored sums (`vpdpwssd` by -1,
+        // exact in i32), off the products' dependency chains.
+        let zero = _mm256_setzero_si256();
+        let less = _mm256_dpwssd_epi32(zero, load_u8x32(bsums), _mm256_set1_epi16(-1));
+        let mut p = [less, zero, zero, zero];
         // Bytes 32 j..32 j + 32 hold values 128 j + 32 l + m in bits 2 l.
         for (q2, q8) in xb.qs.as_chunks::<32>().0.iter().zip(q8) {
             for (l, (c, y)) in tq2_0_codes(load_u8x32(q2)).iter().zip(q8).enumerate() {
@@ -238,7 +244,7 @@ pub(crate) unsafe fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> f32 {
         }
         let s = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
         let d = _mm256_set1_ps(dy * h2f_t(t, xb.d));
-        acc = _mm256_fmadd_ps(d, less_bsums(s, bsums), acc);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
     }
     hsum_f32x8(acc)
 }
