@@ -243,48 +243,10 @@ pub(crate) unsafe fn vec_dot_q1_0_q8_0_vnni(x: &[BlockQ1_0], y: &[u8]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q2_0_q8_0(x: &[BlockQ2_0], y: &[u8]) -> f32 {
-    let t = f16_table();
-    let (y, _) = y.as_chunks::<{ 2 * Q8_0_BYTES }>();
-    let ones8 = _mm256_set1_epi8(1);
-    let ones16 = _mm256_set1_epi16(1);
-    let m3 = _mm256_set1_epi8(3);
-    let shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-    let words = [
-        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
-        _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
-    ];
-    // In each 128-bit lane, byte 4 m + b takes byte 4 b + m (a 4 x 4
-    // transpose).
-    let transpose = _mm256_broadcastsi128_si256(_mm_setr_epi8(
-        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
-    ));
-    sum_pairs(x, y, |xb, yb| {
-        let (ys, _) = yb.as_chunks::<Q8_0_BYTES>();
-        let qs = _mm256_castsi128_si256(load_u8x16(&xb.qs));
-        let mut blk = _mm256_setzero_ps();
-        for (k, (w, yk)) in words.iter().zip(ys).enumerate() {
-            let (dy, q) = q8_0_parts(t, yk);
-            // Dword 4 l + m holds qs word 2 k + l shifted down 2 m: its byte
-            // b has, in its low two bits, the code of value 16 l + 4 b + m
-            // of the Q8_0 block ...
-            let c = _mm256_and_si256(
-                _mm256_srlv_epi32(_mm256_permutevar8x32_epi32(qs, *w), shifts),
-                m3,
-            );
-            // ... where the transposed quants put quant 16 l + 4 b + m.
-            let q = load_u8x32(q);
-            let p = _mm256_sub_epi16(
-                _mm256_maddubs_epi16(c, _mm256_shuffle_epi8(q, transpose)),
-                _mm256_maddubs_epi16(ones8, q),
-            );
-            let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones16));
-            blk = if k == 0 {
-                _mm256_mul_ps(_mm256_set1_ps(dy), s)
-            } else {
-                _mm256_fmadd_ps(_mm256_set1_ps(dy), s, blk)
-            };
-        }
-        (h2f_t(t, xb.d), blk)
+    let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+    q2_0_dot(x, y, |c, qt, q| {
+        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(c, qt), _mm256_maddubs_epi16(ones8, q));
+        _mm256_madd_epi16(p, ones16)
     })
 }
 
@@ -295,9 +257,24 @@ pub(crate) unsafe fn vec_dot_q2_0_q8_0(x: &[BlockQ2_0], y: &[u8]) -> f32 {
 /// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn vec_dot_q2_0_q8_0_vnni(x: &[BlockQ2_0], y: &[u8]) -> f32 {
+    let (ones8, zero) = (_mm256_set1_epi8(1), _mm256_setzero_si256());
+    q2_0_dot(x, y, |c, qt, q| {
+        _mm256_sub_epi32(
+            _mm256_dpbusd_epi32(zero, c, qt),
+            _mm256_dpbusd_epi32(zero, ones8, q),
+        )
+    })
+}
+
+/// The Q2_0 dots' body: `sums(c, qt, q)` gives eight exact i32 partial sums
+/// of `sum c qt - sum q` for 32 codes `c` (0..=3), the quants `qt` in the
+/// codes' order and the quants `q` in storage order (each level supplies
+/// its instructions).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q2_0_dot(x: &[BlockQ2_0], y: &[u8], sums: impl Fn(__m256i, __m256i, __m256i) -> __m256i) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<{ 2 * Q8_0_BYTES }>();
-    let ones8 = _mm256_set1_epi8(1);
     let m3 = _mm256_set1_epi8(3);
     let shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
     let words = [
@@ -324,12 +301,7 @@ pub(crate) unsafe fn vec_dot_q2_0_q8_0_vnni(x: &[BlockQ2_0], y: &[u8]) -> f32 {
             );
             // ... where the transposed quants put quant 16 l + 4 b + m.
             let q = load_u8x32(q);
-            let zero = _mm256_setzero_si256();
-            let p = _mm256_sub_epi32(
-                _mm256_dpbusd_epi32(zero, c, _mm256_shuffle_epi8(q, transpose)),
-                _mm256_dpbusd_epi32(zero, ones8, q),
-            );
-            let s = _mm256_cvtepi32_ps(p);
+            let s = _mm256_cvtepi32_ps(sums(c, _mm256_shuffle_epi8(q, transpose), q));
             blk = if k == 0 {
                 _mm256_mul_ps(_mm256_set1_ps(dy), s)
             } else {
