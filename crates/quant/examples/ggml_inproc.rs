@@ -31,6 +31,10 @@ use std::time::Instant;
 use weightkit_core::DType;
 use weightkit_quant::iquants::BlockIq4Nl;
 use weightkit_quant::simd::dispatch as d;
+
+#[path = "shared/rows.rs"]
+mod rows;
+use rows::random_row;
 use weightkit_quant::{dequantize, quantize_into, row_size, vec_dot, vec_dot_type};
 
 /// Calls per timed round.
@@ -170,32 +174,6 @@ fn race(rounds: usize, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64
     (med(&mut a), med(&mut b))
 }
 
-/// xorshift block bytes with every super-block scale 0.01 (IQ1_M keeps its
-/// scale in the top nibbles of its four scale words).
-fn random_row(dtype: DType) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut q: Vec<u8> = (0..row_size(dtype, N)?)
-        .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect();
-    let d = half::f16::from_f32(0.01).to_bits();
-    for blk in q.chunks_exact_mut(dtype.block_bytes()) {
-        if dtype == DType::IQ1_M {
-            for k in 0..4 {
-                let hi = &mut blk[48 + 2 * k + 1];
-                *hi = (*hi & 0x0f) | ((((d >> (4 * k)) & 0xf) as u8) << 4);
-            }
-        } else {
-            blk[..2].copy_from_slice(&d.to_le_bytes());
-        }
-    }
-    Ok(q)
-}
-
 #[cfg(target_os = "linux")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     use DType::*;
@@ -244,7 +222,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let grid = !weightkit_quant::can_quantize(dtype);
         let mut q = vec![0u8; row_size(dtype, N)?];
         let quant = if grid {
-            q = random_row(dtype)?;
+            q = random_row(dtype, N)?;
             "- | -".to_owned()
         } else {
             quantize_into(dtype, &x, N, None, &mut q)?;

@@ -43,6 +43,10 @@ use weightkit_quant::legacy::{
     BlockQ1_0, BlockQ2_0, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
 };
 use weightkit_quant::simd::dispatch as d;
+
+#[path = "shared/rows.rs"]
+mod rows;
+use rows::random_row;
 use weightkit_quant::{
     QuantError, can_quantize, dequantize, quantize_into, row_size, vec_dot, vec_dot_type,
 };
@@ -145,33 +149,6 @@ fn mean_secs(
         calls += 32;
     }
     Ok(start.elapsed().as_secs_f64() / f64::from(calls))
-}
-
-/// A row of `n` values of a type without a quantizer: xorshift bytes, with
-/// every super-block scale set to `0.01` (for IQ1_M, whose f16 scale is
-/// spread over the top nibbles of its four scale words, in those nibbles).
-fn random_row(dtype: DType, n: usize) -> Result<Vec<u8>, QuantError> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut q: Vec<u8> = (0..row_size(dtype, n)?)
-        .map(|_| {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect();
-    let d = half::f16::from_f32(0.01).to_bits();
-    for blk in q.chunks_exact_mut(dtype.block_bytes()) {
-        if dtype == DType::IQ1_M {
-            for k in 0..4 {
-                let hi = &mut blk[48 + 2 * k + 1];
-                *hi = (*hi & 0x0f) | ((((d >> (4 * k)) & 0xf) as u8) << 4);
-            }
-        } else {
-            blk[..2].copy_from_slice(&d.to_le_bytes());
-        }
-    }
-    Ok(q)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
