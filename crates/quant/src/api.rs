@@ -435,23 +435,42 @@ pub fn vec_dot_type(dtype: DType) -> Option<DType> {
     })
 }
 
+/// A byte-level dot product of one type: see [`vec_dot_fn`].
+pub type VecDotFn = fn(&[u8], &[u8]) -> Result<f32, QuantError>;
+
 /// Dot product of one row of `dtype` (`x`, whole blocks) with the same
 /// number of values in its [`vec_dot_type`] (`y`), as ggml's `vec_dot`.
 pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
+    match vec_dot_fn(dtype) {
+        Some(f) => f(x, y),
+        None => Err(QuantError::Unsupported {
+            dtype,
+            what: "vec_dot",
+        }),
+    }
+}
+
+/// [`vec_dot`] for one `dtype`, chosen once: a loop over many rows (as
+/// [`matvec`]) calls it without matching the type each time. `None` where
+/// the type has no dot product. Each function takes the bytes as
+/// [`vec_dot`] does (unaligned input is copied to aligned blocks first).
+pub fn vec_dot_fn(dtype: DType) -> Option<VecDotFn> {
     macro_rules! dot {
         ($bx:ty, $by:ty, $f:ident) => {
-            with_blocks::<$bx, _>(x, |bx| with_blocks::<$by, _>(y, |by| $f(bx, by)))
+            |x: &[u8], y: &[u8]| {
+                with_blocks::<$bx, _>(x, |bx| with_blocks::<$by, _>(y, |by| $f(bx, by)))
+            }
         };
     }
     macro_rules! dot_raw {
         ($bx:ty, $f:ident) => {
-            with_blocks::<$bx, _>(x, |bx| $f(bx, y))
+            |x: &[u8], y: &[u8]| with_blocks::<$bx, _>(x, |bx| $f(bx, y))
         };
     }
-    match dtype {
-        DType::F32 => fast_vec_dot_f32(x, y),
-        DType::F16 => fast_vec_dot_f16(x, y),
-        DType::BF16 => fast_vec_dot_bf16(x, y),
+    Some(match dtype {
+        DType::F32 => fast_vec_dot_f32,
+        DType::F16 => fast_vec_dot_f16,
+        DType::BF16 => fast_vec_dot_bf16,
         DType::Q4_0 => dot!(BlockQ4_0, BlockQ8_0, fast_vec_dot_q4_0_q8_0),
         DType::Q4_1 => dot!(BlockQ4_1, BlockQ8_1, fast_vec_dot_q4_1_q8_1),
         DType::Q5_0 => dot!(BlockQ5_0, BlockQ8_0, fast_vec_dot_q5_0_q8_0),
@@ -477,11 +496,8 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
         DType::IQ3_S => dot_raw!(BlockIq3S, fast_vec_dot_iq3_s_q8_k),
         DType::IQ1_S => dot_raw!(BlockIq1S, fast_vec_dot_iq1_s_q8_k),
         DType::IQ1_M => dot_raw!(BlockIq1M, fast_vec_dot_iq1_m_q8_k),
-        _ => Err(QuantError::Unsupported {
-            dtype,
-            what: "vec_dot",
-        }),
-    }
+        _ => return None,
+    })
 }
 
 /// `y = W x` for a row-major matrix `w` of `rows` rows of `cols` values of
@@ -497,10 +513,12 @@ pub fn matvec(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), QuantError> {
-    let dot_type = vec_dot_type(dtype).ok_or(QuantError::Unsupported {
+    let unsupported = QuantError::Unsupported {
         dtype,
         what: "vec_dot",
-    })?;
+    };
+    let dot_type = vec_dot_type(dtype).ok_or(unsupported.clone())?;
+    let dot = vec_dot_fn(dtype).ok_or(unsupported)?;
     let row_bytes = row_size(dtype, cols)?;
     check_len("weights", row_bytes.saturating_mul(rows), w.len(), "bytes")?;
     check_len("x", cols, x.len(), "elements")?;
@@ -517,7 +535,7 @@ pub fn matvec(
         .zip(y.par_iter_mut())
         .with_min_len(16)
         .try_for_each(|(row, out)| {
-            *out = vec_dot(dtype, row, &xq)?;
+            *out = dot(row, &xq)?;
             Ok(())
         })
 }

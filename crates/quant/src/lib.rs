@@ -41,7 +41,8 @@ pub mod legacy;
 pub mod simd;
 
 pub use api::{
-    can_dequantize, can_quantize, dequantize, dequantize_parallel, matvec, quantize, quantize_into,
-    quantize_into_parallel, row_size, uses_importance, vec_dot, vec_dot_type,
+    VecDotFn, can_dequantize, can_quantize, dequantize, dequantize_parallel, matvec, quantize,
+    quantize_into, quantize_into_parallel, row_size, uses_importance, vec_dot, vec_dot_fn,
+    vec_dot_type,
 };
 pub use error::QuantError;

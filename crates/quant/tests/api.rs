@@ -165,3 +165,50 @@ fn matvec_matches_the_dequantized_product() {
     let mut y = [0f32; 2];
     assert!(weightkit_quant::matvec(DType::Q4_0, &[0u8; 36], 2, 32, &[1.0; 31], &mut y).is_err());
 }
+
+/// `vec_dot_fn` exists exactly for the types with a partner type, and each
+/// function gives `vec_dot`'s bits; `vec_dot` reports the others as
+/// unsupported.
+#[test]
+fn vec_dot_fn_is_vec_dot_per_type() {
+    let cols = 256usize;
+    let x: Vec<f32> = (0..cols).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
+    let y: Vec<f32> = (0..cols)
+        .map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos())
+        .collect();
+    for dtype in weightkit_core::dtype::ALL_DTYPES {
+        let partner = weightkit_quant::vec_dot_type(dtype);
+        let f = weightkit_quant::vec_dot_fn(dtype);
+        assert_eq!(f.is_some(), partner.is_some(), "{dtype:?}");
+        let (Some(f), Some(p)) = (f, partner) else {
+            assert!(matches!(
+                weightkit_quant::vec_dot(dtype, &[], &[]),
+                Err(QuantError::Unsupported { .. })
+            ));
+            continue;
+        };
+        if !can_quantize(dtype) || !can_quantize(p) {
+            continue;
+        }
+        let q = quantize(dtype, &x, cols, None).unwrap();
+        let pq = quantize(p, &y, cols, None).unwrap();
+        let want = weightkit_quant::vec_dot(dtype, &q, &pq).unwrap();
+        assert_eq!(f(&q, &pq).unwrap().to_bits(), want.to_bits(), "{dtype:?}");
+        // It is the dot of the two dequantized rows up to f32 rounding
+        // (Q8_1 has no dequantizer in ggml).
+        if !can_dequantize(p) {
+            continue;
+        }
+        let (mut xd, mut yd) = (vec![0f32; cols], vec![0f32; cols]);
+        dequantize(dtype, &q, &mut xd).unwrap();
+        dequantize(p, &pq, &mut yd).unwrap();
+        let exact: f64 = xd.iter().zip(&yd).map(|(a, b)| f64::from(a * b)).sum();
+        let mag: f64 = xd
+            .iter()
+            .zip(&yd)
+            .map(|(a, b)| f64::from(a * b).abs())
+            .sum();
+        let err = (f64::from(want) - exact).abs();
+        assert!(err <= 1e-5 * mag, "{dtype:?}: {want} vs {exact}");
+    }
+}
