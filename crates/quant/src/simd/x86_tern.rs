@@ -158,6 +158,27 @@ fn less_bsums(p: __m256i, bsums: &[u8; 32]) -> __m256 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_tq1_0_q8_k(x: &[BlockTq1_0], y: &[u8]) -> f32 {
+    tq1_0_dot(
+        x,
+        y,
+        // t (0..=2) unsigned: pair sums at most 2 * 2 * 128.
+        |p, t, q| _mm256_add_epi16(p, _mm256_maddubs_epi16(t, q)),
+        |p0, p1, bsums| less_bsums(_mm256_add_epi16(p0, p1), bsums),
+    )
+}
+
+/// The TQ1_0 dots' body: per block, `step(p, t, q)` adds the products of 32
+/// trits `t` (0..=2) and quants `q` into one of two accumulators, and
+/// `finish(p0, p1, bsums)` turns them, less the stored `bsums`, into eight
+/// f32 lanes (each level supplies its instructions, as for Q5_K).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn tq1_0_dot(
+    x: &[BlockTq1_0],
+    y: &[u8],
+    step: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    finish: impl Fn(__m256i, __m256i, &[u8; 32]) -> __m256,
+) -> f32 {
     let t = f16_table();
     let one = _mm256_set1_epi8(1);
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
@@ -166,12 +187,10 @@ pub(crate) unsafe fn vec_dot_tq1_0_q8_k(x: &[BlockTq1_0], y: &[u8]) -> f32 {
         let (dy, q8, bsums) = q8_k_parts(yb);
         let mut p = [_mm256_setzero_si256(); 2];
         for (k, (s, q8)) in tq1_0_signs(xb).iter().zip(q8).enumerate() {
-            // t = s + 1 (0..=2) unsigned: pair sums at most 2 * 2 * 128.
-            let tq = _mm256_maddubs_epi16(_mm256_add_epi8(*s, one), load_u8x32(q8));
-            p[k % 2] = _mm256_add_epi16(p[k % 2], tq);
+            p[k % 2] = step(p[k % 2], _mm256_add_epi8(*s, one), load_u8x32(q8));
         }
         let d = _mm256_set1_ps(h2f_t(t, xb.d) * dy);
-        acc = _mm256_fmadd_ps(d, less_bsums(_mm256_add_epi16(p[0], p[1]), bsums), acc);
+        acc = _mm256_fmadd_ps(d, finish(p[0], p[1], bsums), acc);
     }
     hsum_f32x8(acc)
 }

@@ -44,7 +44,7 @@ use super::x86::{
     f16_table, h2f_pair, h2f_t, hsum_f32x8, iq4_table, iq4_values_x32, load_i8x32, load_u8x32,
     nibbles_x32, q5_k_dot, sum_blocks, sum_blocks_offset,
 };
-use super::x86_tern::{q8_k_parts, tq1_0_signs, tq2_0_codes};
+use super::x86_tern::{q8_k_parts, tq1_0_dot, tq2_0_codes};
 use crate::iquants::{BlockIq4Nl, BlockTq1_0, BlockTq2_0, Q8_0_BYTES, Q8_K_BYTES};
 use crate::kquants::{BlockQ5K, BlockQ8K};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -199,21 +199,13 @@ fn less_bsums(p: __m256i, bsums: &[u8; 32]) -> __m256 {
 /// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn vec_dot_tq1_0_q8_k(x: &[BlockTq1_0], y: &[u8]) -> f32 {
-    let t = f16_table();
-    let one = _mm256_set1_epi8(1);
-    let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8, bsums) = q8_k_parts(yb);
-        let mut p = [_mm256_setzero_si256(); 2];
-        for (k, (s, q8)) in tq1_0_signs(xb).iter().zip(q8).enumerate() {
-            // The trit t = s + 1 (0..=2) times y, four products per lane.
-            p[k % 2] = dp(p[k % 2], _mm256_add_epi8(*s, one), load_u8x32(q8));
-        }
-        let d = _mm256_set1_ps(h2f_t(t, xb.d) * dy);
-        acc = _mm256_fmadd_ps(d, less_bsums(_mm256_add_epi32(p[0], p[1]), bsums), acc);
-    }
-    hsum_f32x8(acc)
+    tq1_0_dot(
+        x,
+        y,
+        // The trits times y, four products per i32 lane.
+        |p, t, q| dp(p, t, q),
+        |p0, p1, bsums| less_bsums(_mm256_add_epi32(p0, p1), bsums),
+    )
 }
 
 /// TQ2_0 x Q8_K, `y` the raw bytes of `block_q8_K`s (292 each); blocks past
