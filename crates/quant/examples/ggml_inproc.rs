@@ -3,7 +3,10 @@
 //! `dlopen`, and each type's quantize (`from_float_ref`, what
 //! test-quantize-perf's `quantize_row_q_reference` times), dequantize
 //! (`to_float`) and `vec_dot` run on the same bytes as weightkit's
-//! byte-level `quantize_into`, `dequantize` and `vec_dot`.
+//! byte-level `quantize_into`, `dequantize` and `vec_dot_fn`. ggml's dot is
+//! the function pointer in its CPU type traits, fetched once; weightkit's is
+//! the one `vec_dot_fn` returns, also fetched once (`vec_dot` itself picks
+//! it on every call).
 //!
 //! test-quantize-perf reads the time-stamp counter around every call, which
 //! adds a few tens of cycles to a call of ~150 (a 4096-value dot product),
@@ -35,7 +38,7 @@ use weightkit_quant::simd::dispatch as d;
 #[path = "shared/rows.rs"]
 mod rows;
 use rows::random_row;
-use weightkit_quant::{dequantize, quantize_into, row_size, vec_dot, vec_dot_type};
+use weightkit_quant::{dequantize, quantize_into, row_size, vec_dot_fn, vec_dot_type};
 
 /// Calls per timed round.
 const CALLS: usize = 1000;
@@ -257,10 +260,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut p = vec![0u8; row_size(partner, N)?];
         quantize_into(partner, &other, N, None, &mut p)?;
         let vd = ct.vec_dot.ok_or("no vec_dot")?;
+        let ours = vec_dot_fn(dtype).ok_or("no vec_dot")?;
         let (mut ra, mut rb) = (0f32, 0f32);
         let dot = cell(race(
             rounds,
-            || ra = vec_dot(dtype, black_box(&q), black_box(&p)).expect("dots"),
+            || ra = ours(black_box(&q), black_box(&p)).expect("dots"),
             // SAFETY: `q` is one row of N values, `p` one row of N values of
             // the type's vec_dot_type; nrc = 1 with zero strides.
             || unsafe {
