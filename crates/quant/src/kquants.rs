@@ -2303,10 +2303,17 @@ pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> Result<f32, QuantErr
     Ok(sumf)
 }
 
-/// ggml's `ggml_vec_dot_q6_K_q8_K_generic`.
+/// ggml's `ggml_vec_dot_q6_K_q8_K` as llama.cpp's x86 (AVX2) and ARM
+/// (NEON) kernels compute it: each block's `sum sc (q - 32) y` as
+/// `sum sc q y - 32 sum sc bsums`, the offset taken from `y`'s stored block
+/// sums. For every `block_q8_K` whose `bsums` are its quants' sums (all that
+/// any quantizer writes) that is the integer of ggml's generic
+/// `ggml_vec_dot_q6_K_q8_K_generic`, which sums `(q - 32) y` directly; each
+/// block's integer is exact (i64) and scaled once, where the generic code
+/// keeps eight partial sums per block in f32.
 pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
     check_dot(x.len(), y.len())?;
-    let mut sums = [0f32; 8];
+    let mut sumf = 0.0f32;
     let mut aux8 = [0i8; QK_K];
     for (xb, yb) in x.iter().zip(y) {
         for c in 0..QK_K / 128 {
@@ -2314,10 +2321,10 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> Result<f32, QuantErr
             let qh = &xb.qh[32 * c..32 * c + 32];
             let a = &mut aux8[128 * c..128 * c + 128];
             for l in 0..32 {
-                a[l] = ((q4[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
-                a[l + 32] = ((q4[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                a[l + 64] = ((q4[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                a[l + 96] = ((q4[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                a[l] = ((q4[l] & 0xF) | ((qh[l] & 3) << 4)) as i8;
+                a[l + 32] = ((q4[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8;
+                a[l + 64] = ((q4[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8;
+                a[l + 96] = ((q4[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8;
             }
         }
         let mut aux32 = [0i32; 8];
@@ -2336,14 +2343,16 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> Result<f32, QuantErr
                 &aux8[16 * j + 8..16 * j + 16],
             );
         }
+        // |sum sc q y| < 2^28 and |32 sum sc bsums| <= 2^31: i64.
+        let offset: i64 = xb
+            .scales
+            .iter()
+            .zip(&yb.bsums)
+            .map(|(&s, &b)| i64::from(s) * i64::from(b))
+            .sum();
+        let sumi = aux32.iter().map(|&v| i64::from(v)).sum::<i64>() - 32 * offset;
         let d = fp16_to_fp32(xb.d) * yb.d;
-        for l in 0..8 {
-            sums[l] += d * aux32[l] as f32;
-        }
-    }
-    let mut sumf = 0.0f32;
-    for s in sums {
-        sumf += s;
+        sumf += d * sumi as f32;
     }
     Ok(sumf)
 }

@@ -598,6 +598,27 @@ fn k4_mag<B: Copy>(
         .sum()
 }
 
+/// The magnitude of a Q6_K dot, whose terms are the code part
+/// `d * sc * q * y` and the offset `32 * d * sc * y` (from the stored
+/// `bsums`) separately: `sum (|d sc (q - 32)| + 64 |d sc|) * |y|` bounds
+/// `sum (|d sc q| + 32 |d sc|) * |y|`.
+fn q6_mag(x: &[BlockQ6K], y: &[f32]) -> f64 {
+    let dx = dequant(x, QK_K, kquants::dequantize_row_q6_k);
+    let sc: Vec<f64> = x
+        .iter()
+        .flat_map(|b| {
+            let d = f64::from(b.d.to_f32());
+            b.scales.map(|s| 64.0 * (d * f64::from(s)).abs())
+        })
+        .flat_map(|s| [s; 16])
+        .collect();
+    dx.iter()
+        .zip(&sc)
+        .zip(y)
+        .map(|((&a, &s), &y)| (f64::from(a).abs() + s) * f64::from(y).abs())
+        .sum()
+}
+
 fn zero_q4_k(b: &mut BlockQ4K, dmin: bool) {
     if dmin {
         b.dmin = f16::ZERO;
@@ -759,7 +780,7 @@ fn dots(x: &[f32], y: &[f32]) -> Result<(), TestCaseError> {
         )?;
         let mut q = vec![BlockQ6K::zeroed(); x.len() / QK_K];
         kquants::quantize_row_q6_k_ref(x, &mut q).unwrap();
-        let mag = abs_dot(&dequant(&q, QK_K, kquants::dequantize_row_q6_k), &yd);
+        let mag = q6_mag(&q, &yd);
         check_dot(
             "q6_K x q8_K",
             &q,
@@ -908,12 +929,13 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// The Q4_K/Q5_K mins term uses the stored `bsums` whatever they are:
-    /// here pairs of them overflow 16 bits (llama.cpp's AVX2 kernel adds the
-    /// pairs in 16 bits and would be off by multiples of 65536).
+    /// The Q4_K/Q5_K mins term and Q6_K's `- 32` offset use the stored
+    /// `bsums` whatever they are: here pairs of them overflow 16 bits
+    /// (llama.cpp's Q4_K/Q5_K AVX2 kernels add the pairs in 16 bits and
+    /// would be off by multiples of 65536).
     #[test]
     fn k_dots_take_any_bsums(
-        bytes in proptest::collection::vec(any::<u8>(), 176),
+        bytes in proptest::collection::vec(any::<u8>(), 210),
         qs in proptest::collection::vec(any::<i8>(), QK_K),
         bsums in proptest::collection::vec(prop_oneof![Just(i16::MIN), Just(i16::MAX), any::<i16>()], 16),
     ) {
@@ -923,14 +945,32 @@ proptest! {
         let mut q5: BlockQ5K = bytemuck::pod_read_unaligned(&bytes[..176]);
         q5.d = f16::ONE;
         q5.dmin = f16::ONE;
+        let mut q6: BlockQ6K = bytemuck::pod_read_unaligned(&bytes[..210]);
+        q6.d = f16::ONE;
         let y = q8_k_raw(&qs, 8, Some(&bsums));
         // Bounds of the min and scale parts (scales and mins are below 64).
         let mag = bsums.iter().map(|&b| 63.0 * f64::from(b).abs()).sum::<f64>()
             + 63.0 * 31.0 * 8.0 * 256.0;
+        // Q6_K: |32 sc bsums| and |sc q y| with scales up to 128.
+        let mag6 = bsums.iter().map(|&b| 32.0 * 128.0 * f64::from(b).abs()).sum::<f64>()
+            + 128.0 * 63.0 * 8.0 * 256.0;
+        // Q6_K's exact value: the codes' sum less the stored offset.
+        let codes = {
+            let mut d = [0f32; QK_K];
+            kquants::dequantize_row_q6_k(&[q6], &mut d).unwrap();
+            // dequantized = sc (q - 32), so sc q = d + 32 sc.
+            d.iter().enumerate().map(|(i, &v)| {
+                (f64::from(v) + 32.0 * f64::from(q6.scales[i / 16])) * f64::from(y[0].qs[i])
+            }).sum::<f64>()
+        };
+        let off: f64 = (0..16).map(|j| 32.0 * f64::from(q6.scales[j]) * f64::from(bsums[j])).sum();
+        let want6 = kquants::vec_dot_q6_k_q8_k(&[q6], &y).unwrap();
+        prop_assert!((f64::from(want6) - (codes - off)).abs() <= 1e-6 * mag6, "{want6} vs {}", codes - off);
         for level in levels() {
-            for (got, want) in [
-                (dispatch::vec_dot_q4_k_q8_k_at(level, &[q4], &y), kquants::vec_dot_q4_k_q8_k(&[q4], &y)),
-                (dispatch::vec_dot_q5_k_q8_k_at(level, &[q5], &y), kquants::vec_dot_q5_k_q8_k(&[q5], &y)),
+            for (got, want, mag) in [
+                (dispatch::vec_dot_q4_k_q8_k_at(level, &[q4], &y), kquants::vec_dot_q4_k_q8_k(&[q4], &y), mag),
+                (dispatch::vec_dot_q5_k_q8_k_at(level, &[q5], &y), kquants::vec_dot_q5_k_q8_k(&[q5], &y), mag),
+                (dispatch::vec_dot_q6_k_q8_k_at(level, &[q6], &y), Ok(want6), mag6),
             ] {
                 let (got, want) = (got.unwrap(), want.unwrap());
                 prop_assert!(

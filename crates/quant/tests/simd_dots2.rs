@@ -2,8 +2,9 @@
 //! kernels of `simd/x86_dots2.rs`) at every level this CPU supports, on raw
 //! random and adversarial blocks: against the scalar reference and against
 //! an exact reference (each block's integer sums in i64, decoded here
-//! independently, scaled in f64). The Q2_K/Q4_K mins use the stored `bsums`
-//! (as ggml does), so those are arbitrary here; Q6_K must ignore them.
+//! independently, scaled in f64). The Q2_K/Q4_K mins and Q6_K's `- 32`
+//! offset use the stored `bsums` (as ggml's x86 and ARM kernels do), so
+//! those are arbitrary here.
 
 use half::f16;
 use proptest::prelude::*;
@@ -120,14 +121,19 @@ fn q6_k_terms(x: &[BlockQ6K], y: &[BlockQ8K]) -> Terms {
                     for (k, q) in q.into_iter().enumerate() {
                         let i = 128 * c + 32 * k + l;
                         let s = i64::from(xb.scales[i / 16]);
-                        let t = s * (i64::from(q) - 32) * i64::from(yb.qs[i]);
+                        let t = s * i64::from(q) * i64::from(yb.qs[i]);
                         isum += t;
                         iabs += t.abs();
                     }
                 }
             }
+            // The offset: 32 sum sc bsums.
+            let o: Vec<i64> = (0..16)
+                .map(|j| 32 * i64::from(xb.scales[j]) * i64::from(yb.bsums[j]))
+                .collect();
+            let (off, oabs) = (o.iter().sum(), o.iter().map(|v| v.abs()).sum());
             let d = f64::from(yb.d) * f64::from(xb.d.to_f32());
-            (d, isum, 0.0, 0, iabs, 0)
+            (d, isum, d, off, iabs, oabs)
         })
         .collect()
 }

@@ -26,12 +26,12 @@
 //!   Q3_K, Q4_K, Q5_K, Q6_K x Q8_K) compute each block's integer sum
 //!   exactly, for any block bytes. Signed-by-signed products go through
 //!   16-bit lanes, or an unsigned operand with a separate offset correction:
-//!   `(q - 8) y = q y - 8 y` for Q4_0, `- 32 y` for Q6_K, `nibble y - 16 y`
+//!   `(q - 8) y = q y - 8 y` for Q4_0, `nibble y - 16 y`
 //!   where the fifth bit is clear for Q5_0, `ql y - 4 y` where the high bit
 //!   is clear for Q3_K (llama.cpp's `_mm256_sign_epi8` trick, which its Q5_0
 //!   kernel uses, gets `x < 0, y = -128` wrong). Every `maddubs` pair sum
-//!   stays inside i16 (at most `2 * 63 * 128`). The Q2_K/Q4_K/Q5_K mins meet
-//!   the stored `bsums` in 32-bit sums (llama.cpp's Q4_K/Q5_K add pairs of
+//!   stays inside i16 (at most `2 * 63 * 128`). The Q2_K/Q4_K/Q5_K mins and
+//!   Q6_K's `- 32` offset meet the stored `bsums` in 32-bit sums (llama.cpp's Q4_K/Q5_K add pairs of
 //!   them in 16 bits first). The f32 accumulation then follows llama.cpp's
 //!   AVX2 kernels (FMA, 8 lanes), not the scalar order, so the result can
 //!   differ from the scalar dot in the last bits: the legacy types use four
@@ -1376,32 +1376,24 @@ pub(super) fn q5_k_dot(
     hsum_f32x8(acc)
 }
 
-/// Q6_K x Q8_K.
+/// Q6_K x Q8_K: `sum sc q y` over the unsigned 6-bit codes, less
+/// `32 sum sc bsums` from `y`'s stored block sums, as llama.cpp's AVX2
+/// kernel and the scalar reference.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-    q6_k_dot(x, y, |a, s, p| madd_add_avx2(a, s, p))
-}
-
-/// [`vec_dot_q6_k_q8_k`]'s body with `sumi + madd(scales, p)` as
-/// `madd_add(sumi, scales, p)` (the VNNI level fuses it into `vpdpwssd`).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q6_k_dot(
-    x: &[BlockQ6K],
-    y: &[BlockQ8K],
-    madd_add: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
-) -> f32 {
     let t = f16_table();
-    let m32 = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let d = _mm256_set1_ps(h2f_t(t, xb.d) * yb.d);
         // The sixteen scales as i16, widened once per block: each 32-quant
         // vector then takes its two with one shuffle.
         let scales = _mm256_cvtepi8_epi16(load_i8x16(&xb.scales));
+        // 32 sum sc bsums in eight i32 lanes: a lane's two products are at
+        // most 2^22 each, so it stays within 2^28.
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales, load_i16x16(&yb.bsums)));
         let scales = [dup_half::<0>(scales), dup_half::<1>(scales)];
         let mut sumi = _mm256_setzero_si256();
         let halves = xb
@@ -1414,15 +1406,14 @@ pub(super) fn q6_k_dot(
         for ((ql, qh), (q8, sc)) in halves.zip(q8.zip(scales)) {
             let qs = q6_k_quants(ql, qh);
             for (k, (q, q8)) in qs.into_iter().zip(q8).enumerate() {
-                let q8 = load_i8x32(q8);
-                // (q - 32) * y = q * y - 32 * y, each pair sum within i16.
-                let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8), _mm256_maddubs_epi16(m32, q8));
-                // Scales 2k and 2k + 1 of this 128-quant half (its first and
-                // last 16 quants).
-                sumi = madd_add(sumi, bcast_i16_pair(sc, 2 * k), p);
+                // q y pair sums, each within i16 (at most 2 * 63 * 128);
+                // scales 2k and 2k + 1 of this 128-quant half (its first
+                // and last 16 quants).
+                let p = _mm256_maddubs_epi16(q, load_i8x32(q8));
+                sumi = madd_add_avx2(sumi, bcast_i16_pair(sc, 2 * k), p);
             }
         }
+        let sumi = _mm256_sub_epi32(sumi, offset);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_f32x8(acc)

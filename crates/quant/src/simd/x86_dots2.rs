@@ -15,17 +15,17 @@
 //!
 //! * Q2_K: codes 0..=3, `|sum of 4 q y| <= 4 * 3 * 128`; scales 0..=15.
 //! * Q4_K: codes 0..=15, `|sum of 4 q y| <= 4 * 15 * 128`; scales 0..=63.
-//! * Q6_K: codes 0..=63, `sum (q - 32) y = sum q y - 32 sum y`, two
-//!   `vpdpbusd` subtracted in i32 (`(q - 32) y` as `|y| (sign(y) (q - 32))`,
-//!   one `vpdpbusd` but three more operations, measured 10% slower);
-//!   `|sum of 4 (q - 32) y| <= 4 * 32 * 128`; scales are any `i8`.
+//! * Q6_K: codes 0..=63, `sum sc (q - 32) y = sum sc q y - 32 sum sc bsums`
+//!   with `y`'s stored block sums (as llama.cpp's AVX2 kernel and the
+//!   scalar reference), the offset the accumulator's start;
+//!   `|sum of 4 q y| <= 4 * 63 * 128 = 32256`; scales are any `i8`.
 //!
 //! So every packed value is exact in i16 and each `vpdpwssd` lane adds at
-//! most `2 * 128 * 16384` per pack, far inside i32. The Q2_K/Q4_K mins
-//! meet the stored `bsums` in 32-bit sums, as the AVX2 kernels do (Q6_K
-//! never reads `bsums`, as the scalar reference). The f32 accumulation is
-//! the AVX2 kernels' except that the mins have their own accumulator (two
-//! independent FMA chains per block instead of one chain of two).
+//! most `2 * 128 * 32256` per pack, far inside i32. The Q2_K/Q4_K mins and
+//! the Q6_K offset meet the stored `bsums` in 32-bit sums, as the AVX2
+//! kernels do. The f32 accumulation is the AVX2 kernels' except that the
+//! mins have their own accumulator (two independent FMA chains per block
+//! instead of one chain of two).
 
 use std::arch::x86_64::*;
 
@@ -219,13 +219,19 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let t = f16_table();
     let m4 = _mm256_set1_epi8(0x0f);
-    let m32 = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let d = _mm256_set1_ps(h2f_t(t, xb.d) * yb.d);
         let s8: &[u8; 16] = bytemuck::cast_ref(&xb.scales);
-        let sc = scales16(_mm256_cvtepi8_epi16(load_u8x16(s8)));
-        let mut sumi = _mm256_setzero_si256();
+        let s16 = _mm256_cvtepi8_epi16(load_u8x16(s8));
+        let sc = scales16(s16);
+        // Starts from -32 sum sc bsums: -32 sc is within i16 and each
+        // lane's two products at most 2^27.
+        let neg32 = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16::<5>(s16));
+        // SAFETY: `bsums` is 32 readable bytes; `loadu` has no alignment
+        // requirement.
+        let bsums = unsafe { _mm256_loadu_si256(yb.bsums.as_ptr().cast()) };
+        let mut sumi = dpw(_mm256_setzero_si256(), bsums, neg32);
         let halves = xb
             .ql
             .as_chunks::<64>()
@@ -248,10 +254,7 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                 and_or(_mm256_srli_epi16::<4>(a), m4, h2),
                 and_or(_mm256_srli_epi16::<4>(b), m4, h3),
             ];
-            let p: [__m256i; 4] = std::array::from_fn(|k| {
-                let y = load_i8x32(&q8[k]);
-                _mm256_sub_epi32(dp(q[k], y), dp(m32, y))
-            });
+            let p: [__m256i; 4] = std::array::from_fn(|k| dp(q[k], load_i8x32(&q8[k])));
             sumi = dpw(sumi, _mm256_packs_epi32(p[0], p[1]), sc[2 * c]);
             sumi = dpw(sumi, _mm256_packs_epi32(p[2], p[3]), sc[2 * c + 1]);
         }
