@@ -66,7 +66,9 @@ commands:
             `cargo xtask interop` installed, runs it and weightkit-quant's
             `speed` example in alternating rounds and prints GB/s and ratios;
             then the `ggml_inproc` example times the same kernels against
-            ggml's own in one process (dlopen of those libraries)
+            ggml's own in one process (dlopen of those libraries), and again
+            against ggml built by cmake for this CPU (GGML_NATIVE=ON, pinned
+            cmake/ninja from PyPI; xtask/interop/build_ggml_native.py)
   export-bench [--small] [--stand-in] [--only chain|weightkit]
             shipping a LoRA-finetuned model to llama.cpp, timed on this
             machine (slow, not in CI; needs target/interop-venv): generates
@@ -516,12 +518,20 @@ fn quant_perf() -> Result<(), Failure> {
         "--example",
         "ggml_inproc",
     ])?;
-    run(
-        &root
-            .join("target/release/examples/ggml_inproc")
-            .to_string_lossy(),
-        &[&libdir.to_string_lossy()],
-    )
+    let inproc = root.join("target/release/examples/ggml_inproc");
+    println!("\nggml as llama-cpp-python builds it (AVX2):\n");
+    run(&inproc.to_string_lossy(), &[&libdir.to_string_lossy()])?;
+    // The build cmake's defaults give a llama.cpp user: -march=native.
+    let native = output(
+        &python.to_string_lossy(),
+        &[
+            "xtask/interop/build_ggml_native.py",
+            LLAMA_CPP_PYTHON_VERSION,
+            "target/qperf",
+        ],
+    )?;
+    println!("\nggml built by cmake with GGML_NATIVE=ON (-march=native):\n");
+    run(&inproc.to_string_lossy(), &[native.trim()])
 }
 
 /// weightkit's side of `cargo xtask export-bench` by default: one command.
@@ -671,6 +681,24 @@ fn llama_cpp(root: &Path, py: &str) -> Result<(), Failure> {
 }
 
 /// Runs `PROGRAM ARGS` in the workspace root, echoing the command first.
+/// [`run`], returning the program's standard output (its standard error
+/// goes to ours).
+fn output(program: &str, args: &[&str]) -> Result<String, Failure> {
+    let shown = format!("{program} {}", args.join(" "));
+    eprintln!("xtask: running `{shown}`");
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Failure::Step(format!("could not start `{shown}`: {e}")))?;
+    if !out.status.success() {
+        return Err(Failure::Step(format!("`{shown}` failed ({})", out.status)));
+    }
+    String::from_utf8(out.stdout)
+        .map_err(|e| Failure::Step(format!("`{shown}` printed non-UTF-8: {e}")))
+}
+
 fn run(program: &str, args: &[&str]) -> Result<(), Failure> {
     let shown = format!("{program} {}", args.join(" "));
     eprintln!("xtask: running `{shown}`");
