@@ -16,7 +16,8 @@
 //! interleaved round by round (each first in every other round), and the
 //! median round of each.
 //!
-//! Row: 4096 values of `0.1 + 2*cos(i)` quantized by weightkit (ggml's
+//! Row: 4096 values (or `--values N`, a multiple of 256; one block's worth
+//! shows the per-call cost) of `0.1 + 2*cos(i)` quantized by weightkit (ggml's
 //! reference quantizers give the same bytes: see the tests), the partner row
 //! `0.1 + 2*cos(i + 1)` quantized by weightkit to the `vec_dot_type`. The
 //! grid i-quants (no reference quantizer in either library) use
@@ -24,7 +25,7 @@
 //! dequantize only.
 //!
 //! Usage (Linux; `cargo xtask quant-perf` runs it):
-//! `cargo run --release -p weightkit-quant --example ggml_inproc -- LIBDIR [ROUNDS] [--types q4_0,..]`
+//! `cargo run --release -p weightkit-quant --example ggml_inproc -- LIBDIR [ROUNDS] [--types q4_0,..] [--values N]`
 //! with `LIBDIR` the directory holding llama-cpp-python's ggml libraries
 //! (`target/interop-venv/lib/python3.*/site-packages/llama_cpp/lib`).
 
@@ -42,6 +43,7 @@ use weightkit_quant::{dequantize, quantize_into, row_size, vec_dot_fn, vec_dot_t
 
 /// Calls per timed round.
 const CALLS: usize = 1000;
+/// Values per row unless `--values` says otherwise.
 const N: usize = 4096;
 
 /// ggml's `struct ggml_type_traits` (ggml.h).
@@ -183,7 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args
         .first()
-        .ok_or("usage: ggml_inproc LIBDIR [ROUNDS] [--types a,b]")?;
+        .ok_or("usage: ggml_inproc LIBDIR [ROUNDS] [--types a,b] [--values N]")?;
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(41);
     let all = [
         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0,
@@ -203,12 +205,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Result<_, _>>()?,
         None => all.to_vec(),
     };
+    // Short rows (one block: `--values 256`) expose the per-call cost.
+    let n: usize = match args.iter().position(|a| a == "--values") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .filter(|&v: &usize| v > 0 && v % 256 == 0)
+            .ok_or("--values needs a positive multiple of 256")?,
+        None => N,
+    };
     let g = ggml::load(dir)?;
-    let x: Vec<f32> = (0..N).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
-    let other: Vec<f32> = (0..N).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
-    let gb = |t: f64| (N * 4) as f64 / t / f64::from(1u32 << 30);
+    let x: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
+    let other: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
+    let gb = |t: f64| (n * 4) as f64 / t / f64::from(1u32 << 30);
     println!(
-        "weightkit vs llama.cpp's ggml in one process: {N} values, median of {rounds} \
+        "weightkit vs llama.cpp's ggml in one process: {n} values, median of {rounds} \
          interleaved rounds of {CALLS} calls; GB/s of f32 data (2^30 bytes)\n"
     );
     println!(
@@ -223,53 +234,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // every type id below GGML_TYPE_COUNT (all ids here).
         let (tr, ct) = unsafe { (&*(g.traits)(id), &*(g.cpu_traits)(id)) };
         let grid = !weightkit_quant::can_quantize(dtype);
-        let mut q = vec![0u8; row_size(dtype, N)?];
+        let mut q = vec![0u8; row_size(dtype, n)?];
         let quant = if grid {
-            q = random_row(dtype, N)?;
+            q = random_row(dtype, n)?;
             "- | -".to_owned()
         } else {
-            quantize_into(dtype, &x, N, None, &mut q)?;
+            quantize_into(dtype, &x, n, None, &mut q)?;
             let from = tr.from_float_ref.ok_or("no from_float_ref")?;
             let mut q2 = vec![0u8; q.len()];
             // ggml's IQ4_NL `from_float_ref` is `quantize_row_iq4_nl_ref` (one
             // scale-search pass per group), not llama-quantize's 17-pass
             // `quantize_iq4_nl` that `quantize_into` runs.
-            let mut nl: Vec<BlockIq4Nl> = vec![bytemuck::Zeroable::zeroed(); N / 32];
+            let mut nl: Vec<BlockIq4Nl> = vec![bytemuck::Zeroable::zeroed(); n / 32];
             cell(race(
                 rounds,
                 || {
                     if dtype == IQ4_NL {
                         d::quantize_row_iq4_nl_ref(black_box(&x), &mut nl).expect("quantizes")
                     } else {
-                        quantize_into(dtype, black_box(&x), N, None, &mut q).expect("quantizes")
+                        quantize_into(dtype, black_box(&x), n, None, &mut q).expect("quantizes")
                     }
                 },
-                // SAFETY: `x` holds N floats and `q2` the row's bytes.
-                || unsafe { from(black_box(x.as_ptr()), q2.as_mut_ptr(), N as i64) },
+                // SAFETY: `x` holds n floats and `q2` the row's bytes.
+                || unsafe { from(black_box(x.as_ptr()), q2.as_mut_ptr(), n as i64) },
             ))
         };
         let to = tr.to_float.ok_or("no to_float")?;
-        let (mut y1, mut y2) = (vec![0f32; N], vec![0f32; N]);
+        let (mut y1, mut y2) = (vec![0f32; n], vec![0f32; n]);
         let deq = cell(race(
             rounds,
             || dequantize(dtype, black_box(&q), &mut y1).expect("dequantizes"),
-            // SAFETY: `q` is one row of N values of this type, `y2` N floats.
-            || unsafe { to(black_box(q.as_ptr()), y2.as_mut_ptr(), N as i64) },
+            // SAFETY: `q` is one row of n values of this type, `y2` n floats.
+            || unsafe { to(black_box(q.as_ptr()), y2.as_mut_ptr(), n as i64) },
         ));
         let partner = vec_dot_type(dtype).ok_or("no partner")?;
-        let mut p = vec![0u8; row_size(partner, N)?];
-        quantize_into(partner, &other, N, None, &mut p)?;
+        let mut p = vec![0u8; row_size(partner, n)?];
+        quantize_into(partner, &other, n, None, &mut p)?;
         let vd = ct.vec_dot.ok_or("no vec_dot")?;
         let ours = vec_dot_fn(dtype).ok_or("no vec_dot")?;
         let (mut ra, mut rb) = (0f32, 0f32);
         let dot = cell(race(
             rounds,
             || ra = ours(black_box(&q), black_box(&p)).expect("dots"),
-            // SAFETY: `q` is one row of N values, `p` one row of N values of
+            // SAFETY: `q` is one row of n values, `p` one row of n values of
             // the type's vec_dot_type; nrc = 1 with zero strides.
             || unsafe {
                 vd(
-                    N as i32,
+                    n as i32,
                     &mut rb,
                     0,
                     black_box(q.as_ptr()),
