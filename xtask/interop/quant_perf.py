@@ -15,7 +15,11 @@ installed, so the ggml shared libraries it built are there). Steps:
 Rounds alternate between the two programs and each keeps its best round, so
 a background load burst does not land on one side only.
 
-usage: quant_perf.py VERSION WORKDIR SPEED_BINARY [ROUNDS]
+With `--ggml-lib DIR` test-quantize-perf links the ggml libraries in DIR
+instead (build_ggml_native.py's -march=native build: what cmake's defaults
+give a llama.cpp user).
+
+usage: quant_perf.py VERSION WORKDIR SPEED_BINARY [ROUNDS] [--ggml-lib DIR]
 """
 
 import glob
@@ -57,11 +61,13 @@ def llama_cpp_sources(version, work):
     return os.path.dirname(os.path.dirname(marker))
 
 
-def build_perf(llama, work):
-    import llama_cpp
+def build_perf(llama, work, lib=None):
+    exe = os.path.join(work, "test-quantize-perf" if lib is None else "test-quantize-perf-native")
+    if lib is None:
+        import llama_cpp
 
-    lib = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
-    exe = os.path.join(work, "test-quantize-perf")
+        lib = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
+    lib = os.path.abspath(lib)
     subprocess.run(
         ["g++", "-O2", "-std=c++17", f"-I{llama}/ggml/include", f"{llama}/tests/test-quantize-perf.cpp",
          f"-L{lib}", "-lggml", "-lggml-base", "-lggml-cpu", f"-Wl,-rpath,{lib}", "-o", exe],
@@ -106,11 +112,17 @@ def run_ours(speed):
 
 
 def main():
-    version, work, speed = sys.argv[1:4]
-    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    args = sys.argv[1:]
+    lib = None
+    if "--ggml-lib" in args:
+        i = args.index("--ggml-lib")
+        lib = args[i + 1]
+        del args[i:i + 2]
+    version, work, speed = args[:3]
+    rounds = int(args[3]) if len(args) > 3 else 2
     os.makedirs(work, exist_ok=True)
     llama = llama_cpp_sources(version, work)
-    exe, commit = build_perf(llama, work)
+    exe, commit = build_perf(llama, work, lib)
     best_l, best_o = {}, {}
     for r in range(rounds):
         print(f"round {r + 1}/{rounds}", file=sys.stderr)
@@ -119,7 +131,8 @@ def main():
             best_l[k] = max(best_l.get(k, 0.0), v)
         for k, v in run_ours(speed).items():
             best_o[k] = tuple(max(a, b) for a, b in zip(best_o.get(k, (0.0,) * 6), v))
-    print(f"llama.cpp {commit[:7]} test-quantize-perf (-i {ITER}, 4096 values, 1 thread) vs "
+    build = "AVX2 build (llama-cpp-python's)" if lib is None else f"ggml from {lib}"
+    print(f"llama.cpp {commit[:7]} test-quantize-perf, {build} (-i {ITER}, 4096 values, 1 thread) vs "
           f"weightkit speed example, best of {rounds} alternating rounds; GB/s of f32 data "
           f"(llama.cpp's from its mean cycles at a {rate / 1e9:.2f} GHz time-stamp counter)")
     print()

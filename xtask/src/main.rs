@@ -66,9 +66,10 @@ commands:
             `cargo xtask interop` installed, runs it and weightkit-quant's
             `speed` example in alternating rounds and prints GB/s and ratios;
             then the `ggml_inproc` example times the same kernels against
-            ggml's own in one process (dlopen of those libraries), and again
-            against ggml built by cmake for this CPU (GGML_NATIVE=ON, pinned
-            cmake/ninja from PyPI; xtask/interop/build_ggml_native.py)
+            ggml's own in one process (dlopen of those libraries); both again
+            against ggml built by cmake for this CPU (GGML_NATIVE=ON, what a
+            llama.cpp user's cmake build gives; pinned cmake/ninja from PyPI,
+            xtask/interop/build_ggml_native.py)
   export-bench [--small] [--stand-in] [--only chain|weightkit]
             shipping a LoRA-finetuned model to llama.cpp, timed on this
             machine (slow, not in CI; needs target/interop-venv): generates
@@ -489,16 +490,29 @@ fn quant_perf() -> Result<(), Failure> {
         "speed",
     ])?;
     let speed = root.join("target/release/examples/speed");
-    run(
+    // The build cmake's defaults give a llama.cpp user: -march=native.
+    let native = output(
         &python.to_string_lossy(),
         &[
+            "xtask/interop/build_ggml_native.py",
+            LLAMA_CPP_PYTHON_VERSION,
+            "target/qperf",
+        ],
+    )?;
+    let native = native.trim();
+    for lib in [None, Some(native)] {
+        let mut args = vec![
             "xtask/interop/quant_perf.py",
             LLAMA_CPP_PYTHON_VERSION,
             "target/qperf",
-            &speed.to_string_lossy(),
-            "3",
-        ],
-    )?;
+        ];
+        let speed = speed.to_string_lossy();
+        args.extend([&*speed, "3"]);
+        if let Some(lib) = lib {
+            args.extend(["--ggml-lib", lib]);
+        }
+        run(&python.to_string_lossy(), &args)?;
+    }
     // The same kernels against ggml's in one process (same statistic, no
     // per-call timer reads on llama.cpp's side).
     let libdir = std::fs::read_dir(root.join("target/interop-venv/lib"))
@@ -521,17 +535,8 @@ fn quant_perf() -> Result<(), Failure> {
     let inproc = root.join("target/release/examples/ggml_inproc");
     println!("\nggml as llama-cpp-python builds it (AVX2):\n");
     run(&inproc.to_string_lossy(), &[&libdir.to_string_lossy()])?;
-    // The build cmake's defaults give a llama.cpp user: -march=native.
-    let native = output(
-        &python.to_string_lossy(),
-        &[
-            "xtask/interop/build_ggml_native.py",
-            LLAMA_CPP_PYTHON_VERSION,
-            "target/qperf",
-        ],
-    )?;
     println!("\nggml built by cmake with GGML_NATIVE=ON (-march=native):\n");
-    run(&inproc.to_string_lossy(), &[native.trim()])
+    run(&inproc.to_string_lossy(), &[native])
 }
 
 /// weightkit's side of `cargo xtask export-bench` by default: one command.
