@@ -10,6 +10,7 @@ mod simd;
 mod simd_dots1;
 mod simd_dots2;
 mod simd_float;
+mod simd_floatdot;
 mod simd_fp4;
 mod simd_iq4;
 mod simd_iq4q;

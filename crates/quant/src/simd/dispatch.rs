@@ -20,7 +20,9 @@
 //! marked `vnni`, in 256-bit registers): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! IQ4_NL, Q1_0, Q2_0 (`vpdpbusd`), TQ1_0, TQ2_0 (`vpdpbusd`), Q2_K, Q4_K,
 //! Q6_K (`vpdpbusd`, pairs weighted by `vpdpwssd`) and Q5_K (`vpdpwssd`), each
-//! kept where it measured faster than the AVX2 kernel on AMD Zen 4. 512-bit
+//! kept where it measured faster than the AVX2 kernel on AMD Zen 4; and the
+//! BF16 dot product (marked `avx512`: 512-bit shift/mask widening, FMA, in
+//! [`x86_floatdot`]). 512-bit
 //! versions of the Q8_0/Q4_0 dequantizers and dot products measured no
 //! better on Zen 4, which splits 512-bit operations in two.
 
@@ -32,7 +34,7 @@ use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
 
 use super::{Level, level, supported};
 #[cfg(target_arch = "x86_64")]
-use super::{x86, x86_dots1, x86_float, x86_vnni};
+use super::{x86, x86_dots1, x86_float, x86_floatdot, x86_vnni};
 
 /// Generates the pair of public functions `$name(args)` (at [`level`]) and
 /// `$name_at(level, args)` over a private `$imp(level, args)`.
@@ -501,11 +503,13 @@ dot! {
 
 /// Generates the entry points of a [`crate::floats`] kernel: the AVX2 one
 /// when `$ok` (the lengths the scalar function accepts), else the scalar one.
+/// `avx512` after the scalar path: the kernel also has an AVX-512 version in
+/// [`x86_floatdot`], run at [`Level::Avx512`].
 macro_rules! float_kernel {
     (
         $(#[$doc:meta])*
         $name:ident / $at:ident = $imp:ident ($x:ident: $tx:ty, $y:ident: $ty:ty) -> $ret:ty,
-        $ok:expr, $scalar:path
+        $ok:expr, $scalar:path $(, $avx512:ident)?
     ) => {
         entry_points! {
             $(#[$doc])*
@@ -516,6 +520,15 @@ macro_rules! float_kernel {
         fn $imp(level: Level, $x: $tx, $y: $ty) -> Result<$ret, QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && $ok {
+                $(
+                    let _ = stringify!($avx512);
+                    if avx512(level) {
+                        // SAFETY: `level` is capped at `supported()`, and
+                        // `supported() >= Avx512` means the CPU has AVX2,
+                        // FMA, F16C, AVX-512 F/BW/VL and VNNI.
+                        return Ok(unsafe { x86_floatdot::$name($x, $y) });
+                    }
+                )?
                 // SAFETY: `level` is capped at `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
                 return Ok(unsafe { x86_float::$name($x, $y) });
@@ -578,12 +591,13 @@ float_kernel! {
 
 float_kernel! {
     /// [`floats::vec_dot_bf16`], SIMD where available: f32 FMA lanes in
-    /// place of the scalar f64 sum (last-bit differences).
+    /// place of the scalar f64 sum (last-bit differences); 512-bit at
+    /// [`Level::Avx512`].
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless both rows hold as many values.
     vec_dot_bf16 / vec_dot_bf16_at = vec_dot_bf16_impl(x: &[u8], y: &[u8]) -> f32,
-    x.len() == y.len() && x.len().is_multiple_of(2), floats::vec_dot_bf16
+    x.len() == y.len() && x.len().is_multiple_of(2), floats::vec_dot_bf16, avx512
 }
 
 float_kernel! {

@@ -22,6 +22,8 @@ pub(crate) mod x86_dots2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_float;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_floatdot;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_fp4;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iq4q;
