@@ -7,6 +7,7 @@ mod kquants;
 mod legacy;
 mod q1q2;
 mod simd;
+mod simd_avx2dots;
 mod simd_dots1;
 mod simd_dots2;
 mod simd_float;

@@ -34,7 +34,7 @@ use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
 
 use super::{Level, level, supported};
 #[cfg(target_arch = "x86_64")]
-use super::{x86, x86_dots1, x86_float, x86_floatdot, x86_vnni};
+use super::{x86, x86_avx2dots, x86_dots1, x86_float, x86_floatdot, x86_vnni};
 
 /// Generates the pair of public functions `$name(args)` (at [`level`]) and
 /// `$name_at(level, args)` over a private `$imp(level, args)`.
@@ -932,7 +932,7 @@ dot_raw! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_tq2_0_q8_k / vec_dot_tq2_0_q8_k_at = vec_dot_tq2_0_q8_k_impl,
-    BlockTq2_0, iquants::Q8_K_BYTES, x86_tern::vec_dot_tq2_0_q8_k, iquants::vec_dot_tq2_0_q8_k, vnni
+    BlockTq2_0, iquants::Q8_K_BYTES, x86_avx2dots::vec_dot_tq2_0_q8_k, iquants::vec_dot_tq2_0_q8_k, vnni
 }
 
 dequantizer! {
@@ -1178,7 +1178,7 @@ dot_raw! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 136 * x.len()`.
     vec_dot_q1_0_q8_0 / vec_dot_q1_0_q8_0_at = vec_dot_q1_0_q8_0_impl,
-    BlockQ1_0, 4 * iquants::Q8_0_BYTES, x86_q12::vec_dot_q1_0_q8_0, legacy::vec_dot_q1_0_q8_0, vnni
+    BlockQ1_0, 4 * iquants::Q8_0_BYTES, x86_avx2dots::vec_dot_q1_0_q8_0, legacy::vec_dot_q1_0_q8_0, vnni
 }
 
 dot_raw! {

@@ -16,6 +16,8 @@ pub mod dispatch;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2dots;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_dots1;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_dots2;

@@ -2,7 +2,8 @@
 //! `q1q2` module), chosen at run time by [`super::dispatch`] like those of
 //! [`super::x86`] (same preconditions: `unsafe fn` only for the target
 //! features; they take slices and process the shorter side on a length
-//! mismatch).
+//! mismatch). The AVX2 Q1_0 dot product is in [`super::x86_avx2dots`] (the
+//! notes below on its integers still hold).
 //!
 //! # Exactness
 //!
@@ -54,37 +55,6 @@ use crate::legacy::{BlockQ1_0, BlockQ2_0, QK1_0, QK2_0, q1_0_block_ref};
 
 // ------------------------------------------------------------------ helpers
 
-/// Eight exact partial sums (as f32) of `sum s_j q_j` over one Q8_0 block,
-/// `s_j = +1` where bit `j` of the little-endian `bits` is set, else -1.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q1_0_signed_sum(bits: [u8; 4], q: &[u8; 32]) -> __m256 {
-    let ones8 = _mm256_set1_epi8(1);
-    // Byte j takes bits byte j / 8 ...
-    let b = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(i32::from_le_bytes(bits)),
-        _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
-        ),
-    );
-    // ... and m is all ones where its bit j % 8 is clear.
-    let m = _mm256_cmpeq_epi8(
-        _mm256_and_si256(b, _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64)),
-        _mm256_setzero_si256(),
-    );
-    let q = load_u8x32(q);
-    // s q = |q| (s sign(q)): |q| read as unsigned is exact for q = -128,
-    // and s sign(q) (with s = m | 1) is -1, 0 or 1.
-    let p = _mm256_maddubs_epi16(
-        _mm256_abs_epi8(q),
-        _mm256_sign_epi8(_mm256_or_si256(m, ones8), q),
-    );
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
-}
-
 /// Transposes eight rows of eight floats: lane `b` of result `j` is lane
 /// `j` of row `b`.
 #[inline]
@@ -131,25 +101,6 @@ fn spread_bits(x: u32) -> u64 {
 
 // ------------------------------------------------------------- dot products
 
-/// `(d0 s0 + d1 s1) + (d2 s2 + d3 s3)` (two FMA chains of two, then an
-/// add: a shorter dependency chain than one FMA chain of four).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn scaled_sum4(p: [(f32, __m256); 4]) -> __m256 {
-    let [(d0, s0), (d1, s1), (d2, s2), (d3, s3)] = p;
-    let a = _mm256_fmadd_ps(
-        _mm256_set1_ps(d1),
-        s1,
-        _mm256_mul_ps(_mm256_set1_ps(d0), s0),
-    );
-    let b = _mm256_fmadd_ps(
-        _mm256_set1_ps(d3),
-        s3,
-        _mm256_mul_ps(_mm256_set1_ps(d2), s2),
-    );
-    _mm256_add_ps(a, b)
-}
-
 /// Sums `d * b` over the blocks, `(d, b) = f(x[i], y[i])` (`d` the block
 /// scale, `b` eight lanes of its scaled sub-block sums), in two register
 /// accumulators, blocks in pairs (an accumulator array indexed by the block
@@ -175,27 +126,7 @@ fn sum_pairs<X, Y>(x: &[X], y: &[Y], f: impl Fn(&X, &Y) -> (f32, __m256)) -> f32
     hsum_f32x8(_mm256_add_ps(a0, a1))
 }
 
-/// Q1_0 x Q8_0, `y` the raw bytes of `block_q8_0`s (four, 136 bytes, per
-/// Q1_0 block); blocks past the shorter side are ignored.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_q1_0_q8_0(x: &[BlockQ1_0], y: &[u8]) -> f32 {
-    let t = f16_table();
-    let (y, _) = y.as_chunks::<{ 4 * Q8_0_BYTES }>();
-    sum_pairs(x, y, |xb, yb| {
-        let (ys, _) = yb.as_chunks::<Q8_0_BYTES>();
-        let (ws, _) = xb.qs.as_chunks::<4>();
-        let parts = std::array::from_fn(|k| {
-            let (dy, q) = q8_0_parts(t, &ys[k]);
-            (dy, q1_0_signed_sum(ws[k], q))
-        });
-        (h2f_t(t, xb.d), scaled_sum4(parts))
-    })
-}
-
-/// [`vec_dot_q1_0_q8_0`] with AVX-512 VNNI ([`super::Level::Avx512`]):
+/// [`super::x86_avx2dots::vec_dot_q1_0_q8_0`] with AVX-512 VNNI ([`super::Level::Avx512`]):
 /// `sum s q = sum 2 b q - sum q` for the bits `b`, two `vpdpbusd` (the
 /// unsigned `2 b` from the bits as a byte mask, and ones, by the signed
 /// quants; groups of four products, no saturation) and one subtraction in

@@ -2,7 +2,7 @@
 //! TQ2_0, chosen at run time by [`super::dispatch`] like those of
 //! [`super::x86`] (same preconditions: `unsafe fn` only for the target
 //! features; they take slices and process the shorter side on a length
-//! mismatch).
+//! mismatch). The AVX2 TQ2_0 dot product is in [`super::x86_avx2dots`].
 //!
 //! # Exactness
 //!
@@ -191,34 +191,6 @@ pub(super) fn tq1_0_dot(
         }
         let d = _mm256_set1_ps(h2f_t(t, xb.d) * dy);
         acc = _mm256_fmadd_ps(d, finish(p[0], p[1], bsums), acc);
-    }
-    hsum_f32x8(acc)
-}
-
-/// TQ2_0 x Q8_K, `y` the raw bytes of `block_q8_K`s (292 each); blocks past
-/// the shorter side are ignored.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> f32 {
-    let t = f16_table();
-    let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8, bsums) = q8_k_parts(yb);
-        let (q8, _) = q8.as_chunks::<4>();
-        let mut p = [_mm256_setzero_si256(); 2];
-        // Bytes 32 j..32 j + 32 hold values 128 j + 32 l + m in bits 2 l.
-        for (q2, q8) in xb.qs.as_chunks::<32>().0.iter().zip(q8) {
-            for (l, (c, y)) in tq2_0_codes(load_u8x32(q2)).iter().zip(q8).enumerate() {
-                // Codes 0..=3 unsigned: pair sums at most 2 * 3 * 128.
-                let cy = _mm256_maddubs_epi16(*c, load_u8x32(y));
-                p[l / 2] = _mm256_add_epi16(p[l / 2], cy);
-            }
-        }
-        let d = _mm256_set1_ps(dy * h2f_t(t, xb.d));
-        acc = _mm256_fmadd_ps(d, less_bsums(_mm256_add_epi16(p[0], p[1]), bsums), acc);
     }
     hsum_f32x8(acc)
 }
