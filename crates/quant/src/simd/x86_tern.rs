@@ -195,20 +195,6 @@ pub(super) fn tq1_0_dot(
     hsum_f32x8(acc)
 }
 
-/// The 2-bit codes (0..=3) of 32 TQ2_0 bytes, field `l` (bits `2 l`) in
-/// vector `l`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn tq2_0_codes(v: __m256i) -> [__m256i; 4] {
-    let three = _mm256_set1_epi8(3);
-    [
-        _mm256_and_si256(v, three),
-        _mm256_and_si256(_mm256_srli_epi16::<2>(v), three),
-        _mm256_and_si256(_mm256_srli_epi16::<4>(v), three),
-        _mm256_and_si256(_mm256_srli_epi16::<6>(v), three),
-    ]
-}
-
 // ------------------------------------------------------------- dequantizers
 
 /// Writes, for each of 32 signs in `s` (bytes whose low 3 bits index

