@@ -16,8 +16,6 @@ pub mod dispatch;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod x86_dots1;
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_dots2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_float;
@@ -25,6 +23,8 @@ pub(crate) mod x86_float;
 pub(crate) mod x86_fp4;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iq4q;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_iq4vnni;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iqdeq;
 #[cfg(target_arch = "x86_64")]
