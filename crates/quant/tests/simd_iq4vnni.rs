@@ -5,12 +5,14 @@
 //! integer below 2^24 (so a group's values, quants or scale taken from the
 //! wrong lane or position would show), against the exact i64 sum within
 //! f32 rounding elsewhere, and the per-group f32 path of huge, infinite
-//! and NaN block scales against the scalar code.
+//! and NaN block scales against the scalar code. Also the IQ2_S dot (the
+//! AVX2 kernel's body with `vpdpwssd` at AVX-512) against the exact dot of
+//! its dequantized values.
 
 use half::f16;
 use proptest::prelude::*;
 use weightkit_quant::iquants::grids::KVALUES_IQ4NL;
-use weightkit_quant::iquants::{self, BlockIq4Xs};
+use weightkit_quant::iquants::{self, BlockIq2S, BlockIq4Xs};
 use weightkit_quant::kquants::QK_K;
 use weightkit_quant::simd::{Level, dispatch};
 
@@ -292,5 +294,87 @@ fn iq4_xs_huge_block_scales_take_the_scalar_products() {
             .sum();
         assert!(mag < 1e37, "{mag}");
         check_near(&x, &y).unwrap();
+    }
+}
+
+// -------------------------------------------------------------------- IQ2_S
+
+/// The IQ2_S dot at every level (and unaligned) against the exact dot of
+/// the dequantized row (each value `d (2 s + 1) g / 8` with `d = ±1` is
+/// exact in f32) and the quants: equal when every partial sum is a
+/// multiple of 1/8 below 2^20 (`small`), else within f32 rounding of the
+/// magnitude.
+fn check_iq2_s(x: &[BlockIq2S], y: &[u8], small: bool) -> Result<(), TestCaseError> {
+    let mut v = vec![0f32; x.len() * QK_K];
+    iquants::dequantize_row_iq2_s(x, &mut v).unwrap();
+    let (mut exact, mut mag) = (0f64, 0f64);
+    for (i, &v) in v.iter().enumerate() {
+        let q = f64::from(y[i / QK_K * Q8_K_BYTES + 4 + i % QK_K] as i8);
+        exact += f64::from(v) * q;
+        mag += (f64::from(v) * q).abs();
+    }
+    let scalar = iquants::vec_dot_iq2_s_q8_k(x, y).unwrap();
+    let (xs, ys) = (Shifted::new(x), Shifted::new(y));
+    let bound = (x.len() as f64 + 12.0) * mag * f64::from(f32::EPSILON);
+    for level in levels() {
+        for (x, y) in [(x, y), (xs.get(), ys.get())] {
+            let got = dispatch::vec_dot_iq2_s_q8_k_at(level, x, y).unwrap();
+            if small {
+                prop_assert_eq!(f64::from(got), exact, "{:?}", level);
+                prop_assert_eq!(f64::from(scalar), exact, "scalar");
+            } else {
+                let err = (f64::from(got) - exact).abs();
+                prop_assert!(err <= bound, "{level:?}: {got} vs {exact} (bound {bound})");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn iq2_s_blocks(bytes: &[u8], neg: &[bool]) -> Vec<BlockIq2S> {
+    bytes
+        .chunks_exact(size_of::<BlockIq2S>())
+        .zip(neg)
+        .map(|(c, &n)| {
+            let mut b: BlockIq2S = bytemuck::pod_read_unaligned(c);
+            b.d = if n { -f16::ONE } else { f16::ONE };
+            b
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Any grid indexes, signs and scales, unit super-scales, 0 to 9 blocks
+    /// (odd and even group counts per accumulator); quants -2..=2 (every
+    /// partial sum exact: at most `9 * 256 * 31 * 43 * 2 < 2^23` eighths)
+    /// or any, -128 and 127 favoured.
+    #[test]
+    fn iq2_s_dots_match_the_exact_dot(
+        nb in 0usize..=9,
+        xb in proptest::collection::vec(any::<u8>(), 9 * 82),
+        neg in proptest::collection::vec(any::<bool>(), 9),
+        small in any::<bool>(),
+        yq in proptest::collection::vec(
+            prop_oneof![any::<i8>(), Just(-128i8), Just(127i8)], 9 * QK_K),
+    ) {
+        let x = iq2_s_blocks(&xb[..82 * nb], &neg);
+        let yq: Vec<i8> = yq[..QK_K * nb].iter().map(|&q| if small { q % 3 } else { q }).collect();
+        check_iq2_s(&x, &q8_k(1.0, &yq), small)?;
+    }
+}
+
+/// The largest IQ2_S products: every grid index, sign and scale byte at
+/// 0xFF or 0x00 against quants of -128 and 127, 1 to 5 blocks.
+#[test]
+fn iq2_s_extreme_blocks() {
+    for nb in 1..=5 {
+        for byte in [0x00u8, 0xff, 0x80, 0x7f] {
+            for q in [i8::MIN, i8::MAX] {
+                let x = iq2_s_blocks(&vec![byte; 82 * nb], &[false; 5]);
+                check_iq2_s(&x, &q8_k(1.0, &vec![q; QK_K * nb]), false).unwrap();
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@
 //! except the dot products with an AVX-512 VNNI version there (the entries
 //! marked `vnni`, in 256-bit registers): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! IQ4_NL, Q1_0, Q2_0 (`vpdpbusd`), TQ1_0, TQ2_0 (`vpdpbusd`), Q2_K, Q4_K,
-//! Q6_K (`vpdpbusd`, pairs weighted by `vpdpwssd`), Q5_K and IQ4_XS
+//! Q6_K (`vpdpbusd`, pairs weighted by `vpdpwssd`), Q5_K, IQ4_XS and IQ2_S
 //! (`vpdpwssd`), each
 //! kept where it measured faster than the AVX2 kernel on AMD Zen 4. 512-bit
 //! versions of the Q8_0/Q4_0 dequantizers and dot products measured no
@@ -1056,7 +1056,7 @@ dot_raw! {
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_iq2_s_q8_k / vec_dot_iq2_s_q8_k_at = vec_dot_iq2_s_q8_k_impl,
     iquants::BlockIq2S, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq2_s_q8_k,
-    iquants::vec_dot_iq2_s_q8_k
+    iquants::vec_dot_iq2_s_q8_k, vnni
 }
 
 dot_raw! {
