@@ -277,7 +277,7 @@ pub(crate) unsafe fn vec_dot_iq4_xs_q8_k_avx2(x: &[BlockIq4Xs], y: &[u8]) -> f32
 /// collects at most `32 * 62 * 128 * 31 < 2^23` per block.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C.
+/// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
     let t = f16_table();
