@@ -1,4 +1,4 @@
-//! The IQ4_XS x Q8_K dot product (kernel in simd/x86_dots1.rs: group
+//! The IQ4_XS x Q8_K dot product (kernels in simd/x86_iq4vnni.rs: group
 //! scales applied in i32, the block scaled once) at every level against an
 //! exact i64 reference, on random and adversarial blocks and row lengths
 //! of 0 to 20 blocks, and non-finite scales against the scalar reference.

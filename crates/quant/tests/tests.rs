@@ -15,6 +15,7 @@ mod simd_floatdot;
 mod simd_fp4;
 mod simd_iq4;
 mod simd_iq4q;
+mod simd_iq4vnni;
 mod simd_iqdeq;
 mod simd_iqdot;
 mod simd_q12;

@@ -19,10 +19,10 @@
 //! except the dot products with an AVX-512 VNNI version there (the entries
 //! marked `vnni`, in 256-bit registers): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! IQ4_NL, Q1_0, Q2_0 (`vpdpbusd`), TQ1_0, TQ2_0 (`vpdpbusd`), Q2_K, Q4_K,
-//! Q6_K (`vpdpbusd`, pairs weighted by `vpdpwssd`) and Q5_K (`vpdpwssd`), each
-//! kept where it measured faster than the AVX2 kernel on AMD Zen 4; and the
-//! BF16 dot product (marked `avx512`: 512-bit shift/mask widening, FMA, in
-//! [`x86_floatdot`]). 512-bit
+//! Q6_K (`vpdpbusd`, pairs weighted by `vpdpwssd`), Q5_K, IQ4_XS and IQ2_S
+//! (`vpdpwssd`), each kept where it measured faster than the AVX2 kernel on
+//! AMD Zen 4; and the BF16 dot product (marked `avx512`: 512-bit shift/mask
+//! widening, FMA, in [`x86_floatdot`]). 512-bit
 //! versions of the Q8_0/Q4_0 dequantizers and dot products measured no
 //! better on Zen 4, which splits 512-bit operations in two.
 
@@ -34,7 +34,7 @@ use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
 
 use super::{Level, level, supported};
 #[cfg(target_arch = "x86_64")]
-use super::{x86, x86_avx2dots, x86_dots1, x86_float, x86_floatdot, x86_vnni};
+use super::{x86, x86_avx2dots, x86_float, x86_floatdot, x86_iq4vnni, x86_vnni};
 
 /// Generates the pair of public functions `$name(args)` (at [`level`]) and
 /// `$name_at(level, args)` over a private `$imp(level, args)`.
@@ -670,14 +670,16 @@ dot_raw! {
 
 dot_raw! {
     /// [`iquants::vec_dot_iq4_xs_q8_k`] (`y` the raw bytes of `block_q8_K`s),
-    /// SIMD where available: exact block integer sums (scaled by the group
-    /// scales in i32), f32 accumulation in another order (last-bit
+    /// SIMD where available (two groups per vector; AVX-512 weights them by
+    /// their scales with `vpdpwssd`): exact block integer sums (scaled by the
+    /// group scales in i32), f32 accumulation in another order (last-bit
     /// differences).
     ///
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_iq4_xs_q8_k / vec_dot_iq4_xs_q8_k_at = vec_dot_iq4_xs_q8_k_impl,
-    BlockIq4Xs, iquants::Q8_K_BYTES, x86_dots1::vec_dot_iq4_xs_q8_k, iquants::vec_dot_iq4_xs_q8_k
+    BlockIq4Xs, iquants::Q8_K_BYTES, x86_iq4vnni::vec_dot_iq4_xs_q8_k_avx2,
+    iquants::vec_dot_iq4_xs_q8_k, vnni
 }
 
 dequantizer! {
@@ -1067,7 +1069,7 @@ dot_raw! {
     /// [`QuantError::BufferLength`] unless `y.len() == 292 * x.len()`.
     vec_dot_iq2_s_q8_k / vec_dot_iq2_s_q8_k_at = vec_dot_iq2_s_q8_k_impl,
     iquants::BlockIq2S, iquants::Q8_K_BYTES, x86_iqdot::vec_dot_iq2_s_q8_k,
-    iquants::vec_dot_iq2_s_q8_k
+    iquants::vec_dot_iq2_s_q8_k, vnni
 }
 
 dot_raw! {

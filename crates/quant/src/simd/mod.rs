@@ -18,8 +18,6 @@ pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2dots;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod x86_dots1;
-#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_dots2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_float;
@@ -29,6 +27,8 @@ pub(crate) mod x86_floatdot;
 pub(crate) mod x86_fp4;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iq4q;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_iq4vnni;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_iqdeq;
 #[cfg(target_arch = "x86_64")]

@@ -43,7 +43,7 @@
 //! * IQ4_NL x Q8_0 and IQ4_XS x Q8_K look the nibbles up in the codebook
 //!   (`pshufb`) and multiply as `|y| * (sign(y) v)` in `maddubs`: exact for
 //!   every byte because no codebook value is -128 (see [`iq4_pairs`]).
-//!   (The IQ4_XS dot product lives in x86_dots1.rs.)
+//!   (The IQ4_XS dot products live in x86_iq4vnni.rs.)
 //!   The IQ4 dequantizers are one multiply per value, as the scalar ones.
 
 use std::arch::x86_64::*;

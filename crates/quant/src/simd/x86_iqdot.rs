@@ -64,7 +64,10 @@
 //!
 //! AVX-512 VNNI (`vpdpwssd` for each group's `madd` + `add`, with one or
 //! two accumulators) measured 0.95-1.0x these AVX2 kernels on Zen 4 for
-//! IQ1_M and IQ2_S, so [`super::Level::Avx512`] runs them as they are.
+//! IQ1_M and IQ2_S, so [`super::Level::Avx512`] runs them as they are,
+//! except IQ2_S: with `vpdpwssd` kept as one instruction (through `asm!`;
+//! LLVM splits the intrinsic back into `madd` + `add`), 1.03-1.07x
+//! (x86_iq4vnni.rs).
 //! `vpdpbusd` cannot drop the `abs`/`sign` pair (its unsigned operand is
 //! `|q8|` here too) and its 4-byte sums would still need the 16-value
 //! scale multiply.
@@ -90,7 +93,7 @@ use crate::kquants::QK_K;
 /// Loads 8 bytes into the low half.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load8(b: &[u8; 8]) -> __m128i {
+pub(super) fn load8(b: &[u8; 8]) -> __m128i {
     _mm_cvtsi64_si128(i64::from_le_bytes(*b))
 }
 
@@ -98,7 +101,7 @@ fn load8(b: &[u8; 8]) -> __m128i {
 /// values `|g| <= 127` and any quants `q`, exact (see the module docs).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn pairs(g: __m256i, q8: __m256i) -> __m256i {
+pub(super) fn pairs(g: __m256i, q8: __m256i) -> __m256i {
     _mm256_maddubs_epi16(_mm256_abs_epi8(q8), _mm256_sign_epi8(g, q8))
 }
 
@@ -115,7 +118,7 @@ fn vload<T: Copy>(v: &T) -> T {
 /// stays one `pshufb` (LLVM rewrites a known constant control into two or
 /// three other shuffles, which it rates cheaper and which are slower here).
 #[inline(always)]
-fn opaque<T: ?Sized>(v: &T) -> &T {
+pub(super) fn opaque<T: ?Sized>(v: &T) -> &T {
     std::hint::black_box(v)
 }
 
@@ -123,7 +126,7 @@ fn opaque<T: ?Sized>(v: &T) -> &T {
 /// `mask`), moved to integer registers with one extract.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn idx4<const Q: i32>(v: __m128i, mask: u64) -> [usize; 4] {
+pub(super) fn idx4<const Q: i32>(v: __m128i, mask: u64) -> [usize; 4] {
     let w = _mm_extract_epi64::<Q>(v) as u64;
     [
         (w & mask) as usize,
@@ -136,7 +139,7 @@ fn idx4<const Q: i32>(v: __m128i, mask: u64) -> [usize; 4] {
 /// Splits a raw `block_q8_K` into its scale, its eight groups of 32 quants
 /// and its 16 block sums (32 bytes).
 #[inline]
-fn q8_k(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]], &[u8; 32]) {
+pub(super) fn q8_k(yb: &[u8; Q8_K_BYTES]) -> (f32, &[[u8; 32]], &[u8; 32]) {
     let (dy, rest) = yb.split_first_chunk::<4>().expect("292 bytes");
     let (qs, bsums) = rest.split_at(QK_K);
     let (q8, _) = qs.as_chunks::<32>();
@@ -163,7 +166,7 @@ fn pair64(a: &u64, b: &u64) -> __m128i {
 /// Four 8-byte grid points of `table` in one vector, entry `i[0]` lowest.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn grid4<const N: usize>(table: &[u64; N], i: [usize; 4]) -> __m256i {
+pub(super) fn grid4<const N: usize>(table: &[u64; N], i: [usize; 4]) -> __m256i {
     let lo = pair64(&table[i[0]], &table[i[1]]);
     let hi = pair64(&table[i[2]], &table[i[3]]);
     _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
@@ -245,7 +248,7 @@ const fn spread_controls() -> [[i8; 32]; 4] {
 /// `0x7F` where it is not, for `_mm256_sign_epi8`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn sign_operand(v: __m256i, slot: usize) -> __m256i {
+pub(super) fn sign_operand(v: __m256i, slot: usize) -> __m256i {
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     let spread = load_u8x32(bytemuck::cast_ref(&SPREAD[slot]));
     _mm256_add_epi8(
@@ -257,7 +260,7 @@ fn sign_operand(v: __m256i, slot: usize) -> __m256i {
 /// `v` with its low (`HI == false`) or high 128-bit lane in both lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn lane<const HI: bool>(v: __m256i) -> __m256i {
+pub(super) fn lane<const HI: bool>(v: __m256i) -> __m256i {
     if HI {
         _mm256_permute2x128_si256::<0x11>(v, v)
     } else {
@@ -288,7 +291,7 @@ fn scale_dwords(v: __m256i) -> (__m256i, __m256i) {
 /// in the low lane, the high nibble (values 16..32) in the high lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn split_nibble_scales(scales: &[u8; 8]) -> (__m256i, __m256i) {
+pub(super) fn split_nibble_scales(scales: &[u8; 8]) -> (__m256i, __m256i) {
     let sc = load8(scales);
     let m4 = _mm_set1_epi8(0x0f);
     let lo = _mm_cvtepu8_epi16(_mm_and_si128(sc, m4));
@@ -703,7 +706,7 @@ static REP_IQ3S: [[i8; 32]; 4] = {
 
 /// `pshufb` control for IQ2_S: word `i` (index `4 g + l` of four groups)
 /// takes byte `g = i / 4` of its lane as its low byte, zero as its high.
-static REP_IQ2S: [i8; 32] = {
+pub(super) static REP_IQ2S: [i8; 32] = {
     let mut t = [-128i8; 32];
     let mut i = 0;
     while i < 16 {
