@@ -46,8 +46,7 @@ use super::x86::{
     f16_table, h2f_t, hsum_f32x8, iq4_table, iq4_values_x32, load_i8x32, load_u8x16, load_u8x32,
 };
 use super::x86_iqdot::{
-    REP_IQ2S, grid4, idx4, lane, load8, opaque as hide, pairs, q8_k, sign_operand,
-    split_nibble_scales,
+    grid4, idx4, iq2_s_dot, lane, load8, pairs, q8_k, sign_operand, split_nibble_scales,
 };
 use super::x86_tern::q8_k_parts;
 use crate::iquants::grids::IQ2S_GRID;
@@ -280,62 +279,5 @@ pub(crate) unsafe fn vec_dot_iq4_xs_q8_k_avx2(x: &[BlockIq4Xs], y: &[u8]) -> f32
 /// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn vec_dot_iq2_s_q8_k(x: &[BlockIq2S], y: &[u8]) -> f32 {
-    let t = f16_table();
-    let (y, _) = y.as_chunks::<Q8_K_BYTES>();
-    // qh[g] << (8 - 2 l) for l = 0..4.
-    let mul = _mm256_set1_epi64x(0x0004_0010_0040_0100);
-    // Word 4 g + l of a half takes qh byte g of the half's four groups.
-    let rep = load_u8x32(bytemuck::cast_ref(hide(&REP_IQ2S)));
-    let m300 = _mm256_set1_epi16(0x300);
-    let mut accf = _mm256_setzero_ps();
-    for (xb, yb) in x.iter().zip(y) {
-        let (dy, q8, _) = q8_k(yb);
-        let d = h2f_t(t, xb.d) * dy;
-        let (qs, signs) = xb.qs.split_at(QK_K / 8);
-        let (qs, _) = qs.as_chunks::<16>();
-        let qh = load8(&xb.qh);
-        let iv = [
-            (load_u8x16(&qs[0]), qh),
-            (load_u8x16(&qs[1]), _mm_srli_si128::<4>(qh)),
-        ]
-        .map(|(q, h)| {
-            let h = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(h), rep);
-            let high = _mm256_and_si256(_mm256_mullo_epi16(h, mul), m300);
-            _mm256_or_si256(_mm256_cvtepu8_epi16(q), high)
-        });
-        let iv = [
-            _mm256_castsi256_si128(iv[0]),
-            _mm256_extracti128_si256::<1>(iv[0]),
-            _mm256_castsi256_si128(iv[1]),
-            _mm256_extracti128_si256::<1>(iv[1]),
-        ];
-        let signs = load_u8x32(signs.try_into().expect("32 bytes"));
-        let (s_lo, s_hi) = (lane::<false>(signs), lane::<true>(signs));
-        let (l_a, l_b) = split_nibble_scales(&xb.scales);
-        let mut acc = [_mm256_setzero_si256(); 2];
-        macro_rules! group {
-            ($g:literal, $imm:literal) => {{
-                let (hi, slot) = ($g >= 4, $g & 3);
-                let sg = sign_operand(if hi { s_hi } else { s_lo }, slot);
-                let grid = grid4(&IQ2S_GRID, idx4::<{ $g % 2 }>(iv[$g / 2], 0x3ff));
-                let g = _mm256_sign_epi8(grid, sg);
-                let lsg = _mm256_shuffle_epi32::<$imm>(if $g < 4 { l_a } else { l_b });
-                acc[$g % 2] = dpwssd(acc[$g % 2], pairs(g, load_u8x32(&q8[$g])), lsg);
-            }};
-        }
-        group!(0, 0x00);
-        group!(1, 0x55);
-        group!(2, 0xaa);
-        group!(3, 0xff);
-        group!(4, 0x00);
-        group!(5, 0x55);
-        group!(6, 0xaa);
-        group!(7, 0xff);
-        accf = _mm256_fmadd_ps(
-            _mm256_set1_ps(d),
-            _mm256_cvtepi32_ps(_mm256_add_epi32(acc[0], acc[1])),
-            accf,
-        );
-    }
-    0.125 * hsum_f32x8(accf)
+    iq2_s_dot!(x, y, dpwssd)
 }
