@@ -566,7 +566,7 @@ float_kernel! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 2 * x.len()`.
     quantize_row_f16 / quantize_row_f16_at = quantize_f16_impl(x: &[f32], y: &mut [u8]) -> (),
-    x.len().checked_mul(2) == Some(y.len()), floats::quantize_row_f16
+    x.len().checked_mul(2) == Some(y.len()), floats::quantize_row_f16, avx512
 }
 
 float_kernel! {
@@ -576,7 +576,7 @@ float_kernel! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless `y.len() == 2 * x.len()`.
     quantize_row_bf16 / quantize_row_bf16_at = quantize_bf16_impl(x: &[f32], y: &mut [u8]) -> (),
-    x.len().checked_mul(2) == Some(y.len()), floats::quantize_row_bf16
+    x.len().checked_mul(2) == Some(y.len()), floats::quantize_row_bf16, avx512
 }
 
 float_kernel! {
