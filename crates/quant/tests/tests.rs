@@ -8,6 +8,7 @@ mod legacy;
 mod q1q2;
 mod simd;
 mod simd_avx2dots;
+mod simd_avx2exact;
 mod simd_dots1;
 mod simd_dots2;
 mod simd_float;

@@ -34,7 +34,7 @@ use crate::legacy::{self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
 
 use super::{Level, level, supported};
 #[cfg(target_arch = "x86_64")]
-use super::{x86, x86_avx2dots, x86_float, x86_floatdot, x86_iq4vnni, x86_vnni};
+use super::{x86, x86_avx2dots, x86_avx2exact, x86_float, x86_floatdot, x86_iq4vnni, x86_vnni};
 
 /// Generates the pair of public functions `$name(args)` (at [`level`]) and
 /// `$name_at(level, args)` over a private `$imp(level, args)`.
@@ -361,6 +361,13 @@ macro_rules! dot {
         $(#[$doc:meta])*
         $name:ident / $at:ident = $imp:ident, $bx:ty, $by:ty, $scalar:path $(, $vnni:ident)?
     ) => {
+        dot! { $(#[$doc])* $name / $at = $imp, $bx, $by, x86::$name, $scalar $(, $vnni)? }
+    };
+    (
+        $(#[$doc:meta])*
+        $name:ident / $at:ident = $imp:ident, $bx:ty, $by:ty, $avx2:path, $scalar:path
+        $(, $vnni:ident)?
+    ) => {
         entry_points! {
             $(#[$doc])*
             fn $name / $at = $imp(x: &[$bx], y: &[$by]) -> f32
@@ -381,7 +388,7 @@ macro_rules! dot {
                 )?
                 // SAFETY: `level` is capped at `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
-                return Ok(unsafe { x86::$name(x, y) });
+                return Ok(unsafe { $avx2(x, y) });
             }
             let _ = level;
             $scalar(x, y)
@@ -441,7 +448,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q8_0_q8_0 / vec_dot_q8_0_q8_0_at = vec_dot_q8_0_q8_0_impl,
-    BlockQ8_0, BlockQ8_0, legacy::vec_dot_q8_0_q8_0, vnni
+    BlockQ8_0, BlockQ8_0, x86_avx2exact::vec_dot_q8_0_q8_0, legacy::vec_dot_q8_0_q8_0, vnni
 }
 
 dot! {
