@@ -16,6 +16,7 @@ use weightkit_quant::simd::dispatch;
 
 use crate::simd::assert_length_error;
 use crate::simd_iq4::check_dot;
+use crate::simd_iqdot::blocks;
 
 /// Bytes of one `block_q8_K`, one `block_q8_0`, one `block_tq2_0`, one
 /// `block_q1_0`.
@@ -23,20 +24,6 @@ const Q8_K_BYTES: usize = 292;
 const Q8_0_BYTES: usize = 34;
 const TQ2_BYTES: usize = 66;
 const Q1_BYTES: usize = 18;
-
-fn tq2_blocks(bytes: &[u8]) -> Vec<BlockTq2_0> {
-    bytes
-        .chunks_exact(TQ2_BYTES)
-        .map(bytemuck::pod_read_unaligned)
-        .collect()
-}
-
-fn q1_blocks(bytes: &[u8]) -> Vec<BlockQ1_0> {
-    bytes
-        .chunks_exact(Q1_BYTES)
-        .map(bytemuck::pod_read_unaligned)
-        .collect()
-}
 
 // ------------------------------------------------------- exact reference
 
@@ -72,7 +59,7 @@ fn tq2_terms(x: &[BlockTq2_0], y: &[u8]) -> Vec<(f64, i64, i64)> {
 }
 
 /// Per Q8_0 block under a Q1_0 block: `(dx * dy, sum s q, sum |q|)`.
-fn q1_terms(x: &[BlockQ1_0], y: &[u8]) -> Vec<(f64, i64, i64)> {
+pub(crate) fn q1_terms(x: &[BlockQ1_0], y: &[u8]) -> Vec<(f64, i64, i64)> {
     let mut out = vec![];
     for (b, xb) in x.iter().enumerate() {
         for k8 in 0..QK1_0 / 32 {
@@ -108,7 +95,12 @@ fn tq2_dot(name: &str, x: &[BlockTq2_0], y: &[u8], exact: bool) -> Result<(), Te
     )
 }
 
-fn q1_dot(name: &str, x: &[BlockQ1_0], y: &[u8], exact: bool) -> Result<(), TestCaseError> {
+pub(crate) fn q1_dot(
+    name: &str,
+    x: &[BlockQ1_0],
+    y: &[u8],
+    exact: bool,
+) -> Result<(), TestCaseError> {
     check_dot(
         name,
         x,
@@ -161,7 +153,7 @@ fn extreme_u8() -> impl Strategy<Value = u8> {
 }
 
 /// An f16 scale: ordinary, extreme, subnormal, infinite or NaN.
-fn scale() -> impl Strategy<Value = f16> {
+pub(crate) fn scale() -> impl Strategy<Value = f16> {
     prop_oneof![
         4 => (-4.0f32..4.0).prop_map(f16::from_f32),
         1 => any::<u16>().prop_map(f16::from_bits),
@@ -186,7 +178,7 @@ proptest! {
         d in proptest::collection::vec(scale(), 9),
         dy in prop_oneof![-4.0f32..4.0, Just(f32::INFINITY), Just(f32::NAN), Just(1e-40f32)],
     ) {
-        let mut x = tq2_blocks(&xb);
+        let mut x = blocks::<BlockTq2_0>(&xb);
         x.iter_mut().zip(&d).for_each(|(b, d)| b.d = *d);
         let y = q8_k_raw(dy, &yq[..QK_K * x.len()], &bs[..16 * x.len()]);
         tq2_dot("raw tq2_0", &x, &y, false)?;
@@ -205,7 +197,7 @@ proptest! {
         neg in any::<bool>(),
     ) {
         let one = if neg { -f16::ONE } else { f16::ONE };
-        let mut x = tq2_blocks(&xb[..TQ2_BYTES * nb]);
+        let mut x = blocks::<BlockTq2_0>(&xb[..TQ2_BYTES * nb]);
         x.iter_mut().for_each(|b| b.d = one);
         let y = q8_k_raw(1.0, &yq[..QK_K * nb], &bs[..16 * nb]);
         tq2_dot("int tq2_0", &x, &y, true)?;
@@ -219,7 +211,7 @@ proptest! {
         yq in proptest::collection::vec(extreme_i8(), 9 * QK1_0),
         dy in scale(),
     ) {
-        let x = q1_blocks(&xb);
+        let x = blocks::<BlockQ1_0>(&xb);
         let y = q8_0_raw(dy, &yq[..QK1_0 * x.len()]);
         q1_dot("raw q1_0", &x, &y, false)?;
     }
@@ -233,7 +225,7 @@ proptest! {
         neg in any::<bool>(),
     ) {
         let one = if neg { -f16::ONE } else { f16::ONE };
-        let mut x = q1_blocks(&xb[..Q1_BYTES * nb]);
+        let mut x = blocks::<BlockQ1_0>(&xb[..Q1_BYTES * nb]);
         x.iter_mut().for_each(|b| b.d = one);
         let y = q8_0_raw(f16::ONE, &yq[..QK1_0 * nb]);
         q1_dot("int q1_0", &x, &y, true)?;
@@ -257,7 +249,7 @@ fn avx2dots_tq2_0_extreme_blocks() {
                     f16::NAN,
                 ] {
                     let nb = 3;
-                    let mut x = tq2_blocks(&vec![byte; TQ2_BYTES * nb]);
+                    let mut x = blocks::<BlockTq2_0>(&vec![byte; TQ2_BYTES * nb]);
                     x.iter_mut().for_each(|b| b.d = d);
                     let y = q8_k_raw(1.0, &vec![q; QK_K * nb], &vec![bsum; 16 * nb]);
                     let ctx = format!("byte {byte:#x}, quant {q}, bsum {bsum}, d {d}");
@@ -278,7 +270,7 @@ fn avx2dots_q1_0_extreme_blocks() {
     for byte in patterns {
         for q in [i8::MIN, i8::MAX, -1] {
             for nb in [1, 2, 3] {
-                let mut x = q1_blocks(&vec![byte; Q1_BYTES * nb]);
+                let mut x = blocks::<BlockQ1_0>(&vec![byte; Q1_BYTES * nb]);
                 x.iter_mut().for_each(|b| b.d = f16::ONE);
                 let y = q8_0_raw(f16::ONE, &vec![q; QK1_0 * nb]);
                 let ctx = format!("bits {byte:#x}, quant {q}, {nb} blocks");

@@ -11,13 +11,11 @@
 
 use half::f16;
 use proptest::prelude::*;
-use weightkit_quant::legacy::{self, BlockQ1_0, BlockQ8_0, QK1_0};
+use weightkit_quant::legacy::{self, BlockQ1_0, BlockQ8_0};
 use weightkit_quant::simd::{Level, dispatch};
 
 use crate::simd::levels;
-use crate::simd_iq4::check_dot;
-
-const Q8_0_BYTES: usize = 34;
+use crate::simd_avx2dots::{q1_dot, scale};
 
 fn q8_block(d: f16, qs: &[i8]) -> BlockQ8_0 {
     BlockQ8_0 {
@@ -81,43 +79,6 @@ fn q8_dot(name: &str, x: &[BlockQ8_0], y: &[BlockQ8_0], exact: bool) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Per Q8_0 block under a Q1_0 block: `(dx * dy, sum s q, sum |q|)`.
-fn q1_terms(x: &[BlockQ1_0], y: &[u8]) -> Vec<(f64, i64, i64)> {
-    let mut out = vec![];
-    for (b, xb) in x.iter().enumerate() {
-        for k8 in 0..QK1_0 / 32 {
-            let yb = &y[(4 * b + k8) * Q8_0_BYTES..];
-            let dy = f16::from_bits(u16::from_le_bytes([yb[0], yb[1]])).to_f32();
-            let (mut s, mut a) = (0i64, 0i64);
-            for j in 0..32 {
-                let k = 32 * k8 + j;
-                let sign = if (xb.qs[k / 8] >> (k % 8)) & 1 == 1 {
-                    1
-                } else {
-                    -1
-                };
-                let q = i64::from(yb[2 + j] as i8);
-                s += sign * q;
-                a += q.abs();
-            }
-            out.push((f64::from(xb.d.to_f32() * dy), s, a));
-        }
-    }
-    out
-}
-
-fn q1_dot(name: &str, x: &[BlockQ1_0], y: &[u8], exact: bool) -> Result<(), TestCaseError> {
-    check_dot(
-        name,
-        x,
-        y,
-        &q1_terms(x, y),
-        exact,
-        legacy::vec_dot_q1_0_q8_0,
-        dispatch::vec_dot_q1_0_q8_0_at,
-    )
 }
 
 /// A deterministic byte stream (xorshift).
@@ -237,18 +198,6 @@ fn avx2exact_q1_0_minus128_anywhere() {
 
 fn extreme_i8() -> impl Strategy<Value = i8> {
     prop_oneof![4 => any::<i8>(), 1 => Just(i8::MIN), 1 => Just(i8::MAX), 1 => Just(-1i8), 1 => Just(0i8)]
-}
-
-/// An f16 scale: ordinary, extreme, subnormal, infinite or NaN.
-fn scale() -> impl Strategy<Value = f16> {
-    prop_oneof![
-        4 => (-4.0f32..4.0).prop_map(f16::from_f32),
-        1 => any::<u16>().prop_map(f16::from_bits),
-        1 => Just(f16::MAX),
-        1 => Just(f16::from_bits(0x0001)),
-        1 => Just(f16::NEG_INFINITY),
-        1 => Just(f16::NAN),
-    ]
 }
 
 proptest! {

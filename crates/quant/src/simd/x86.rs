@@ -957,21 +957,29 @@ pub(super) fn nibbles_x32(qs: &[u8; 16]) -> __m256i {
     )
 }
 
-/// The fifth bits of a legacy 5-bit block as all-ones (bit set) or zero
-/// bytes, in element order (bit `i` of the little-endian `qh`).
+/// 32 bytes, byte `i` a copy of byte `i / 8` of `w` (one broadcast and one
+/// `pshufb`): with a mask of bit `i % 8` per byte, one bit per byte.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
-    // Byte i takes qh byte i / 8 ...
-    let bytes = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(i32::from_le_bytes(*qh)),
+pub(super) fn bit_bytes(w: &[u8; 4]) -> __m256i {
+    _mm256_shuffle_epi8(
+        _mm256_set1_epi32(i32::from_le_bytes(*w)),
         _mm256_set_epi64x(
             0x0303_0303_0303_0303,
             0x0202_0202_0202_0202,
             0x0101_0101_0101_0101,
             0,
         ),
-    );
+    )
+}
+
+/// The fifth bits of a legacy 5-bit block as all-ones (bit set) or zero
+/// bytes, in element order (bit `i` of the little-endian `qh`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
+    // Byte i takes qh byte i / 8 ...
+    let bytes = bit_bytes(qh);
     // ... and is all ones after setting every bit but bit i % 8 exactly
     // when that bit is set.
     let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);

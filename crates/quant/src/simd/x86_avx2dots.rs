@@ -41,7 +41,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16_table, h2f_t, hsum_f32x8, load_u8x32};
+use super::x86::{bit_bytes, f16_table, h2f_t, hsum_f32x8, load_u8x32};
 use super::x86_tern::q8_k_parts;
 use crate::iquants::{BlockTq2_0, Q8_0_BYTES, Q8_K_BYTES};
 use crate::legacy::BlockQ1_0;
@@ -104,15 +104,7 @@ pub(crate) unsafe fn vec_dot_tq2_0_q8_k(x: &[BlockTq2_0], y: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q1_0_signed_sum(bits: &[u8; 4], q: &[u8; 32]) -> __m256i {
     // Byte j takes bits byte j / 8 (one broadcast from memory) ...
-    let b = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(i32::from_le_bytes(*bits)),
-        _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
-        ),
-    );
+    let b = bit_bytes(bits);
     // ... and m is all ones where its bit j % 8 is clear.
     let m = _mm256_cmpeq_epi8(
         _mm256_and_si256(b, _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64)),
