@@ -37,7 +37,8 @@
 //!   differ from the scalar dot in the last bits: the legacy types use four
 //!   accumulators, with the Q4_1/Q5_1 `m * s` offsets summed apart and added
 //!   at the end like llama.cpp's `summs`; the Q2_K/Q4_K/Q5_K mins have their
-//!   own accumulator. The Q4_0/Q5_0/Q8_0 block scales come from a table of
+//!   own accumulator (the AVX2 Q4_1/Q5_1 kernels live in
+//!   x86_avx2legacy.rs; [`sum_blocks_offset`] serves the VNNI ones). The Q4_0/Q5_0/Q8_0 block scales come from a table of
 //!   every f16's f32 value (exact, as F16C), so their products are the
 //!   scalar code's.
 //! * IQ4_NL x Q8_0 and IQ4_XS x Q8_K look the nibbles up in the codebook
@@ -991,7 +992,7 @@ pub(super) fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
 /// `2 * 31 * 128` in magnitude, within i16.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_u8_i8_x32(q: __m256i, y: __m256i) -> __m256i {
+pub(super) fn dot_u8_i8_x32(q: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
 }
 
@@ -1061,20 +1062,6 @@ pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 
     })
 }
 
-/// Q4_1 x Q8_1: `d * sum(q * y) + m * s` per block.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    sum_blocks_offset(x, y, |bx, by| {
-        // [dx * dy, mx * sy, ..]: the scalar code's products.
-        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
-        let s = dot_u8_i8_x32(nibbles_x32(&bx.qs), load_i8x32(&by.qs));
-        (dm, _mm256_cvtepi32_ps(s))
-    })
-}
-
 /// Q5_0 x Q8_0.
 ///
 /// # Safety
@@ -1094,22 +1081,6 @@ pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
         let p = _mm256_sub_epi16(_mm256_maddubs_epi16(low, qy), _mm256_maddubs_epi16(off, qy));
         let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
         (d, _mm256_cvtepi32_ps(s))
-    })
-}
-
-/// Q5_1 x Q8_1: `d * sum(q * y) + m * s` per block.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-    sum_blocks_offset(x, y, |bx, by| {
-        // [dx * dy, mx * sy, ..]: the scalar code's products.
-        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
-        let high = _mm256_and_si256(q5_bits_x32(&bx.qh), _mm256_set1_epi8(16));
-        let qx = _mm256_or_si256(nibbles_x32(&bx.qs), high);
-        let s = dot_u8_i8_x32(qx, load_i8x32(&by.qs));
-        (dm, _mm256_cvtepi32_ps(s))
     })
 }
 
