@@ -1,6 +1,7 @@
-//! The Q4_1 and Q5_1 x Q8_1 dot products of `simd::x86_avx2legacy` (the
-//! AVX2 level's kernels: broadcast-and-shift nibbles, f16-table scales for
-//! Q5_1, two accumulators for Q4_1) against their scalar references and an
+//! The Q4_1 and Q5_1 x Q8_1 and Q2_K x Q8_K dot products of
+//! `simd::x86_avx2legacy` (the AVX2 level's kernels: broadcast-and-shift
+//! nibbles, f16-table scales for Q5_1, two accumulators for Q4_1, Q2_K's
+//! unshifted fields with weighted scales) against their scalar references and an
 //! exact reference (each block's integer sum in i64, the rest in f64) at
 //! every level this CPU supports (`dispatch::*_at`): random and adversarial
 //! blocks (all-zero and all-ones quant bytes, every fifth bit set or clear,
@@ -11,6 +12,7 @@
 
 use half::f16;
 use proptest::prelude::*;
+use weightkit_quant::kquants::{self, BlockQ2K, BlockQ8K};
 use weightkit_quant::legacy::{self, BlockQ4_1, BlockQ5_1, BlockQ8_1};
 use weightkit_quant::simd::{Level, dispatch};
 
@@ -308,5 +310,166 @@ proptest! {
         check(
             "int q5_1", &x5, &y, legacy::vec_dot_q5_1_q8_1, dispatch::vec_dot_q5_1_q8_1_at, true,
         )?;
+    }
+}
+
+// --------------------------------------------------------------------- Q2_K
+
+/// `(sum yd d isum - yd dmin summs, magnitude)` with each block's integer
+/// sums exact in i64 (the mins against the stored `bsums`, as the scalar
+/// code does).
+fn q2_k_exact(x: &[BlockQ2K], y: &[BlockQ8K]) -> (f64, f64) {
+    let (mut sum, mut mag) = (0f64, 0f64);
+    for (bx, by) in x.iter().zip(y) {
+        let (mut isum, mut iabs) = (0i64, 0i64);
+        for (i, &q8) in by.qs.iter().enumerate() {
+            let (chunk, field, l) = (i / 128, (i / 32) % 4, i % 32);
+            let q = i64::from((bx.qs[32 * chunk + l] >> (2 * field)) & 3);
+            let sc = i64::from(bx.scales[i / 16] & 0x0f);
+            isum += sc * q * i64::from(q8);
+            iabs += (sc * q * i64::from(q8)).abs();
+        }
+        let (mut summs, mut mabs) = (0i64, 0i64);
+        for (&b, &s) in by.bsums.iter().zip(&bx.scales) {
+            summs += i64::from(b) * i64::from(s >> 4);
+            mabs += (i64::from(b) * i64::from(s >> 4)).abs();
+        }
+        let d = f64::from(by.d * bx.d.to_f32());
+        let dmin = f64::from(by.d * bx.dmin.to_f32());
+        sum += d * isum as f64 - dmin * summs as f64;
+        mag += d.abs() * iabs as f64 + dmin.abs() * mabs as f64;
+    }
+    (sum, mag)
+}
+
+/// Every level against the scalar Q2_K dot and the exact sum: bit for bit
+/// when `bitwise`, else within `1e-5` of the magnitude.
+fn check_q2_k(
+    name: &str,
+    x: &[BlockQ2K],
+    y: &[BlockQ8K],
+    bitwise: bool,
+) -> Result<(), TestCaseError> {
+    let want = kquants::vec_dot_q2_k_q8_k(x, y).unwrap();
+    let (exact_want, mag) = q2_k_exact(x, y);
+    let near = |got: f32, what: &str| -> Result<(), TestCaseError> {
+        if mag.is_finite() && mag < 1e37 && exact_want.is_finite() {
+            let err = (f64::from(got) - exact_want).abs();
+            prop_assert!(
+                err <= 1e-5 * mag,
+                "{name} {what}: {got} vs exact {exact_want} (magnitude {mag})"
+            );
+        }
+        Ok(())
+    };
+    near(want, "scalar")?;
+    if bitwise {
+        prop_assert_eq!(f64::from(want), exact_want, "{} scalar", name);
+    }
+    for level in levels() {
+        let got = dispatch::vec_dot_q2_k_q8_k_at(level, x, y).unwrap();
+        if level == Level::Scalar || bitwise {
+            prop_assert_eq!(got.to_bits(), want.to_bits(), "{} at {:?}", name, level);
+        } else if !want.is_finite() {
+            prop_assert!(!got.is_finite(), "{name} at {level:?}: {got} vs {want}");
+        } else {
+            near(got, &format!("at {level:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Extreme quant and scale bytes (every field 3, every scale 15, mixed)
+/// against extreme partners and extreme `bsums`, unit scales: exact (each
+/// block's sums are integers f32 holds for these few blocks).
+#[test]
+fn avx2legacy_q2_k_extreme_blocks() {
+    for nb in [0usize, 1, 2, 3] {
+        for qb in [0x00u8, 0xff, 0x1b, 0xe4, 0xc0, 0x30] {
+            for sb in [0x00u8, 0xff, 0x0f, 0xf0, 0x5a] {
+                for yv in [i8::MIN, i8::MAX, -1, 1] {
+                    for bs in [i16::MIN, i16::MAX, 0, -1] {
+                        for (d, dmin) in [(f16::ONE, f16::ZERO), (f16::ONE, f16::ONE)] {
+                            let x = vec![
+                                BlockQ2K {
+                                    scales: [sb; 16],
+                                    qs: [qb; 64],
+                                    d,
+                                    dmin,
+                                };
+                                nb
+                            ];
+                            let y = vec![
+                                BlockQ8K {
+                                    d: 1.0,
+                                    qs: [yv; 256],
+                                    bsums: [bs; 16],
+                                };
+                                nb
+                            ];
+                            let ctx = format!(
+                                "{nb} blocks, qs {qb:#x}, scales {sb:#x}, y {yv}, bsums {bs}, dmin {dmin}"
+                            );
+                            // At most 256 * 3 * 15 * 128 + 16 * 15 * 32768 per
+                            // block, multiples of 2^15 where large: f32 holds
+                            // every partial sum.
+                            check_q2_k(&ctx, &x, &y, true).unwrap();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn f32_scale() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        4 => -2.0f32..2.0,
+        1 => Just(f32::MIN_POSITIVE / 4.0),
+        1 => Just(1e30f32),
+        1 => Just(f32::INFINITY),
+        1 => Just(f32::NAN),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Any Q2_K bytes and f16 scales against Q8_K partners with any quants,
+    /// any f32 scale and any (not necessarily consistent) `bsums`: within
+    /// the magnitude's tolerance of the exact sum at every level; with unit
+    /// scales bit for bit.
+    #[test]
+    fn avx2legacy_q2_k_raw_blocks(
+        nb in 0usize..=5,
+        xb in proptest::collection::vec(extreme_u8(), 5 * 80),
+        yq in proptest::collection::vec(extreme_i8(), 5 * 256),
+        bsums in proptest::collection::vec(any::<i16>(), 5 * 16),
+        sc in proptest::collection::vec(scale(), 5 * 2),
+        yd in proptest::collection::vec(f32_scale(), 5),
+        unit in any::<bool>(),
+    ) {
+        let mut x = vec![];
+        let mut y = vec![];
+        for b in 0..nb {
+            let xs = &xb[80 * b..80 * b + 80];
+            x.push(BlockQ2K {
+                scales: xs[..16].try_into().unwrap(),
+                qs: xs[16..].try_into().unwrap(),
+                d: if unit { f16::ONE } else { sc[2 * b] },
+                dmin: if unit { f16::ONE } else { sc[2 * b + 1] },
+            });
+            y.push(BlockQ8K {
+                d: if unit { 1.0 } else { yd[b] },
+                qs: yq[256 * b..256 * b + 256].try_into().unwrap(),
+                // Unit scales: bsums within 4096, so that every partial sum
+                // of up to five blocks is an integer below 2^24.
+                bsums: std::array::from_fn(|i| {
+                    let v = bsums[16 * b + i];
+                    if unit { v % 4096 } else { v }
+                }),
+            });
+        }
+        check_q2_k("raw q2_k", &x, &y, unit)?;
     }
 }

@@ -459,7 +459,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q2_k_q8_k / vec_dot_q2_k_q8_k_at = vec_dot_q2_k_q8_k_impl,
-    BlockQ2K, BlockQ8K, kquants::vec_dot_q2_k_q8_k, vnni
+    BlockQ2K, BlockQ8K, x86_avx2legacy::vec_dot_q2_k_q8_k, kquants::vec_dot_q2_k_q8_k, vnni
 }
 
 dot! {
@@ -1262,8 +1262,9 @@ matrix_quantizer! {
     BlockQ2_0, Q2_0, legacy::QK2_0, row x86_q12::quantize_row_q2_0, legacy::quantize_q2_0
 }
 
-// ------------------------------------------- AVX2 Q4_1 / Q5_1 x Q8_1 dots
+// -------------------------------------------- AVX2 Q4_1 / Q5_1 / Q2_K dots
 
-// The Q4_1 and Q5_1 dot products above run these kernels at the AVX2 level.
+// The Q4_1, Q5_1 and Q2_K dot products above run these kernels at the AVX2
+// level.
 #[cfg(target_arch = "x86_64")]
 use super::x86_avx2legacy;
