@@ -9,6 +9,7 @@ mod q1q2;
 mod simd;
 mod simd_avx2dots;
 mod simd_avx2exact;
+mod simd_avx2legacy;
 mod simd_dots1;
 mod simd_dots2;
 mod simd_float;

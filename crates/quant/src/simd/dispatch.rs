@@ -415,7 +415,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q4_1_q8_1 / vec_dot_q4_1_q8_1_at = vec_dot_q4_1_q8_1_impl,
-    BlockQ4_1, BlockQ8_1, legacy::vec_dot_q4_1_q8_1, vnni
+    BlockQ4_1, BlockQ8_1, x86_avx2legacy::vec_dot_q4_1_q8_1, legacy::vec_dot_q4_1_q8_1, vnni
 }
 
 dot! {
@@ -437,7 +437,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q5_1_q8_1 / vec_dot_q5_1_q8_1_at = vec_dot_q5_1_q8_1_impl,
-    BlockQ5_1, BlockQ8_1, legacy::vec_dot_q5_1_q8_1, vnni
+    BlockQ5_1, BlockQ8_1, x86_avx2legacy::vec_dot_q5_1_q8_1, legacy::vec_dot_q5_1_q8_1, vnni
 }
 
 dot! {
@@ -459,7 +459,7 @@ dot! {
     /// # Errors
     /// [`QuantError::BufferLength`] unless both sides have as many blocks.
     vec_dot_q2_k_q8_k / vec_dot_q2_k_q8_k_at = vec_dot_q2_k_q8_k_impl,
-    BlockQ2K, BlockQ8K, kquants::vec_dot_q2_k_q8_k, vnni
+    BlockQ2K, BlockQ8K, x86_avx2legacy::vec_dot_q2_k_q8_k, kquants::vec_dot_q2_k_q8_k, vnni
 }
 
 dot! {
@@ -1261,3 +1261,10 @@ matrix_quantizer! {
     quantize_q2_0 / quantize_q2_0_at = quantize_q2_0_impl,
     BlockQ2_0, Q2_0, legacy::QK2_0, row x86_q12::quantize_row_q2_0, legacy::quantize_q2_0
 }
+
+// -------------------------------------------- AVX2 Q4_1 / Q5_1 / Q2_K dots
+
+// The Q4_1, Q5_1 and Q2_K dot products above run these kernels at the AVX2
+// level.
+#[cfg(target_arch = "x86_64")]
+use super::x86_avx2legacy;

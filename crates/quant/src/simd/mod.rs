@@ -20,6 +20,8 @@ pub(crate) mod x86_avx2dots;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2exact;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_avx2legacy;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_dots2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_float;

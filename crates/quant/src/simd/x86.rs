@@ -37,9 +37,10 @@
 //!   differ from the scalar dot in the last bits: the legacy types use four
 //!   accumulators, with the Q4_1/Q5_1 `m * s` offsets summed apart and added
 //!   at the end like llama.cpp's `summs`; the Q2_K/Q4_K/Q5_K mins have their
-//!   own accumulator. The Q4_0/Q5_0/Q8_0 block scales come from a table of
-//!   every f16's f32 value (exact, as F16C), so their products are the
-//!   scalar code's.
+//!   own accumulator. (The AVX2 Q4_1/Q5_1/Q2_K kernels now live in
+//!   x86_avx2legacy.rs; [`sum_blocks_offset`] serves the VNNI ones.) The
+//!   Q4_0/Q5_0/Q8_0 block scales come from a table of every f16's f32
+//!   value (exact, as F16C), so their products are the scalar code's.
 //! * IQ4_NL x Q8_0 and IQ4_XS x Q8_K look the nibbles up in the codebook
 //!   (`pshufb`) and multiply as `|y| * (sign(y) v)` in `maddubs`: exact for
 //!   every byte because no codebook value is -128 (see [`iq4_pairs`]).
@@ -52,7 +53,7 @@ use half::f16;
 
 use crate::iquants::grids::KVALUES_IQ4NL;
 use crate::iquants::{BlockIq4Nl, BlockIq4Xs, Q8_0_BYTES};
-use crate::kquants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use crate::kquants::{BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 use crate::legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK8_0};
 
 // ------------------------------------------------------------------ helpers
@@ -92,7 +93,7 @@ fn load_i8x16(b: &[i8; 16]) -> __m128i {
 /// Loads sixteen `i16`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_i16x16(b: &[i16; 16]) -> __m256i {
+pub(super) fn load_i16x16(b: &[i16; 16]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
@@ -991,7 +992,7 @@ pub(super) fn q5_bits_x32(qh: &[u8; 4]) -> __m256i {
 /// `2 * 31 * 128` in magnitude, within i16.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_u8_i8_x32(q: __m256i, y: __m256i) -> __m256i {
+pub(super) fn dot_u8_i8_x32(q: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
 }
 
@@ -1061,20 +1062,6 @@ pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 
     })
 }
 
-/// Q4_1 x Q8_1: `d * sum(q * y) + m * s` per block.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    sum_blocks_offset(x, y, |bx, by| {
-        // [dx * dy, mx * sy, ..]: the scalar code's products.
-        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
-        let s = dot_u8_i8_x32(nibbles_x32(&bx.qs), load_i8x32(&by.qs));
-        (dm, _mm256_cvtepi32_ps(s))
-    })
-}
-
 /// Q5_0 x Q8_0.
 ///
 /// # Safety
@@ -1094,22 +1081,6 @@ pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
         let p = _mm256_sub_epi16(_mm256_maddubs_epi16(low, qy), _mm256_maddubs_epi16(off, qy));
         let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
         (d, _mm256_cvtepi32_ps(s))
-    })
-}
-
-/// Q5_1 x Q8_1: `d * sum(q * y) + m * s` per block.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-    sum_blocks_offset(x, y, |bx, by| {
-        // [dx * dy, mx * sy, ..]: the scalar code's products.
-        let dm = _mm_mul_ps(h2f_pair(bx.d, bx.m), h2f_pair(by.d, by.s));
-        let high = _mm256_and_si256(q5_bits_x32(&bx.qh), _mm256_set1_epi8(16));
-        let qx = _mm256_or_si256(nibbles_x32(&bx.qs), high);
-        let s = dot_u8_i8_x32(qx, load_i8x32(&by.qs));
-        (dm, _mm256_cvtepi32_ps(s))
     })
 }
 
@@ -1186,48 +1157,6 @@ fn bcast_i16_pair(v: __m256i, k: usize) -> __m256i {
 fn dup_half<const HI: i32>(v: __m256i) -> __m256i {
     let h = _mm256_extracti128_si256::<HI>(v);
     _mm256_set_m128i(h, h)
-}
-
-/// Q2_K x Q8_K.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
-    let t = f16_table();
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    for (xb, yb) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(yb.d * h2f_t(t, xb.d));
-        let dmin = _mm256_set1_ps(-yb.d * h2f_t(t, xb.dmin));
-        let mins_and_scales = load_u8x16(&xb.scales);
-        let scales = _mm256_cvtepu8_epi16(_mm_and_si128(mins_and_scales, m4));
-        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(mins_and_scales), m4));
-        // Each min against its group's stored sum, the products summed in
-        // pairs in 32 bits: exact for any `bsums`.
-        let prod = _mm256_madd_epi16(mins, load_i16x16(&yb.bsums));
-        acc = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc);
-        let scales = [dup_half::<0>(scales), dup_half::<1>(scales)];
-        let mut sumi = _mm256_setzero_si256();
-        let q8 = yb.qs.as_chunks::<32>().0.chunks_exact(4);
-        for ((q2, q8), sc) in xb.qs.as_chunks::<32>().0.iter().zip(q8).zip(scales) {
-            let q2 = load_u8x32(q2);
-            let q = [
-                _mm256_and_si256(q2, m3),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(q2), m3),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(q2), m3),
-                _mm256_and_si256(_mm256_srli_epi16::<6>(q2), m3),
-            ];
-            for (k, (q, q8)) in q.into_iter().zip(q8).enumerate() {
-                // 2-bit quants: each pair sum within 2 * 3 * 128.
-                let p = _mm256_maddubs_epi16(q, load_i8x32(q8));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(bcast_i16_pair(sc, 2 * k), p));
-            }
-        }
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_f32x8(acc)
 }
 
 /// The sixteen Q3_K scales (6 bits, biased by 32) as `i8`, ggml's `aux`
