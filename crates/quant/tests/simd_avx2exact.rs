@@ -12,10 +12,10 @@
 use half::f16;
 use proptest::prelude::*;
 use weightkit_quant::legacy::{self, BlockQ1_0, BlockQ8_0};
-use weightkit_quant::simd::{Level, dispatch};
+use weightkit_quant::simd::dispatch;
 
-use crate::simd::levels;
 use crate::simd_avx2dots::{q1_dot, scale};
+use crate::simd_iq4::check_exact_dot;
 
 fn q8_block(d: f16, qs: &[i8]) -> BlockQ8_0 {
     BlockQ8_0 {
@@ -48,37 +48,17 @@ fn q8_exact(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> (f64, f64) {
     (sum, mag)
 }
 
-/// Every level against the scalar dot and the exact sum: bit for bit when
-/// `exact`, else within `1e-5` of the magnitude (non-finite where the
-/// scalar result is).
+/// [`check_exact_dot`] for a Q8_0 row: bit for bit when `exact`.
 fn q8_dot(name: &str, x: &[BlockQ8_0], y: &[BlockQ8_0], exact: bool) -> Result<(), TestCaseError> {
-    let want = legacy::vec_dot_q8_0_q8_0(x, y).unwrap();
-    let (exact_want, mag) = q8_exact(x, y);
-    let near = |got: f32, what: &str| -> Result<(), TestCaseError> {
-        if mag.is_finite() && mag < 1e37 && exact_want.is_finite() {
-            let err = (f64::from(got) - exact_want).abs();
-            prop_assert!(
-                err <= 1e-5 * mag,
-                "{name} {what}: {got} vs exact {exact_want} (magnitude {mag})"
-            );
-        }
-        Ok(())
-    };
-    near(want, "scalar")?;
-    if exact {
-        prop_assert_eq!(f64::from(want), exact_want, "{} scalar", name);
-    }
-    for level in levels() {
-        let got = dispatch::vec_dot_q8_0_q8_0_at(level, x, y).unwrap();
-        if level == Level::Scalar || exact {
-            prop_assert_eq!(got.to_bits(), want.to_bits(), "{} at {:?}", name, level);
-        } else if !want.is_finite() {
-            prop_assert!(!got.is_finite(), "{name} at {level:?}: {got} vs {want}");
-        } else {
-            near(got, &format!("at {level:?}"))?;
-        }
-    }
-    Ok(())
+    check_exact_dot(
+        name,
+        x,
+        y,
+        q8_exact(x, y),
+        legacy::vec_dot_q8_0_q8_0,
+        dispatch::vec_dot_q8_0_q8_0_at,
+        exact,
+    )
 }
 
 /// A deterministic byte stream (xorshift).

@@ -14,13 +14,13 @@ use half::f16;
 use proptest::prelude::*;
 use weightkit_quant::kquants::{self, BlockQ2K, BlockQ8K};
 use weightkit_quant::legacy::{self, BlockQ4_1, BlockQ5_1, BlockQ8_1};
-use weightkit_quant::simd::{Level, dispatch};
+use weightkit_quant::simd::dispatch;
 
-use crate::simd::levels;
 use crate::simd_avx2dots::scale;
+use crate::simd_iq4::{DotAtOf, DotOf, check_exact_dot};
 
 /// A Q4_1 or Q5_1 block seen through its quants (0..=31) and f16 fields.
-trait Offset: Copy {
+trait Offset: Copy + bytemuck::Zeroable {
     fn quants(&self) -> [i64; 32];
     fn d(&self) -> f16;
     fn m(&self) -> f16;
@@ -74,47 +74,16 @@ fn exact<X: Offset>(x: &[X], y: &[BlockQ8_1]) -> (f64, f64) {
     (sum, mag)
 }
 
-type Dot<X> = fn(&[X], &[BlockQ8_1]) -> Result<f32, weightkit_quant::QuantError>;
-type DotAt<X> = fn(Level, &[X], &[BlockQ8_1]) -> Result<f32, weightkit_quant::QuantError>;
-
-/// Every level against the scalar dot and the exact sum: bit for bit when
-/// `bitwise`, else within `1e-5` of the magnitude (non-finite where the
-/// scalar result is).
+/// [`check_exact_dot`] for a Q4_1/Q5_1 row.
 fn check<X: Offset>(
     name: &str,
     x: &[X],
     y: &[BlockQ8_1],
-    scalar: Dot<X>,
-    at: DotAt<X>,
+    scalar: DotOf<X, BlockQ8_1>,
+    at: DotAtOf<X, BlockQ8_1>,
     bitwise: bool,
 ) -> Result<(), TestCaseError> {
-    let want = scalar(x, y).unwrap();
-    let (exact_want, mag) = exact(x, y);
-    let near = |got: f32, what: &str| -> Result<(), TestCaseError> {
-        if mag.is_finite() && mag < 1e37 && exact_want.is_finite() {
-            let err = (f64::from(got) - exact_want).abs();
-            prop_assert!(
-                err <= 1e-5 * mag,
-                "{name} {what}: {got} vs exact {exact_want} (magnitude {mag})"
-            );
-        }
-        Ok(())
-    };
-    near(want, "scalar")?;
-    if bitwise {
-        prop_assert_eq!(f64::from(want), exact_want, "{} scalar", name);
-    }
-    for level in levels() {
-        let got = at(level, x, y).unwrap();
-        if level == Level::Scalar || bitwise {
-            prop_assert_eq!(got.to_bits(), want.to_bits(), "{} at {:?}", name, level);
-        } else if !want.is_finite() {
-            prop_assert!(!got.is_finite(), "{name} at {level:?}: {got} vs {want}");
-        } else {
-            near(got, &format!("at {level:?}"))?;
-        }
-    }
-    Ok(())
+    check_exact_dot(name, x, y, exact(x, y), scalar, at, bitwise)
 }
 
 fn check_q4_1(name: &str, x: &[BlockQ4_1], y: &[BlockQ8_1], bitwise: bool) {
@@ -342,41 +311,22 @@ fn q2_k_exact(x: &[BlockQ2K], y: &[BlockQ8K]) -> (f64, f64) {
     (sum, mag)
 }
 
-/// Every level against the scalar Q2_K dot and the exact sum: bit for bit
-/// when `bitwise`, else within `1e-5` of the magnitude.
+/// [`check_exact_dot`] for a Q2_K row.
 fn check_q2_k(
     name: &str,
     x: &[BlockQ2K],
     y: &[BlockQ8K],
     bitwise: bool,
 ) -> Result<(), TestCaseError> {
-    let want = kquants::vec_dot_q2_k_q8_k(x, y).unwrap();
-    let (exact_want, mag) = q2_k_exact(x, y);
-    let near = |got: f32, what: &str| -> Result<(), TestCaseError> {
-        if mag.is_finite() && mag < 1e37 && exact_want.is_finite() {
-            let err = (f64::from(got) - exact_want).abs();
-            prop_assert!(
-                err <= 1e-5 * mag,
-                "{name} {what}: {got} vs exact {exact_want} (magnitude {mag})"
-            );
-        }
-        Ok(())
-    };
-    near(want, "scalar")?;
-    if bitwise {
-        prop_assert_eq!(f64::from(want), exact_want, "{} scalar", name);
-    }
-    for level in levels() {
-        let got = dispatch::vec_dot_q2_k_q8_k_at(level, x, y).unwrap();
-        if level == Level::Scalar || bitwise {
-            prop_assert_eq!(got.to_bits(), want.to_bits(), "{} at {:?}", name, level);
-        } else if !want.is_finite() {
-            prop_assert!(!got.is_finite(), "{name} at {level:?}: {got} vs {want}");
-        } else {
-            near(got, &format!("at {level:?}"))?;
-        }
-    }
-    Ok(())
+    check_exact_dot(
+        name,
+        x,
+        y,
+        q2_k_exact(x, y),
+        kquants::vec_dot_q2_k_q8_k,
+        dispatch::vec_dot_q2_k_q8_k_at,
+        bitwise,
+    )
 }
 
 /// Extreme quant and scale bytes (every field 3, every scale 15, mixed)

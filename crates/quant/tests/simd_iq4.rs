@@ -18,8 +18,11 @@ use crate::simd::{Shifted, assert_length_error, check_dequant, levels};
 const Q8_0_BYTES: usize = 34;
 const Q8_K_BYTES: usize = 292;
 
-pub(crate) type DotAt<B> = fn(Level, &[B], &[u8]) -> Result<f32, QuantError>;
-pub(crate) type Dot<B> = fn(&[B], &[u8]) -> Result<f32, QuantError>;
+pub(crate) type DotAt<B> = DotAtOf<B, u8>;
+pub(crate) type Dot<B> = DotOf<B, u8>;
+/// A dot product of `X` and `Y` blocks, and the same at one level.
+pub(crate) type DotOf<X, Y> = fn(&[X], &[Y]) -> Result<f32, QuantError>;
+pub(crate) type DotAtOf<X, Y> = fn(Level, &[X], &[Y]) -> Result<f32, QuantError>;
 
 fn nl_blocks(bytes: &[u8]) -> Vec<BlockIq4Nl> {
     bytes
@@ -118,8 +121,21 @@ pub(crate) fn check_dot<B: Copy + Zeroable>(
     scalar: Dot<B>,
     at: DotAt<B>,
 ) -> Result<(), TestCaseError> {
+    check_exact_dot(name, x, y, exact_dot(terms), scalar, at, exact)
+}
+
+/// [`check_dot`] for any operand types, given the exact sum and the
+/// magnitude of its terms (`(sum, sum of |terms|)`).
+pub(crate) fn check_exact_dot<X: Copy + Zeroable, Y: Copy + Zeroable>(
+    name: &str,
+    x: &[X],
+    y: &[Y],
+    (exact_want, mag): (f64, f64),
+    scalar: DotOf<X, Y>,
+    at: DotAtOf<X, Y>,
+    exact: bool,
+) -> Result<(), TestCaseError> {
     let want = scalar(x, y).unwrap();
-    let (exact_want, mag) = exact_dot(terms);
     let check_near = |got: f32, what: &str| -> Result<(), TestCaseError> {
         if mag.is_finite() && mag < 1e37 && exact_want.is_finite() {
             let err = (f64::from(got) - exact_want).abs();
