@@ -85,26 +85,47 @@ pub(crate) unsafe fn dequantize_row_bf16(x: &[u8], y: &mut [f32]) {
     }
 }
 
+/// Narrows `x` to two-byte values in `y` (the shorter side decides): `W`
+/// values per `step` (`B = 2 W` bytes out), the last ones through `one`.
+/// The row loop of every f32 -> f16/bf16 kernel.
+#[inline(always)]
+pub(super) fn narrow<const W: usize, const B: usize>(
+    x: &[f32],
+    y: &mut [u8],
+    step: impl Fn(&[f32; W], &mut [u8; B]),
+    one: fn(f32) -> u16,
+) {
+    const { assert!(B == 2 * W) };
+    let n = x.len().min(y.len() / 2);
+    let (x, y) = (&x[..n], &mut y[..2 * n]);
+    let (xc, xr) = x.as_chunks::<W>();
+    let (yc, yr) = y.as_chunks_mut::<B>();
+    for (s, d) in xc.iter().zip(yc) {
+        step(s, d);
+    }
+    for (c, v) in yr.chunks_exact_mut(2).zip(xr) {
+        c.copy_from_slice(&one(*v).to_le_bytes());
+    }
+}
+
 /// f32 -> f16 bytes, nearest even.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_row_f16(x: &[f32], y: &mut [u8]) {
-    let n = x.len().min(y.len() / 2);
-    let (x, y) = (&x[..n], &mut y[..2 * n]);
-    let (xc, xr) = x.as_chunks::<8>();
-    let (yc, yr) = y.as_chunks_mut::<16>();
-    for (s, d) in xc.iter().zip(yc) {
-        // SAFETY: `s` is 8 readable f32 (`loadu`: any alignment).
-        let v = unsafe { _mm256_loadu_ps(s.as_ptr()) };
-        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-        // SAFETY: `d` is 16 writable bytes (`storeu`: any alignment).
-        unsafe { _mm_storeu_si128(d.as_mut_ptr().cast(), h) };
-    }
-    for (c, v) in yr.chunks_exact_mut(2).zip(xr) {
-        c.copy_from_slice(&f32_to_f16_bits(*v).to_le_bytes());
-    }
+    narrow(
+        x,
+        y,
+        |s: &[f32; 8], d: &mut [u8; 16]| {
+            // SAFETY: `s` is 8 readable f32 (`loadu`: any alignment).
+            let v = unsafe { _mm256_loadu_ps(s.as_ptr()) };
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            // SAFETY: `d` is 16 writable bytes (`storeu`: any alignment).
+            unsafe { _mm_storeu_si128(d.as_mut_ptr().cast(), h) };
+        },
+        f32_to_f16_bits,
+    );
 }
 
 /// ggml's f32 -> bf16 rounding in each 32-bit lane (the result in the low
@@ -130,28 +151,27 @@ fn bf16_round(u: __m256i) -> __m256i {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn quantize_row_bf16(x: &[f32], y: &mut [u8]) {
-    let n = x.len().min(y.len() / 2);
-    let (x, y) = (&x[..n], &mut y[..2 * n]);
-    let (xc, xr) = x.as_chunks::<16>();
-    let (yc, yr) = y.as_chunks_mut::<32>();
-    for (s, d) in xc.iter().zip(yc) {
-        // SAFETY: `s` is 16 readable f32 (`loadu`: any alignment).
-        let (a, b) = unsafe {
-            (
-                _mm256_loadu_si256(s.as_ptr().cast()),
-                _mm256_loadu_si256(s.as_ptr().add(8).cast()),
-            )
-        };
-        // Values in 0..=0xffff, so the saturating pack is exact; it
-        // interleaves 64-bit groups of `a` and `b`, which the permute undoes.
-        let p = _mm256_packus_epi32(bf16_round(a), bf16_round(b));
-        let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(p);
-        // SAFETY: `d` is 32 writable bytes (`storeu`: any alignment).
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), p) };
-    }
-    for (c, v) in yr.chunks_exact_mut(2).zip(xr) {
-        c.copy_from_slice(&f32_to_bf16_bits(*v).to_le_bytes());
-    }
+    narrow(
+        x,
+        y,
+        |s: &[f32; 16], d: &mut [u8; 32]| {
+            // SAFETY: `s` is 16 readable f32 (`loadu`: any alignment).
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_si256(s.as_ptr().cast()),
+                    _mm256_loadu_si256(s.as_ptr().add(8).cast()),
+                )
+            };
+            // Values in 0..=0xffff, so the saturating pack is exact; it
+            // interleaves 64-bit groups of `a` and `b`, which the permute
+            // undoes.
+            let p = _mm256_packus_epi32(bf16_round(a), bf16_round(b));
+            let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(p);
+            // SAFETY: `d` is 32 writable bytes (`storeu`: any alignment).
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), p) };
+        },
+        f32_to_bf16_bits,
+    );
 }
 
 /// Sums four accumulators and adds the f64 tail.

@@ -29,6 +29,7 @@
 
 use std::arch::x86_64::*;
 
+use super::x86_float::narrow;
 use crate::floats::{f32_to_bf16_bits, f32_to_f16_bits};
 
 /// Loads 64 bytes.
@@ -107,31 +108,24 @@ pub(crate) unsafe fn vec_dot_bf16(x: &[u8], y: &[u8]) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
-/// Writes `f` of each of the last values (fewer than 16) as two bytes.
-fn tail(x: &[f32], y: &mut [u8], f: fn(f32) -> u16) {
-    for (c, v) in y.chunks_exact_mut(2).zip(x) {
-        c.copy_from_slice(&f(*v).to_le_bytes());
-    }
-}
-
 /// f32 -> f16 bytes, nearest even.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn quantize_row_f16(x: &[f32], y: &mut [u8]) {
-    let n = x.len().min(y.len() / 2);
-    let (x, y) = (&x[..n], &mut y[..2 * n]);
-    let (xc, xr) = x.as_chunks::<16>();
-    let (yc, yr) = y.as_chunks_mut::<32>();
-    for (s, d) in xc.iter().zip(yc) {
-        // SAFETY: `s` is 16 readable f32 (`loadu`: any alignment).
-        let v = unsafe { _mm512_loadu_ps(s.as_ptr()) };
-        let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-        // SAFETY: `d` is 32 writable bytes (`storeu`: any alignment).
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), h) };
-    }
-    tail(xr, yr, f32_to_f16_bits);
+    narrow(
+        x,
+        y,
+        |s: &[f32; 16], d: &mut [u8; 32]| {
+            // SAFETY: `s` is 16 readable f32 (`loadu`: any alignment).
+            let v = unsafe { _mm512_loadu_ps(s.as_ptr()) };
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            // SAFETY: `d` is 32 writable bytes (`storeu`: any alignment).
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), h) };
+        },
+        f32_to_f16_bits,
+    );
 }
 
 /// f32 -> bf16 bytes, as ggml rounds (the AVX2 kernel's lane formula).
@@ -140,25 +134,25 @@ pub(crate) unsafe fn quantize_row_f16(x: &[f32], y: &mut [u8]) {
 /// The CPU must support AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn quantize_row_bf16(x: &[f32], y: &mut [u8]) {
-    let n = x.len().min(y.len() / 2);
-    let (x, y) = (&x[..n], &mut y[..2 * n]);
-    let (xc, xr) = x.as_chunks::<16>();
-    let (yc, yr) = y.as_chunks_mut::<32>();
-    for (s, d) in xc.iter().zip(yc) {
-        // SAFETY: `s` is 16 readable f32 (`loadu`: any alignment).
-        let u = unsafe { _mm512_loadu_si512(s.as_ptr().cast()) };
-        let abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fff_ffff));
-        let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
-        let hi = _mm512_srli_epi32::<16>(u);
-        let bias = _mm512_add_epi32(
-            _mm512_set1_epi32(0x7fff),
-            _mm512_and_si512(hi, _mm512_set1_epi32(1)),
-        );
-        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(u, bias));
-        let quiet = _mm512_or_si512(hi, _mm512_set1_epi32(64));
-        let b = _mm512_mask_blend_epi32(nan, rounded, quiet);
-        // SAFETY: `d` is 32 writable bytes (`storeu`: any alignment).
-        unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(b)) };
-    }
-    tail(xr, yr, f32_to_bf16_bits);
+    narrow(
+        x,
+        y,
+        |s: &[f32; 16], d: &mut [u8; 32]| {
+            // SAFETY: `s` is 16 readable f32 (`loadu`: any alignment).
+            let u = unsafe { _mm512_loadu_si512(s.as_ptr().cast()) };
+            let abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+            let hi = _mm512_srli_epi32::<16>(u);
+            let bias = _mm512_add_epi32(
+                _mm512_set1_epi32(0x7fff),
+                _mm512_and_si512(hi, _mm512_set1_epi32(1)),
+            );
+            let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(u, bias));
+            let quiet = _mm512_or_si512(hi, _mm512_set1_epi32(64));
+            let b = _mm512_mask_blend_epi32(nan, rounded, quiet);
+            // SAFETY: `d` is 32 writable bytes (`storeu`: any alignment).
+            unsafe { _mm256_storeu_si256(d.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(b)) };
+        },
+        f32_to_bf16_bits,
+    );
 }
