@@ -275,7 +275,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut ra, mut rb) = (0f32, 0f32);
         let dot = cell(race(
             rounds,
-            || ra = ours(black_box(&q), black_box(&p)).expect("dots"),
+            || ra = ours.call(black_box(&q), black_box(&p)).expect("dots"),
             // SAFETY: `q` is one row of n values, `p` one row of n values of
             // the type's vec_dot_type; nrc = 1 with zero strides.
             || unsafe {

@@ -193,7 +193,37 @@ fn vec_dot_fn_is_vec_dot_per_type() {
         let q = quantize(dtype, &x, cols, None).unwrap();
         let pq = quantize(p, &y, cols, None).unwrap();
         let want = weightkit_quant::vec_dot(dtype, &q, &pq).unwrap();
-        assert_eq!(f(&q, &pq).unwrap().to_bits(), want.to_bits(), "{dtype:?}");
+        assert_eq!(
+            f.call(&q, &pq).unwrap().to_bits(),
+            want.to_bits(),
+            "{dtype:?}"
+        );
+        assert_eq!(f.dtype(), dtype);
+        // Misaligned bytes take the checked path (aligned copies): the same
+        // bits; lengths that are not whole blocks or do not match, errors.
+        let shifted = |b: &[u8]| {
+            let mut v = vec![0u8; b.len() + 1];
+            v[1..].copy_from_slice(b);
+            v
+        };
+        let (qs, ps) = (shifted(&q), shifted(&pq));
+        assert_eq!(
+            f.call(&qs[1..], &ps[1..]).unwrap().to_bits(),
+            want.to_bits(),
+            "{dtype:?} misaligned"
+        );
+        for (a, b) in [
+            (&q[..], &pq[..pq.len() - 1]),
+            (&q[..q.len() - 1], &pq[..]),
+            (&q[..], &[][..]),
+        ] {
+            assert!(
+                matches!(f.call(a, b), Err(QuantError::BufferLength { .. })),
+                "{dtype:?}: {} and {} bytes",
+                a.len(),
+                b.len()
+            );
+        }
         // It is the dot of the two dequantized rows up to f32 rounding
         // (Q8_1 has no dequantizer in ggml).
         if !can_dequantize(p) {

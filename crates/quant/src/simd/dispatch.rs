@@ -37,7 +37,10 @@ use super::{Level, level, supported};
 use super::{x86, x86_avx2dots, x86_avx2exact, x86_float, x86_floatdot, x86_iq4vnni, x86_vnni};
 
 /// Generates the pair of public functions `$name(args)` (at [`level`]) and
-/// `$name_at(level, args)` over a private `$imp(level, args)`.
+/// `$name_at(level, args)` over `$imp(level, args)`, which trusts its level
+/// (unsafe: it must not exceed [`supported`]), so that
+/// [`crate::api::vec_dot_fn`] can read the level once and pick each type's
+/// kernel for it.
 macro_rules! entry_points {
     (
         $(#[$doc:meta])*
@@ -46,7 +49,8 @@ macro_rules! entry_points {
         $(#[$doc])*
         #[inline]
         pub fn $name($($arg: $ty),*) -> Result<$ret, QuantError> {
-            $imp(level(), $($arg),*)
+            // SAFETY: `level()` never exceeds `supported()`.
+            unsafe { $imp(level(), $($arg),*) }
         }
 
         #[doc = concat!(
@@ -56,7 +60,8 @@ macro_rules! entry_points {
         )]
         #[inline]
         pub fn $at(level: Level, $($arg: $ty),*) -> Result<$ret, QuantError> {
-            $imp(level.min(supported()), $($arg),*)
+            // SAFETY: the level is capped at `supported()`.
+            unsafe { $imp(level.min(supported()), $($arg),*) }
         }
     };
 }
@@ -96,11 +101,13 @@ macro_rules! dequantizer {
             fn $name / $at = $imp(x: &[$block], y: &mut [f32]) -> ()
         }
 
+        /// # Safety
+        /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
+        pub(crate) unsafe fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().checked_mul($qk) == Some(y.len()) {
-                // SAFETY: `level` is capped at `supported()`, and
+                // SAFETY: the caller keeps `level` at or below `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
                 unsafe { $avx2(x, y) };
                 return Ok(());
@@ -197,11 +204,13 @@ macro_rules! quantizer {
             fn $name / $at = $imp(x: &[f32], y: &mut [$block]) -> ()
         }
 
+        /// # Safety
+        /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        fn $imp(level: Level, x: &[f32], y: &mut [$block]) -> Result<(), QuantError> {
+        pub(crate) unsafe fn $imp(level: Level, x: &[f32], y: &mut [$block]) -> Result<(), QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().is_multiple_of($qk) && y.len() == x.len() / $qk {
-                // SAFETY: `level` is capped at `supported()`, and
+                // SAFETY: the caller keeps `level` at or below `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
                 if unsafe { x86::all_finite(x) } {
                     // SAFETY: as above; the values are finite, as the kernel needs.
@@ -373,20 +382,22 @@ macro_rules! dot {
             fn $name / $at = $imp(x: &[$bx], y: &[$by]) -> f32
         }
 
+        /// # Safety
+        /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        fn $imp(level: Level, x: &[$bx], y: &[$by]) -> Result<f32, QuantError> {
+        pub(crate) unsafe fn $imp(level: Level, x: &[$bx], y: &[$by]) -> Result<f32, QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len() == y.len() {
                 $(
                     let _ = stringify!($vnni);
                     if avx512(level) {
-                        // SAFETY: `level` is capped at `supported()`, and
+                        // SAFETY: the caller keeps `level` at or below `supported()`, and
                         // `supported() >= Avx512` means the CPU has AVX2,
                         // FMA, F16C, AVX-512 F/BW/VL and VNNI.
                         return Ok(unsafe { x86_vnni::$name(x, y) });
                     }
                 )?
-                // SAFETY: `level` is capped at `supported()`, and
+                // SAFETY: the caller keeps `level` at or below `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
                 return Ok(unsafe { $avx2(x, y) });
             }
@@ -523,20 +534,22 @@ macro_rules! float_kernel {
             fn $name / $at = $imp($x: $tx, $y: $ty) -> $ret
         }
 
+        /// # Safety
+        /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        fn $imp(level: Level, $x: $tx, $y: $ty) -> Result<$ret, QuantError> {
+        pub(crate) unsafe fn $imp(level: Level, $x: $tx, $y: $ty) -> Result<$ret, QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && $ok {
                 $(
                     let _ = stringify!($avx512);
                     if avx512(level) {
-                        // SAFETY: `level` is capped at `supported()`, and
+                        // SAFETY: the caller keeps `level` at or below `supported()`, and
                         // `supported() >= Avx512` means the CPU has AVX2,
                         // FMA, F16C, AVX-512 F/BW/VL and VNNI.
                         return Ok(unsafe { x86_floatdot::$name($x, $y) });
                     }
                 )?
-                // SAFETY: `level` is capped at `supported()`, and
+                // SAFETY: the caller keeps `level` at or below `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
                 return Ok(unsafe { x86_float::$name($x, $y) });
             }
@@ -641,20 +654,22 @@ macro_rules! dot_raw {
             fn $name / $at = $imp(x: &[$bx], y: &[u8]) -> f32
         }
 
+        /// # Safety
+        /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        fn $imp(level: Level, x: &[$bx], y: &[u8]) -> Result<f32, QuantError> {
+        pub(crate) unsafe fn $imp(level: Level, x: &[$bx], y: &[u8]) -> Result<f32, QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().checked_mul($ybytes) == Some(y.len()) {
                 $(
                     let _ = stringify!($vnni);
                     if avx512(level) {
-                        // SAFETY: `level` is capped at `supported()`, and
+                        // SAFETY: the caller keeps `level` at or below `supported()`, and
                         // `supported() >= Avx512` means the CPU has AVX2,
                         // FMA, F16C, AVX-512 F/BW/VL and VNNI.
                         return Ok(unsafe { x86_vnni::$name(x, y) });
                     }
                 )?
-                // SAFETY: `level` is capped at `supported()`, and
+                // SAFETY: the caller keeps `level` at or below `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C.
                 return Ok(unsafe { $avx2(x, y) });
             }
@@ -813,8 +828,10 @@ macro_rules! matrix_quantizer {
             ) -> ()
         }
 
+        /// # Safety
+        /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        fn $imp(
+        pub(crate) unsafe fn $imp(
             level: Level,
             src: &[f32],
             dst: &mut [$block],
@@ -831,7 +848,7 @@ macro_rules! matrix_quantizer {
                     n_per_row,
                     imatrix,
                 )?;
-                // SAFETY: `level` is capped at `supported()`, and
+                // SAFETY: the caller keeps `level` at or below `supported()`, and
                 // `supported() >= Avx2` means the CPU has AVX2, FMA and F16C;
                 // the lengths and values are checked above.
                 unsafe { $avx2(src, dst, n_per_row, imatrix) };

@@ -78,7 +78,7 @@ impl Level {
         }
     }
 
-    fn from_u8(v: u8) -> Level {
+    pub(crate) const fn from_u8(v: u8) -> Level {
         match v {
             2 => Level::Avx2,
             3 => Level::Avx512,
@@ -86,7 +86,7 @@ impl Level {
         }
     }
 
-    fn to_u8(self) -> u8 {
+    pub(crate) const fn to_u8(self) -> u8 {
         match self {
             Level::Scalar => 1,
             Level::Avx2 => 2,
