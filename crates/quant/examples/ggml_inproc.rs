@@ -12,9 +12,12 @@
 //! adds a few tens of cycles to a call of ~150 (a 4096-value dot product),
 //! while weightkit's `speed` example times batches; and separate processes
 //! on a shared VM see different background load. Here both sides get the
-//! same statistic: rounds of `CALLS` consecutive calls, the two libraries
-//! interleaved round by round (each first in every other round), and the
-//! median round of each.
+//! same statistic: rounds of `CALLS` consecutive calls (each closure
+//! inlined into its own loop, so neither pays an indirect call the other
+//! does not), the two libraries interleaved round by round (each first in
+//! every other round), and the fastest round of each: background load on a
+//! shared VM only ever adds time, and the fastest of 41 rounds repeats
+//! within ~2% where the median moved by 5-10% between runs.
 //!
 //! Row: 4096 values (or `--values N`, a multiple of 256; one block's worth
 //! shows the per-call cost) of `0.1 + 2*cos(i)` quantized by weightkit (ggml's
@@ -148,35 +151,33 @@ mod ggml {
     }
 }
 
-/// Median seconds per call of `ours` and `theirs`, interleaved round by round.
+/// Seconds per call of `f`: one round of `CALLS` consecutive calls.
+fn round(f: &mut impl FnMut()) -> f64 {
+    let t = Instant::now();
+    for _ in 0..CALLS {
+        f();
+    }
+    t.elapsed().as_secs_f64() / CALLS as f64
+}
+
+/// Seconds per call of `ours` and `theirs`: the fastest of `rounds` rounds
+/// each, interleaved round by round (each first in every other round).
 fn race(rounds: usize, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64) {
     for _ in 0..5 {
         ours();
         theirs();
     }
-    let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
-    let time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        for _ in 0..CALLS {
-            f();
-        }
-        t.elapsed().as_secs_f64() / CALLS as f64
-    };
-    // Each side goes first in every other round.
+    let (mut a, mut b) = (f64::INFINITY, f64::INFINITY);
     for r in 0..rounds {
         if r % 2 == 0 {
-            a.push(time(&mut ours));
-            b.push(time(&mut theirs));
+            a = a.min(round(&mut ours));
+            b = b.min(round(&mut theirs));
         } else {
-            b.push(time(&mut theirs));
-            a.push(time(&mut ours));
+            b = b.min(round(&mut theirs));
+            a = a.min(round(&mut ours));
         }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (med(&mut a), med(&mut b))
+    (a, b)
 }
 
 #[cfg(target_os = "linux")]
@@ -219,7 +220,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let other: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();
     let gb = |t: f64| (n * 4) as f64 / t / f64::from(1u32 << 30);
     println!(
-        "weightkit vs llama.cpp's ggml in one process: {n} values, median of {rounds} \
+        "weightkit vs llama.cpp's ggml in one process: {n} values, fastest of {rounds} \
          interleaved rounds of {CALLS} calls; GB/s of f32 data (2^30 bytes)\n"
     );
     println!(
