@@ -14,7 +14,9 @@
 //! on a shared VM see different background load. Here both sides get the
 //! same statistic: rounds of `CALLS` consecutive calls (each closure
 //! inlined into its own loop, so neither pays an indirect call the other
-//! does not), the two libraries interleaved round by round (each first in
+//! does not; each side's input row through one `black_box` of its slice or
+//! pointer, the other operands plain: a `black_box(&vec)` on one side only
+//! adds two dependent loads before its first read, ~2 ns a call), the two libraries interleaved round by round (each first in
 //! every other round), and the fastest round of each: background load on a
 //! shared VM only ever adds time, and the fastest of 41 rounds repeats
 //! within ~2% where the median moved by 5-10% between runs.
@@ -247,26 +249,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // scale-search pass per group), not llama-quantize's 17-pass
             // `quantize_iq4_nl` that `quantize_into` runs.
             let mut nl: Vec<BlockIq4Nl> = vec![bytemuck::Zeroable::zeroed(); n / 32];
+            let (xs, qm, nlm, q2m) = (&x[..], &mut q[..], &mut nl[..], &mut q2[..]);
             cell(race(
                 rounds,
                 || {
                     if dtype == IQ4_NL {
-                        d::quantize_row_iq4_nl_ref(black_box(&x), &mut nl).expect("quantizes")
+                        d::quantize_row_iq4_nl_ref(black_box(xs), nlm).expect("quantizes")
                     } else {
-                        quantize_into(dtype, black_box(&x), n, None, &mut q).expect("quantizes")
+                        quantize_into(dtype, black_box(xs), n, None, qm).expect("quantizes")
                     }
                 },
                 // SAFETY: `x` holds n floats and `q2` the row's bytes.
-                || unsafe { from(black_box(x.as_ptr()), q2.as_mut_ptr(), n as i64) },
+                || unsafe { from(black_box(xs.as_ptr()), q2m.as_mut_ptr(), n as i64) },
             ))
         };
         let to = tr.to_float.ok_or("no to_float")?;
         let (mut y1, mut y2) = (vec![0f32; n], vec![0f32; n]);
+        let (qs, y1m, y2m) = (&q[..], &mut y1[..], &mut y2[..]);
         let deq = cell(race(
             rounds,
-            || dequantize(dtype, black_box(&q), &mut y1).expect("dequantizes"),
+            || dequantize(dtype, black_box(qs), y1m).expect("dequantizes"),
             // SAFETY: `q` is one row of n values of this type, `y2` n floats.
-            || unsafe { to(black_box(q.as_ptr()), y2.as_mut_ptr(), n as i64) },
+            || unsafe { to(black_box(qs.as_ptr()), y2m.as_mut_ptr(), n as i64) },
         ));
         let partner = vec_dot_type(dtype).ok_or("no partner")?;
         let mut p = vec![0u8; row_size(partner, n)?];
@@ -274,9 +278,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let vd = ct.vec_dot.ok_or("no vec_dot")?;
         let ours = vec_dot_fn(dtype).ok_or("no vec_dot")?;
         let (mut ra, mut rb) = (0f32, 0f32);
+        let ps = &p[..];
         let dot = cell(race(
             rounds,
-            || ra = ours.call(black_box(&q), black_box(&p)).expect("dots"),
+            || ra = ours.call(black_box(qs), ps).expect("dots"),
             // SAFETY: `q` is one row of n values, `p` one row of n values of
             // the type's vec_dot_type; nrc = 1 with zero strides.
             || unsafe {
@@ -284,9 +289,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     n as i32,
                     &mut rb,
                     0,
-                    black_box(q.as_ptr()),
+                    black_box(qs.as_ptr()),
                     0,
-                    p.as_ptr(),
+                    ps.as_ptr(),
                     0,
                     1,
                 )
