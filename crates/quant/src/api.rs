@@ -49,7 +49,7 @@ use crate::simd::dispatch::{
     dequantize_row_q2_0 as fast_dequantize_row_q2_0, quantize_q1_0 as fast_quantize_q1_0,
     quantize_q2_0 as fast_quantize_q2_0,
 };
-use crate::simd::{Level, level};
+use crate::simd::{Level, level, supported};
 
 /// Minimum number of values a parallel task quantizes (llama-quantize's
 /// chunk size), so small tensors are not split into tiny tasks.
@@ -430,9 +430,9 @@ pub fn vec_dot_type(dtype: DType) -> Option<DType> {
 /// [`call`](VecDotFn::call) it as [`vec_dot`] (same checks, errors and
 /// bits) without matching the type on every row.
 ///
-/// It holds the kernel for the SIMD [`level`](crate::simd::level) in force
-/// when it was chosen (a later [`set_level`](crate::simd::set_level) does
-/// not change it) behind a function that returns `Option<f32>`, which comes
+/// It holds the kernels for the SIMD [`level`](crate::simd::level) in force
+/// when it was chosen (or the one given to [`vec_dot_fn_at`]; a later
+/// [`set_level`](crate::simd::set_level) does not change it) behind a function that returns `Option<f32>`, which comes
 /// back in registers; `None` (bytes that are not whole, aligned blocks of
 /// matching lengths) hands the call to the checked path, which copies
 /// unaligned input or reports the error. A `Result<f32, QuantError>` comes
@@ -442,12 +442,18 @@ pub fn vec_dot_type(dtype: DType) -> Option<DType> {
 pub struct VecDotFn {
     dtype: DType,
     /// The kernel at the chosen level; `None` unless the bytes are whole,
-    /// aligned blocks of matching lengths. Safety: only run on a CPU that
-    /// supports that level, which [`vec_dot_fn`] ensures.
-    fast: unsafe fn(&[u8], &[u8]) -> Option<f32>,
-    /// Everything else: aligned copies of unaligned input, the errors.
-    checked: fn(&[u8], &[u8]) -> Result<f32, QuantError>,
+    /// aligned blocks of matching lengths.
+    fast: DotFast,
+    /// Everything else, at the same level: aligned copies of unaligned
+    /// input, the errors.
+    checked: DotChecked,
 }
+
+/// [`VecDotFn`]'s kernel. Safety: only run on a CPU that supports the level
+/// it was chosen for, which [`vec_dot_fn_at`] ensures.
+type DotFast = unsafe fn(&[u8], &[u8]) -> Option<f32>;
+/// [`VecDotFn`]'s checked path; the same safety contract.
+type DotChecked = unsafe fn(&[u8], &[u8]) -> Result<f32, QuantError>;
 
 impl VecDotFn {
     /// The dot product of row `x` of this type (whole blocks) with `y`, the
@@ -458,11 +464,13 @@ impl VecDotFn {
     /// whole blocks or do not match.
     #[inline]
     pub fn call(&self, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
-        // SAFETY: `vec_dot_fn` picked `fast` for the level `level()` returned,
-        // and that never exceeds what the CPU supports.
-        match unsafe { (self.fast)(x, y) } {
-            Some(v) => Ok(v),
-            None => (self.checked)(x, y),
+        // SAFETY: `vec_dot_fn_at` picked both functions for a level capped at
+        // what the CPU supports.
+        unsafe {
+            match (self.fast)(x, y) {
+                Some(v) => Ok(v),
+                None => (self.checked)(x, y),
+            }
         }
     }
 
@@ -497,12 +505,22 @@ pub fn vec_dot(dtype: DType, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
 /// the type has no dot product. It takes the bytes as [`vec_dot`] does
 /// (unaligned input is copied to aligned blocks first).
 pub fn vec_dot_fn(dtype: DType) -> Option<VecDotFn> {
-    // `fast::<L>` for the level in force: `dispatch`'s kernel choice for a
-    // constant level, inlined, behind the cheap checks. `$cast` turns the
-    // bytes into the kernel's arguments (`None` when they are not whole
-    // aligned blocks).
+    vec_dot_fn_at(dtype, level())
+}
+
+/// [`vec_dot_fn`] with the kernels of `level`, capped at what this CPU
+/// [`supported`]s ([`Level::Scalar`] runs the scalar reference), as the
+/// `_at` twins of [`crate::simd::dispatch`] do: for comparing levels in one
+/// process without [`set_level`](crate::simd::set_level).
+pub fn vec_dot_fn_at(dtype: DType, level: Level) -> Option<VecDotFn> {
+    // Capped before `pick!` is defined: the macro's `level` is this binding.
+    let level = level.min(supported());
+    // Per level `L`, `fast::<L>` (the bytes cast to the kernel's arguments
+    // by `$cast`, `None` unless they are whole aligned blocks of matching
+    // lengths) and `checked::<L>` (`$checked`: aligned copies, errors), both
+    // `dispatch`'s kernel choice for the constant level `$lv`.
     macro_rules! pick {
-        ($imp:ident, |$x:ident, $y:ident| $cast:expr, $checked:expr) => {{
+        ($imp:ident, |$x:ident, $y:ident| $cast:expr, |$lv:ident| $checked:expr) => {{
             /// # Safety
             /// The CPU supports `Level::from_u8(L)`.
             unsafe fn fast<const L: u8>($x: &[u8], $y: &[u8]) -> Option<f32> {
@@ -510,125 +528,91 @@ pub fn vec_dot_fn(dtype: DType) -> Option<VecDotFn> {
                 // SAFETY: the caller's contract.
                 unsafe { dispatch::$imp(Level::from_u8(L), a, b) }.ok()
             }
-            let fast: unsafe fn(&[u8], &[u8]) -> Option<f32> = match level() {
-                Level::Avx512 => fast::<{ Level::Avx512.to_u8() }>,
-                Level::Avx2 => fast::<{ Level::Avx2.to_u8() }>,
-                Level::Scalar => fast::<{ Level::Scalar.to_u8() }>,
+            /// # Safety
+            /// The CPU supports `Level::from_u8(L)`.
+            unsafe fn checked<const L: u8>($x: &[u8], $y: &[u8]) -> Result<f32, QuantError> {
+                let $lv = Level::from_u8(L);
+                $checked
+            }
+            macro_rules! at {
+                ($l:expr) => {
+                    (fast::<{ $l.to_u8() }>, checked::<{ $l.to_u8() }>)
+                };
+            }
+            let (fast, checked): (DotFast, DotChecked) = match level {
+                Level::Avx512 => at!(Level::Avx512),
+                Level::Avx2 => at!(Level::Avx2),
+                Level::Scalar => at!(Level::Scalar),
             };
             VecDotFn {
                 dtype,
                 fast,
-                checked: $checked,
+                checked,
             }
         }};
     }
     macro_rules! dot {
-        ($bx:ty, $by:ty, $f:ident, $imp:ident) => {
+        ($bx:ty, $by:ty, $imp:ident) => {
             pick!(
                 $imp,
                 |x, y| try_blocks::<$bx>(x).zip(try_blocks::<$by>(y)),
-                |x: &[u8], y: &[u8]| {
-                    with_blocks::<$bx, _>(x, |bx| {
-                        with_blocks::<$by, _>(y, |by| dispatch::$f(bx, by))
+                |lv| with_blocks::<$bx, _>(x, |bx| {
+                    with_blocks::<$by, _>(y, |by| {
+                        // SAFETY: `checked`'s contract covers `lv`.
+                        unsafe { dispatch::$imp(lv, bx, by) }
                     })
-                }
+                })
             )
         };
     }
     macro_rules! dot_raw {
-        ($bx:ty, $f:ident, $imp:ident) => {
-            pick!(
-                $imp,
-                |x, y| try_blocks::<$bx>(x).map(|b| (b, y)),
-                |x: &[u8], y: &[u8]| with_blocks::<$bx, _>(x, |bx| dispatch::$f(bx, y))
-            )
+        ($bx:ty, $imp:ident) => {
+            pick!($imp, |x, y| try_blocks::<$bx>(x).map(|b| (b, y)), |lv| {
+                with_blocks::<$bx, _>(x, |bx| {
+                    // SAFETY: `checked`'s contract covers `lv`.
+                    unsafe { dispatch::$imp(lv, bx, y) }
+                })
+            })
         };
     }
     macro_rules! floats {
-        ($f:ident, $imp:ident) => {
-            pick!($imp, |x, y| Some((x, y)), dispatch::$f)
+        ($imp:ident) => {
+            pick!($imp, |x, y| Some((x, y)), |lv| {
+                // SAFETY: `checked`'s contract covers `lv`.
+                unsafe { dispatch::$imp(lv, x, y) }
+            })
         };
     }
     use crate::simd::dispatch;
     Some(match dtype {
-        DType::F32 => floats!(vec_dot_f32, vec_dot_f32_impl),
-        DType::F16 => floats!(vec_dot_f16, vec_dot_f16_impl),
-        DType::BF16 => floats!(vec_dot_bf16, vec_dot_bf16_impl),
-        DType::Q4_0 => dot!(
-            BlockQ4_0,
-            BlockQ8_0,
-            vec_dot_q4_0_q8_0,
-            vec_dot_q4_0_q8_0_impl
-        ),
-        DType::Q4_1 => dot!(
-            BlockQ4_1,
-            BlockQ8_1,
-            vec_dot_q4_1_q8_1,
-            vec_dot_q4_1_q8_1_impl
-        ),
-        DType::Q5_0 => dot!(
-            BlockQ5_0,
-            BlockQ8_0,
-            vec_dot_q5_0_q8_0,
-            vec_dot_q5_0_q8_0_impl
-        ),
-        DType::Q5_1 => dot!(
-            BlockQ5_1,
-            BlockQ8_1,
-            vec_dot_q5_1_q8_1,
-            vec_dot_q5_1_q8_1_impl
-        ),
-        DType::Q8_0 => dot!(
-            BlockQ8_0,
-            BlockQ8_0,
-            vec_dot_q8_0_q8_0,
-            vec_dot_q8_0_q8_0_impl
-        ),
-        DType::Q2_K => dot!(
-            BlockQ2K,
-            BlockQ8K,
-            vec_dot_q2_k_q8_k,
-            vec_dot_q2_k_q8_k_impl
-        ),
-        DType::Q3_K => dot!(
-            BlockQ3K,
-            BlockQ8K,
-            vec_dot_q3_k_q8_k,
-            vec_dot_q3_k_q8_k_impl
-        ),
-        DType::Q4_K => dot!(
-            BlockQ4K,
-            BlockQ8K,
-            vec_dot_q4_k_q8_k,
-            vec_dot_q4_k_q8_k_impl
-        ),
-        DType::Q5_K => dot!(
-            BlockQ5K,
-            BlockQ8K,
-            vec_dot_q5_k_q8_k,
-            vec_dot_q5_k_q8_k_impl
-        ),
-        DType::Q6_K => dot!(
-            BlockQ6K,
-            BlockQ8K,
-            vec_dot_q6_k_q8_k,
-            vec_dot_q6_k_q8_k_impl
-        ),
-        DType::IQ4_NL => dot_raw!(BlockIq4Nl, vec_dot_iq4_nl_q8_0, vec_dot_iq4_nl_q8_0_impl),
-        DType::IQ4_XS => dot_raw!(BlockIq4Xs, vec_dot_iq4_xs_q8_k, vec_dot_iq4_xs_q8_k_impl),
-        DType::TQ1_0 => dot_raw!(BlockTq1_0, vec_dot_tq1_0_q8_k, vec_dot_tq1_0_q8_k_impl),
-        DType::TQ2_0 => dot_raw!(BlockTq2_0, vec_dot_tq2_0_q8_k, vec_dot_tq2_0_q8_k_impl),
-        DType::MXFP4 => dot_raw!(BlockMxfp4, vec_dot_mxfp4_q8_0, vec_dot_mxfp4_q8_0_impl),
-        DType::NVFP4 => dot_raw!(BlockNvfp4, vec_dot_nvfp4_q8_0, vec_dot_nvfp4_q8_0_impl),
-        DType::Q1_0 => dot_raw!(BlockQ1_0, vec_dot_q1_0_q8_0, vec_dot_q1_0_q8_0_impl),
-        DType::Q2_0 => dot_raw!(BlockQ2_0, vec_dot_q2_0_q8_0, vec_dot_q2_0_q8_0_impl),
-        DType::IQ2_XXS => dot_raw!(BlockIq2Xxs, vec_dot_iq2_xxs_q8_k, vec_dot_iq2_xxs_q8_k_impl),
-        DType::IQ2_XS => dot_raw!(BlockIq2Xs, vec_dot_iq2_xs_q8_k, vec_dot_iq2_xs_q8_k_impl),
-        DType::IQ2_S => dot_raw!(BlockIq2S, vec_dot_iq2_s_q8_k, vec_dot_iq2_s_q8_k_impl),
-        DType::IQ3_XXS => dot_raw!(BlockIq3Xxs, vec_dot_iq3_xxs_q8_k, vec_dot_iq3_xxs_q8_k_impl),
-        DType::IQ3_S => dot_raw!(BlockIq3S, vec_dot_iq3_s_q8_k, vec_dot_iq3_s_q8_k_impl),
-        DType::IQ1_S => dot_raw!(BlockIq1S, vec_dot_iq1_s_q8_k, vec_dot_iq1_s_q8_k_impl),
-        DType::IQ1_M => dot_raw!(BlockIq1M, vec_dot_iq1_m_q8_k, vec_dot_iq1_m_q8_k_impl),
+        DType::F32 => floats!(vec_dot_f32_impl),
+        DType::F16 => floats!(vec_dot_f16_impl),
+        DType::BF16 => floats!(vec_dot_bf16_impl),
+        DType::Q4_0 => dot!(BlockQ4_0, BlockQ8_0, vec_dot_q4_0_q8_0_impl),
+        DType::Q4_1 => dot!(BlockQ4_1, BlockQ8_1, vec_dot_q4_1_q8_1_impl),
+        DType::Q5_0 => dot!(BlockQ5_0, BlockQ8_0, vec_dot_q5_0_q8_0_impl),
+        DType::Q5_1 => dot!(BlockQ5_1, BlockQ8_1, vec_dot_q5_1_q8_1_impl),
+        DType::Q8_0 => dot!(BlockQ8_0, BlockQ8_0, vec_dot_q8_0_q8_0_impl),
+        DType::Q2_K => dot!(BlockQ2K, BlockQ8K, vec_dot_q2_k_q8_k_impl),
+        DType::Q3_K => dot!(BlockQ3K, BlockQ8K, vec_dot_q3_k_q8_k_impl),
+        DType::Q4_K => dot!(BlockQ4K, BlockQ8K, vec_dot_q4_k_q8_k_impl),
+        DType::Q5_K => dot!(BlockQ5K, BlockQ8K, vec_dot_q5_k_q8_k_impl),
+        DType::Q6_K => dot!(BlockQ6K, BlockQ8K, vec_dot_q6_k_q8_k_impl),
+        DType::IQ4_NL => dot_raw!(BlockIq4Nl, vec_dot_iq4_nl_q8_0_impl),
+        DType::IQ4_XS => dot_raw!(BlockIq4Xs, vec_dot_iq4_xs_q8_k_impl),
+        DType::TQ1_0 => dot_raw!(BlockTq1_0, vec_dot_tq1_0_q8_k_impl),
+        DType::TQ2_0 => dot_raw!(BlockTq2_0, vec_dot_tq2_0_q8_k_impl),
+        DType::MXFP4 => dot_raw!(BlockMxfp4, vec_dot_mxfp4_q8_0_impl),
+        DType::NVFP4 => dot_raw!(BlockNvfp4, vec_dot_nvfp4_q8_0_impl),
+        DType::Q1_0 => dot_raw!(BlockQ1_0, vec_dot_q1_0_q8_0_impl),
+        DType::Q2_0 => dot_raw!(BlockQ2_0, vec_dot_q2_0_q8_0_impl),
+        DType::IQ2_XXS => dot_raw!(BlockIq2Xxs, vec_dot_iq2_xxs_q8_k_impl),
+        DType::IQ2_XS => dot_raw!(BlockIq2Xs, vec_dot_iq2_xs_q8_k_impl),
+        DType::IQ2_S => dot_raw!(BlockIq2S, vec_dot_iq2_s_q8_k_impl),
+        DType::IQ3_XXS => dot_raw!(BlockIq3Xxs, vec_dot_iq3_xxs_q8_k_impl),
+        DType::IQ3_S => dot_raw!(BlockIq3S, vec_dot_iq3_s_q8_k_impl),
+        DType::IQ1_S => dot_raw!(BlockIq1S, vec_dot_iq1_s_q8_k_impl),
+        DType::IQ1_M => dot_raw!(BlockIq1M, vec_dot_iq1_m_q8_k_impl),
         _ => return None,
     })
 }

@@ -43,6 +43,6 @@ pub mod simd;
 pub use api::{
     VecDotFn, can_dequantize, can_quantize, dequantize, dequantize_parallel, matvec, quantize,
     quantize_into, quantize_into_parallel, row_size, uses_importance, vec_dot, vec_dot_fn,
-    vec_dot_type,
+    vec_dot_fn_at, vec_dot_type,
 };
 pub use error::QuantError;

@@ -4,10 +4,13 @@
 use std::path::PathBuf;
 
 use weightkit_core::DType;
+use weightkit_quant::simd::Level;
 use weightkit_quant::{
     QuantError, can_dequantize, can_quantize, dequantize, dequantize_parallel, quantize,
     quantize_into, quantize_into_parallel, row_size,
 };
+
+use crate::simd::levels;
 
 fn reference(name: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -168,7 +171,10 @@ fn matvec_matches_the_dequantized_product() {
 
 /// `vec_dot_fn` exists exactly for the types with a partner type, and each
 /// function gives `vec_dot`'s bits; `vec_dot` reports the others as
-/// unsupported.
+/// unsupported. `vec_dot_fn_at` at every level this CPU runs: the dot of the
+/// two dequantized rows up to f32 rounding, the same bits through
+/// misaligned copies (its checked path, at the same level), and typed
+/// errors for lengths that are not whole blocks or do not match.
 #[test]
 fn vec_dot_fn_is_vec_dot_per_type() {
     let cols = 256usize;
@@ -176,6 +182,11 @@ fn vec_dot_fn_is_vec_dot_per_type() {
     let y: Vec<f32> = (0..cols)
         .map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos())
         .collect();
+    let shifted = |b: &[u8]| {
+        let mut v = vec![0u8; b.len() + 1];
+        v[1..].copy_from_slice(b);
+        v
+    };
     for dtype in weightkit_core::dtype::ALL_DTYPES {
         let partner = weightkit_quant::vec_dot_type(dtype);
         let f = weightkit_quant::vec_dot_fn(dtype);
@@ -185,6 +196,7 @@ fn vec_dot_fn_is_vec_dot_per_type() {
                 weightkit_quant::vec_dot(dtype, &[], &[]),
                 Err(QuantError::Unsupported { .. })
             ));
+            assert!(weightkit_quant::vec_dot_fn_at(dtype, Level::Scalar).is_none());
             continue;
         };
         if !can_quantize(dtype) || !can_quantize(p) {
@@ -199,46 +211,59 @@ fn vec_dot_fn_is_vec_dot_per_type() {
             "{dtype:?}"
         );
         assert_eq!(f.dtype(), dtype);
-        // Misaligned bytes take the checked path (aligned copies): the same
-        // bits; lengths that are not whole blocks or do not match, errors.
-        let shifted = |b: &[u8]| {
-            let mut v = vec![0u8; b.len() + 1];
-            v[1..].copy_from_slice(b);
-            v
+        // Within f32 rounding of the dot of the two dequantized rows (Q8_1
+        // has no dequantizer in ggml: the scalar level stands in for it).
+        let exact = if can_dequantize(p) {
+            let (mut xd, mut yd) = (vec![0f32; cols], vec![0f32; cols]);
+            dequantize(dtype, &q, &mut xd).unwrap();
+            dequantize(p, &pq, &mut yd).unwrap();
+            let dot: f64 = xd.iter().zip(&yd).map(|(a, b)| f64::from(a * b)).sum();
+            let mag: f64 = xd
+                .iter()
+                .zip(&yd)
+                .map(|(a, b)| f64::from(a * b).abs())
+                .sum();
+            Some((dot, mag))
+        } else {
+            None
         };
+        let reference = weightkit_quant::vec_dot_fn_at(dtype, Level::Scalar)
+            .unwrap()
+            .call(&q, &pq)
+            .unwrap();
         let (qs, ps) = (shifted(&q), shifted(&pq));
-        assert_eq!(
-            f.call(&qs[1..], &ps[1..]).unwrap().to_bits(),
-            want.to_bits(),
-            "{dtype:?} misaligned"
-        );
-        for (a, b) in [
-            (&q[..], &pq[..pq.len() - 1]),
-            (&q[..q.len() - 1], &pq[..]),
-            (&q[..], &[][..]),
-        ] {
-            assert!(
-                matches!(f.call(a, b), Err(QuantError::BufferLength { .. })),
-                "{dtype:?}: {} and {} bytes",
-                a.len(),
-                b.len()
+        for level in levels() {
+            let f = weightkit_quant::vec_dot_fn_at(dtype, level).unwrap();
+            let got = f.call(&q, &pq).unwrap();
+            match exact {
+                Some((dot, mag)) => assert!(
+                    (f64::from(got) - dot).abs() <= 1e-5 * mag,
+                    "{dtype:?} {level:?}: {got} vs {dot}"
+                ),
+                None => assert!(
+                    (got - reference).abs() <= 1e-5 * reference.abs().max(1.0),
+                    "{dtype:?} {level:?}: {got} vs the scalar {reference}"
+                ),
+            }
+            // Misaligned bytes take the checked path (aligned copies) at the
+            // same level: the same bits.
+            assert_eq!(
+                f.call(&qs[1..], &ps[1..]).unwrap().to_bits(),
+                got.to_bits(),
+                "{dtype:?} {level:?} misaligned"
             );
+            for (a, b) in [
+                (&q[..], &pq[..pq.len() - 1]),
+                (&q[..q.len() - 1], &pq[..]),
+                (&q[..], &[][..]),
+            ] {
+                assert!(
+                    matches!(f.call(a, b), Err(QuantError::BufferLength { .. })),
+                    "{dtype:?} {level:?}: {} and {} bytes",
+                    a.len(),
+                    b.len()
+                );
+            }
         }
-        // It is the dot of the two dequantized rows up to f32 rounding
-        // (Q8_1 has no dequantizer in ggml).
-        if !can_dequantize(p) {
-            continue;
-        }
-        let (mut xd, mut yd) = (vec![0f32; cols], vec![0f32; cols]);
-        dequantize(dtype, &q, &mut xd).unwrap();
-        dequantize(p, &pq, &mut yd).unwrap();
-        let exact: f64 = xd.iter().zip(&yd).map(|(a, b)| f64::from(a * b)).sum();
-        let mag: f64 = xd
-            .iter()
-            .zip(&yd)
-            .map(|(a, b)| f64::from(a * b).abs())
-            .sum();
-        let err = (f64::from(want) - exact).abs();
-        assert!(err <= 1e-5 * mag, "{dtype:?}: {want} vs {exact}");
     }
 }
