@@ -432,15 +432,17 @@ pub fn vec_dot_type(dtype: DType) -> Option<DType> {
 ///
 /// It holds the kernels for the SIMD [`level`](crate::simd::level) in force
 /// when it was chosen (or the one given to [`vec_dot_fn_at`]; a later
-/// [`set_level`](crate::simd::set_level) does not change it) behind a function that returns `Option<f32>`, which comes
-/// back in registers; `None` (bytes that are not whole, aligned blocks of
-/// matching lengths) hands the call to the checked path, which copies
+/// [`set_level`](crate::simd::set_level) does not change it) behind a
+/// function that returns `Option<f32>`, which comes back in registers;
+/// `None` (bytes that are not whole, aligned blocks of matching lengths)
+/// hands the call to the checked path at the same level, which copies
 /// unaligned input or reports the error. A `Result<f32, QuantError>` comes
 /// back through memory: ~1.5 ns a call (~12% of a 256-value F16 dot
 /// product) when the function pointer returned one.
 #[derive(Clone, Copy)]
 pub struct VecDotFn {
     dtype: DType,
+    level: Level,
     /// The kernel at the chosen level; `None` unless the bytes are whole,
     /// aligned blocks of matching lengths.
     fast: DotFast,
@@ -450,7 +452,7 @@ pub struct VecDotFn {
 }
 
 /// [`VecDotFn`]'s kernel. Safety: only run on a CPU that supports the level
-/// it was chosen for, which [`vec_dot_fn_at`] ensures.
+/// it was chosen for, which [`vec_dot_fn`] and [`vec_dot_fn_at`] ensure.
 type DotFast = unsafe fn(&[u8], &[u8]) -> Option<f32>;
 /// [`VecDotFn`]'s checked path; the same safety contract.
 type DotChecked = unsafe fn(&[u8], &[u8]) -> Result<f32, QuantError>;
@@ -464,8 +466,8 @@ impl VecDotFn {
     /// whole blocks or do not match.
     #[inline]
     pub fn call(&self, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
-        // SAFETY: `vec_dot_fn_at` picked both functions for a level capped at
-        // what the CPU supports.
+        // SAFETY: `vec_dot_fn_trusted` picked both functions for a level at
+        // or below what the CPU supports (its callers' contract).
         unsafe {
             match (self.fast)(x, y) {
                 Some(v) => Ok(v),
@@ -478,12 +480,18 @@ impl VecDotFn {
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+
+    /// The SIMD level whose kernels it runs.
+    pub fn level(&self) -> Level {
+        self.level
+    }
 }
 
 impl std::fmt::Debug for VecDotFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VecDotFn")
             .field("dtype", &self.dtype)
+            .field("level", &self.level)
             .finish_non_exhaustive()
     }
 }
@@ -557,6 +565,7 @@ unsafe fn vec_dot_fn_trusted(dtype: DType, level: Level) -> Option<VecDotFn> {
             };
             VecDotFn {
                 dtype,
+                level,
                 fast,
                 checked,
             }

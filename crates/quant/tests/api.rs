@@ -211,6 +211,7 @@ fn vec_dot_fn_is_vec_dot_per_type() {
             "{dtype:?}"
         );
         assert_eq!(f.dtype(), dtype);
+        assert_eq!(f.level(), weightkit_quant::simd::level());
         // Within f32 rounding of the dot of the two dequantized rows (Q8_1
         // has no dequantizer in ggml: the scalar level stands in for it).
         let exact = if can_dequantize(p) {
@@ -234,6 +235,7 @@ fn vec_dot_fn_is_vec_dot_per_type() {
         let (qs, ps) = (shifted(&q), shifted(&pq));
         for level in levels() {
             let f = weightkit_quant::vec_dot_fn_at(dtype, level).unwrap();
+            assert_eq!(f.level(), level, "{dtype:?}");
             let got = f.call(&q, &pq).unwrap();
             match exact {
                 Some((dot, mag)) => assert!(

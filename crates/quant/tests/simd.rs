@@ -1442,6 +1442,9 @@ fn levels_above_the_cpu_are_capped() {
     let mut q = vec![BlockQ8_0::zeroed(); 2];
     dispatch::quantize_row_q8_0_at(Level::Avx512, &x, &mut q).unwrap();
     assert_eq!(q, q8_0(&x));
+    // The byte-level dot's chooser caps the same way.
+    let f = weightkit_quant::vec_dot_fn_at(weightkit_core::DType::Q8_0, Level::Avx512).unwrap();
+    assert_eq!(f.level(), weightkit_quant::simd::supported());
 }
 
 // ------------------------------------------------- k-quant scale searches
