@@ -144,6 +144,18 @@ fn matvec_matches_the_dequantized_product() {
         dequantize(dtype, &q, &mut wd).unwrap();
         let mut y = vec![0f32; rows];
         weightkit_quant::matvec(dtype, &q, rows, cols, &x, &mut y).unwrap();
+        // Weights at an odd address (every row through the aligned-copy
+        // path): the same bits.
+        let mut odd = vec![0u8; q.len() + 1];
+        odd[1..].copy_from_slice(&q);
+        let mut y_odd = vec![0f32; rows];
+        weightkit_quant::matvec(dtype, &odd[1..], rows, cols, &x, &mut y_odd).unwrap();
+        assert!(
+            y.iter()
+                .zip(&y_odd)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: misaligned weights"
+        );
         let tol = if matches!(dtype, DType::Q2_K | DType::Q3_K | DType::TQ2_0) {
             0.04
         } else {
