@@ -16,10 +16,11 @@
 //! inlined into its own loop, so neither pays an indirect call the other
 //! does not; each side's input row through one `black_box` of its slice or
 //! pointer, the other operands plain: a `black_box(&vec)` on one side only
-//! adds two dependent loads before its first read, ~2 ns a call), the two libraries interleaved round by round (each first in
-//! every other round), and the fastest round of each: background load on a
-//! shared VM only ever adds time, and the fastest of 41 rounds repeats
-//! within ~2% where the median moved by 5-10% between runs.
+//! adds two dependent loads before its first read, ~2 ns a call), the two
+//! libraries interleaved round by round (each first in every other round),
+//! and the fastest round of each: background load on a shared VM only ever
+//! adds time, and the fastest of 41 rounds repeats within ~2% where the
+//! median moved by 5-10% between runs.
 //!
 //! Row: 4096 values (or `--values N`, a multiple of 256; one block's worth
 //! shows the per-call cost) of `0.1 + 2*cos(i)` quantized by weightkit (ggml's

@@ -104,7 +104,7 @@ macro_rules! dequantizer {
         /// # Safety
         /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        pub(crate) unsafe fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
+        unsafe fn $imp(level: Level, x: &[$block], y: &mut [f32]) -> Result<(), QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().checked_mul($qk) == Some(y.len()) {
                 // SAFETY: the caller keeps `level` at or below `supported()`, and
@@ -207,7 +207,7 @@ macro_rules! quantizer {
         /// # Safety
         /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        pub(crate) unsafe fn $imp(level: Level, x: &[f32], y: &mut [$block]) -> Result<(), QuantError> {
+        unsafe fn $imp(level: Level, x: &[f32], y: &mut [$block]) -> Result<(), QuantError> {
             #[cfg(target_arch = "x86_64")]
             if avx2(level) && x.len().is_multiple_of($qk) && y.len() == x.len() / $qk {
                 // SAFETY: the caller keeps `level` at or below `supported()`, and
@@ -831,7 +831,7 @@ macro_rules! matrix_quantizer {
         /// # Safety
         /// `level` must not exceed [`supported`]`()`.
         #[inline]
-        pub(crate) unsafe fn $imp(
+        unsafe fn $imp(
             level: Level,
             src: &[f32],
             dst: &mut [$block],
