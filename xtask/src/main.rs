@@ -66,7 +66,8 @@ commands:
             `cargo xtask interop` installed, runs it and weightkit-quant's
             `speed` example in alternating rounds and prints GB/s and ratios;
             then the `ggml_inproc` example times the same kernels against
-            ggml's own in one process (dlopen of those libraries); both again
+            ggml's own in one process (dlopen of those libraries), and
+            `ggml_matvec` weightkit's matvec against ggml_mul_mat; all again
             against ggml built by cmake for this CPU (GGML_NATIVE=ON, what a
             llama.cpp user's cmake build gives; pinned cmake/ninja from PyPI,
             xtask/interop/build_ggml_native.py)
@@ -531,12 +532,24 @@ fn quant_perf() -> Result<(), Failure> {
         "weightkit-quant",
         "--example",
         "ggml_inproc",
+        "--example",
+        "ggml_matvec",
     ])?;
     let inproc = root.join("target/release/examples/ggml_inproc");
-    println!("\nggml as llama-cpp-python builds it (AVX2):\n");
-    run(&inproc.to_string_lossy(), &[&libdir.to_string_lossy()])?;
-    println!("\nggml built by cmake with GGML_NATIVE=ON (-march=native):\n");
-    run(&inproc.to_string_lossy(), &[native])
+    let matvec = root.join("target/release/examples/ggml_matvec");
+    let avx2 = libdir.to_string_lossy();
+    for (build, dir) in [
+        ("as llama-cpp-python builds it (AVX2)", &*avx2),
+        ("built by cmake with GGML_NATIVE=ON (-march=native)", native),
+    ] {
+        println!("\nggml {build}:\n");
+        run(&inproc.to_string_lossy(), &[dir])?;
+        // A 4096 x 4096 matrix times a vector: `matvec` against
+        // `ggml_mul_mat`, one thread and two.
+        println!();
+        run(&matvec.to_string_lossy(), &[dir, "41"])?;
+    }
+    Ok(())
 }
 
 /// weightkit's side of `cargo xtask export-bench` by default: one command.
