@@ -1,7 +1,7 @@
 //! ggml block quantization (`weightkit-quant`): the measurements of
 //! llama.cpp's `tests/test-quantize-perf`, per type.
 //!
-//! One group per type (`quant_<type>`, ggml's type names), five benchmarks:
+//! One group per type (`quant_<type>`, ggml's type names), seven benchmarks:
 //!
 //! * `quantize (1 thread)`: [`quantize_into`] without an importance matrix
 //!   (ggml's `quantize_row_*_ref`, what `llama-quantize` runs) on 1 MiB of
@@ -18,6 +18,11 @@
 //! * `vec_dot (1 thread)`: the type's dot product over one 4096-value row
 //!   against its partner type (q8_0, q8_1 or q8_K), as `vec_dot_q`, through
 //!   the dispatching byte-level `vec_dot`.
+//! * `matvec (1 thread)`, `matvec (all threads)`: [`matvec`] of the 4096 x
+//!   4096 matrix quantized above (larger than L2) times a 4096-value f32
+//!   vector, in a rayon pool of one thread and of one per core: a linear
+//!   layer's decode step. llama.cpp's `ggml_mul_mat` is timed against it in
+//!   one process by the `ggml_matvec` example (`cargo xtask quant-perf`).
 //!
 //! Throughput is `Bytes(4 * values)`: criterion's GiB/s is
 //! `test-quantize-perf`'s "float32 throughput" GB/s (2^30 bytes), so the
@@ -40,7 +45,7 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use weightkit_benches::quant::{REFERENCE_VALUES, generate_data};
 use weightkit_core::DType;
 use weightkit_quant::{
-    dequantize, quantize, quantize_into, quantize_into_parallel, row_size, uses_importance,
+    dequantize, matvec, quantize, quantize_into, quantize_into_parallel, row_size, uses_importance,
     vec_dot, vec_dot_type,
 };
 
@@ -109,6 +114,13 @@ pub(crate) fn quant(c: &mut Criterion) {
         .map(|i| 0.5 + ((i * 37) % 101) as f32 / 50.0)
         .collect();
     let mut out = vec![0f32; ROW];
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool")
+    };
+    let (one_thread, all_threads) = (pool(1), pool(0));
 
     for (dtype, name) in TYPES {
         let mut g = c.benchmark_group(format!("quant_{name}"));
@@ -147,6 +159,26 @@ pub(crate) fn quant(c: &mut Criterion) {
                     .expect("quantize")
             });
         });
+
+        // The quantized matrix (4096 x 4096) times a vector: a linear
+        // layer's decode step, each call inside the pool (as a model's
+        // forward pass runs) so that no call pays a hand-off to it.
+        // (Filled here too: a filter may have skipped the bench above.)
+        quantize_into_parallel(dtype, &weights, ROW, None, &mut q).expect("quantize");
+        let rows = PARALLEL_VALUES / ROW;
+        let mut y = vec![0f32; rows];
+        for (label, pool) in [
+            ("matvec (1 thread)", &one_thread),
+            ("matvec (all threads)", &all_threads),
+        ] {
+            g.bench_function(label, |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        matvec(dtype, black_box(&q), rows, ROW, &other, &mut y).expect("matvec")
+                    })
+                });
+            });
+        }
         drop(q);
 
         g.sampling_mode(SamplingMode::Auto);

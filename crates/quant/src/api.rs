@@ -640,7 +640,14 @@ unsafe fn vec_dot_fn_trusted(dtype: DType, level: Level) -> Option<VecDotFn> {
 /// `y = W x` for a row-major matrix `w` of `rows` rows of `cols` values of
 /// `dtype` (the bytes a GGUF tensor of shape `[rows, cols]` stores) and an
 /// f32 vector `x`: `x` is quantized once to the weight type's
-/// [`vec_dot_type`], then each row is one [`vec_dot`], rows in parallel.
+/// [`vec_dot_type`], then each row is one [`vec_dot`]. Rows run in
+/// parallel on the current rayon pool, in tasks of 16-64 rows (several per
+/// thread, so a worker that starts late still takes an even share); in a
+/// one-thread pool, or for fewer rows than one task, in order on the calling
+/// thread. Each output is its row's `vec_dot`, the same bits for any pool.
+/// A caller making many calls (a model's forward pass) should make them
+/// inside its pool (`ThreadPool::install`): a call from outside hands its
+/// work to the pool's threads and waits, tens of microseconds per call.
 /// This is the product the transformer's linear layers run.
 pub fn matvec(
     dtype: DType,
@@ -668,11 +675,27 @@ pub fn matvec(
         y.fill(0.0);
         return Ok(());
     }
-    w.par_chunks(row_bytes)
-        .zip(y.par_iter_mut())
-        .with_min_len(16)
-        .try_for_each(|(row, out)| {
+    let rows_of = |w: &[u8], y: &mut [f32]| -> Result<(), QuantError> {
+        for (row, out) in w.chunks_exact(row_bytes).zip(y) {
             *out = dot.call(row, &xq)?;
-            Ok(())
-        })
+        }
+        Ok(())
+    };
+    let threads = rayon::current_num_threads();
+    let chunk = matvec_chunk_rows(rows, threads);
+    if threads == 1 || chunk >= rows {
+        return rows_of(w, y);
+    }
+    w.par_chunks(row_bytes * chunk)
+        .zip(y.par_chunks_mut(chunk))
+        .with_max_len(1)
+        .try_for_each(|(w, y)| rows_of(w, y))
+}
+
+/// Rows per parallel task of [`matvec`]: small enough that every thread
+/// gets several (a worker that wakes late still takes an even share, as
+/// ggml's threads claim 64-row chunks), at least 16 so that a task's
+/// scheduling cost (~1 us) stays below its work.
+fn matvec_chunk_rows(rows: usize, threads: usize) -> usize {
+    (rows / (threads * 8)).clamp(16, 64)
 }

@@ -7,7 +7,7 @@ use weightkit_core::DType;
 use weightkit_quant::simd::Level;
 use weightkit_quant::{
     QuantError, can_dequantize, can_quantize, dequantize, dequantize_parallel, quantize,
-    quantize_into, quantize_into_parallel, row_size,
+    quantize_into, quantize_into_parallel, row_size, vec_dot, vec_dot_type,
 };
 
 use crate::simd::levels;
@@ -179,6 +179,44 @@ fn matvec_matches_the_dequantized_product() {
     }
     let mut y = [0f32; 2];
     assert!(weightkit_quant::matvec(DType::Q4_0, &[0u8; 36], 2, 32, &[1.0; 31], &mut y).is_err());
+}
+
+/// `matvec` splits its rows into tasks by the pool's thread count (chunks
+/// of 16-64 rows; one thread or a short matrix runs in order on the calling
+/// thread): in pools of 1, 2, 3 and 8 threads, on 300 rows (a partial last
+/// chunk) and on 10 (fewer than one chunk), every output is the bits of
+/// that row's own `vec_dot` against `x` quantized to the partner type.
+#[test]
+fn matvec_rows_are_their_vec_dots_in_any_pool() {
+    let cols = 512;
+    let x: Vec<f32> = (0..cols)
+        .map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos())
+        .collect();
+    for dtype in [DType::Q4_0, DType::Q4_K, DType::F16] {
+        let xq = quantize(vec_dot_type(dtype).unwrap(), &x, cols, None).unwrap();
+        for rows in [300, 10] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| 0.1 + 2.0 * (i as f32 * 0.37).cos())
+                .collect();
+            let q = quantize(dtype, &w, cols, None).unwrap();
+            let row_bytes = q.len() / rows;
+            let expect: Vec<u32> = q
+                .chunks_exact(row_bytes)
+                .map(|row| vec_dot(dtype, row, &xq).unwrap().to_bits())
+                .collect();
+            for threads in [1, 2, 3, 8] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut y = vec![f32::NAN; rows];
+                pool.install(|| weightkit_quant::matvec(dtype, &q, rows, cols, &x, &mut y))
+                    .unwrap();
+                let got: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, expect, "{dtype:?}, {rows} rows, {threads} threads");
+            }
+        }
+    }
 }
 
 /// `vec_dot_fn` exists exactly for the types with a partner type, and each
