@@ -127,14 +127,14 @@ pub fn quantize_row_bf16(x: &[f32], y: &mut [u8]) -> Result<(), QuantError> {
 }
 
 /// Sums `f(x_i, y_i)` (each an f32 product) in f64, as ggml's scalar loops,
-/// over values of `width` bytes.
+/// over values of `width` bytes, from +0.0 as ggml's `sumf = 0.0` (Rust's
+/// `Sum` starts at -0.0, which would make an all -0.0 row's dot -0.0).
 #[inline]
 fn dot_f64(x: &[u8], y: &[u8], width: usize, f: impl Fn(&[u8], &[u8]) -> f32) -> f32 {
-    let s: f64 = x
+    let s = x
         .chunks_exact(width)
         .zip(y.chunks_exact(width))
-        .map(|(a, b)| f64::from(f(a, b)))
-        .sum();
+        .fold(0.0f64, |s, (a, b)| s + f64::from(f(a, b)));
     s as f32
 }
 

@@ -189,3 +189,59 @@ fn byte_api_dots_rows_of_their_own_type() {
         assert!(weightkit_quant::quantize(dtype, &[f32::NAN; 4], 4, None).is_err());
     }
 }
+
+/// Rows whose products are all -0.0 or NaN, with and without a tail after
+/// the vector loop (64 and 67 values): every level gives the scalar
+/// reference's bits, +0.0 (each sum starts at +0.0, and the kernels return
+/// the f32 sum as it is when there is no tail) and a quiet NaN.
+#[test]
+fn signed_zero_and_nan_dots_match_the_scalar_code() {
+    type Dot = fn(Level, &[u8], &[u8]) -> Result<f32, weightkit_quant::QuantError>;
+    type Scalar = fn(&[u8], &[u8]) -> Result<f32, weightkit_quant::QuantError>;
+    /// Name, kernel, scalar code, and the bytes of -0.0, 1.0 and a NaN.
+    type Case = (&'static str, Dot, Scalar, Vec<u8>, Vec<u8>, Vec<u8>);
+    let cases: [Case; 3] = [
+        (
+            "f16",
+            dispatch::vec_dot_f16_at,
+            floats::vec_dot_f16,
+            0x8000u16.to_le_bytes().to_vec(),
+            0x3c00u16.to_le_bytes().to_vec(),
+            0x7e00u16.to_le_bytes().to_vec(),
+        ),
+        (
+            "bf16",
+            dispatch::vec_dot_bf16_at,
+            floats::vec_dot_bf16,
+            0x8000u16.to_le_bytes().to_vec(),
+            0x3f80u16.to_le_bytes().to_vec(),
+            0x7fc0u16.to_le_bytes().to_vec(),
+        ),
+        (
+            "f32",
+            dispatch::vec_dot_f32_at,
+            floats::vec_dot_f32,
+            (-0.0f32).to_le_bytes().to_vec(),
+            1.0f32.to_le_bytes().to_vec(),
+            f32::NAN.to_le_bytes().to_vec(),
+        ),
+    ];
+    for (name, dot, scalar, neg_zero, one, nan) in cases {
+        for n in [64, 67] {
+            let zeros = neg_zero.repeat(n);
+            let ones = one.repeat(n);
+            let mut with_nan = ones.clone();
+            with_nan[..nan.len()].copy_from_slice(&nan);
+            let want = scalar(&zeros, &ones).unwrap();
+            assert_eq!(want.to_bits(), 0, "{name}: the scalar reference gives +0.0");
+            for level in levels() {
+                let got = dot(level, &zeros, &ones).unwrap();
+                assert_eq!(got.to_bits(), want.to_bits(), "{name} {level:?} n={n}");
+                assert!(
+                    dot(level, &with_nan, &ones).unwrap().is_nan(),
+                    "{name} {level:?} n={n}"
+                );
+            }
+        }
+    }
+}
