@@ -174,33 +174,44 @@ pub(crate) unsafe fn quantize_row_bf16(x: &[f32], y: &mut [u8]) {
     );
 }
 
-/// Sums four accumulators and adds the f64 tail.
+/// Sums four accumulators and adds the f64 tail, if any. Without one the
+/// f32 sum is the result as it is: `(f64::from(s) + 0.0) as f32` is `s`
+/// bit for bit here (accumulators start at +0.0, so `s` is never -0.0, and
+/// FMA results carry quiet NaNs, which the round trip keeps), and skipping
+/// it takes three dependent conversions and an add off every call's end.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn finish(acc: [__m256; 4], tail: f64) -> f32 {
+fn finish(acc: [__m256; 4], tail: Option<f64>) -> f32 {
     let [a0, a1, a2, a3] = acc;
     let s = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    (f64::from(s) + tail) as f32
+    match tail {
+        None => s,
+        Some(t) => (f64::from(s) + t) as f32,
+    }
 }
 
 /// The f64 sum of the f32 products of the values left after the vector
-/// loop (fewer than 8), `width` bytes each. Out of line and skipped when
-/// there are none (every row of whole vectors), so the kernels' prologue
+/// loop (fewer than 8), `width` bytes each; `None` when there are none
+/// (every row of whole vectors). Out of line, so the kernels' prologue
 /// carries none of its code.
 #[inline]
-fn tail_sum(x: &[u8], y: &[u8], width: usize, product: impl Fn(&[u8], &[u8]) -> f32) -> f64 {
+fn tail_sum(
+    x: &[u8],
+    y: &[u8],
+    width: usize,
+    product: impl Fn(&[u8], &[u8]) -> f32,
+) -> Option<f64> {
     #[cold]
     #[inline(never)]
     fn sum(x: &[u8], y: &[u8], width: usize, product: &dyn Fn(&[u8], &[u8]) -> f32) -> f64 {
         x.chunks_exact(width)
             .zip(y.chunks_exact(width))
-            .map(|(a, b)| f64::from(product(a, b)))
-            .sum()
+            .fold(0.0, |s, (a, b)| s + f64::from(product(a, b)))
     }
     if x.is_empty() {
-        0.0
+        None
     } else {
-        sum(x, y, width, &product)
+        Some(sum(x, y, width, &product))
     }
 }
 
