@@ -1,14 +1,16 @@
 //! weightkit's `matvec` (a quantized matrix times an f32 vector, what a
 //! transformer's linear layers run per token) against llama.cpp's
 //! `ggml_mul_mat` in one process: the ggml shared libraries are loaded with
-//! `dlopen`, a one-node graph `mul_mat(W, x)` is built once over a copy of
-//! the same quantized bytes, and each call is `ggml_graph_compute` on a
+//! `dlopen`, a one-node graph `mul_mat(W, x)` is built once over weightkit's
+//! quantized bytes, copied into ggml's buffer, where both sides then read
+//! them (the same pages), and each call is `ggml_graph_compute` on a
 //! persistent ggml threadpool of the same number of threads (polling off,
 //! so its idle workers sleep while weightkit runs), against
 //! `matvec(dtype, w, rows, cols, x, y)` on a rayon pool of that many
 //! threads (each round's calls inside one `install`, as a model's forward
-//! pass runs inside its pool: no cross-thread hand-off per call). Both sides quantize `x` to the partner type on every call, as a
-//! decode step does.
+//! pass runs inside its pool: no cross-thread hand-off per call). Both
+//! sides quantize `x` to the partner type on every call, as a decode step
+//! does.
 //!
 //! Timing as in `ggml_inproc`: rounds of `CALLS` consecutive calls, the two
 //! libraries interleaved round by round, the fastest round of each; and a
@@ -164,11 +166,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if ctx.is_null() {
             return Err("ggml_init failed".into());
         }
+        let len = w.len();
         // SAFETY: `ctx` is live; the tensors are `cols` x `rows` of the
         // type (`w.len()` bytes, as ggml_row_size gives) and `cols` x 1
         // f32 (`x`), so both copies fit their tensors' data; the graph and
         // its output live in `ctx` until `ggml_free`.
-        let (gf, out) = unsafe {
+        let (gf, out, wdata) = unsafe {
             let a = (g.new_tensor_2d)(ctx, id, cols as i64, rows as i64);
             let b = (g.new_tensor_2d)(ctx, 0, cols as i64, 1);
             if a.is_null() || b.is_null() {
@@ -179,8 +182,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let c = (g.mul_mat)(ctx, a, b);
             let gf = (g.new_graph)(ctx);
             (g.build_forward_expand)(gf, c);
-            (gf, (g.get_data)(c).cast::<f32>().cast_const())
+            (
+                gf,
+                (g.get_data)(c).cast::<f32>().cast_const(),
+                (g.get_data)(a),
+            )
         };
+        // Both sides read the one copy of the matrix in ggml's buffer (the
+        // same physical pages: a 32 MiB f16 matrix is read from DRAM, whose
+        // speed depended on where each copy landed).
+        drop(w);
+        // SAFETY: `wdata` is the weight tensor's `len` bytes, live until
+        // `ggml_free` below; nothing writes them (ggml writes only the
+        // output tensor and the work buffer).
+        let ws = unsafe { std::slice::from_raw_parts(wdata.cast::<u8>().cast_const(), len) };
         let mut cells = String::new();
         for &t in &threads {
             let mut params = ggml::ThreadpoolParams([0; 1024]);
@@ -206,7 +221,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
             let mut y = vec![0f32; rows];
-            let (ws, xs) = (&w[..], &x[..]);
+            let xs = &x[..];
             let (ours, theirs) = race(
                 rounds,
                 |calls| {
