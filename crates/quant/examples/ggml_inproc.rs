@@ -42,6 +42,8 @@ use weightkit_core::DType;
 use weightkit_quant::iquants::BlockIq4Nl;
 use weightkit_quant::simd::dispatch as d;
 
+#[path = "shared/race.rs"]
+mod race;
 #[path = "shared/rows.rs"]
 mod rows;
 use rows::random_row;
@@ -72,17 +74,7 @@ fn race(rounds: usize, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64
         ours();
         theirs();
     }
-    let (mut a, mut b) = (f64::INFINITY, f64::INFINITY);
-    for r in 0..rounds {
-        if r % 2 == 0 {
-            a = a.min(round(&mut ours));
-            b = b.min(round(&mut theirs));
-        } else {
-            b = b.min(round(&mut theirs));
-            a = a.min(round(&mut ours));
-        }
-    }
-    (a, b)
+    race::fastest_interleaved(rounds, || round(&mut ours), || round(&mut theirs))
 }
 
 #[cfg(target_os = "linux")]
@@ -97,20 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0,
         MXFP4, NVFP4, Q1_0, Q2_0, F16, BF16, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M,
     ];
-    let types: Vec<DType> = match args.iter().position(|a| a == "--types") {
-        Some(i) => args
-            .get(i + 1)
-            .ok_or("--types needs a list")?
-            .split(',')
-            .map(|t| {
-                all.iter()
-                    .copied()
-                    .find(|d| d.name().eq_ignore_ascii_case(t))
-                    .ok_or_else(|| format!("unknown type {t}"))
-            })
-            .collect::<Result<_, _>>()?,
-        None => all.to_vec(),
-    };
+    let types = race::types_arg(&args, &all)?;
     // Short rows (one block: `--values 256`) expose the per-call cost.
     let n: usize = match args.iter().position(|a| a == "--values") {
         Some(i) => args

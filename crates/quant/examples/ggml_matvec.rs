@@ -36,6 +36,8 @@ use std::time::Instant;
 
 use weightkit_core::DType;
 
+#[path = "shared/race.rs"]
+mod race;
 #[path = "shared/rows.rs"]
 mod rows;
 use rows::random_row;
@@ -73,17 +75,7 @@ fn race(rounds: usize, mut ours: impl FnMut(usize), mut theirs: impl FnMut(usize
         f(CALLS);
         t.elapsed().as_secs_f64() / CALLS as f64
     };
-    let (mut a, mut b) = (f64::INFINITY, f64::INFINITY);
-    for r in 0..rounds {
-        if r % 2 == 0 {
-            a = a.min(time(&mut ours));
-            b = b.min(time(&mut theirs));
-        } else {
-            b = b.min(time(&mut theirs));
-            a = a.min(time(&mut ours));
-        }
-    }
-    (a, b)
+    race::fastest_interleaved(rounds, || time(&mut ours), || time(&mut theirs))
 }
 
 #[cfg(target_os = "linux")]
@@ -108,20 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0,
         MXFP4, Q1_0, F16, BF16, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M,
     ];
-    let types: Vec<DType> = match args.iter().position(|a| a == "--types") {
-        Some(i) => args
-            .get(i + 1)
-            .ok_or("--types needs a list")?
-            .split(',')
-            .map(|t| {
-                all.iter()
-                    .copied()
-                    .find(|d| d.name().eq_ignore_ascii_case(t))
-                    .ok_or_else(|| format!("unknown type {t}"))
-            })
-            .collect::<Result<_, _>>()?,
-        None => all.to_vec(),
-    };
+    let types = race::types_arg(&args, &all)?;
     let g = ggml::load(dir)?;
     let n = rows * cols;
     let values: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
