@@ -91,14 +91,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     let types = race::types_arg(&args, &all)?;
     // Short rows (one block: `--values 256`) expose the per-call cost.
-    let n: usize = match args.iter().position(|a| a == "--values") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .filter(|&v: &usize| v > 0 && v % 256 == 0)
-            .ok_or("--values needs a positive multiple of 256")?,
-        None => N,
-    };
+    let n: usize = race::arg(&args, "--values", N)?;
+    if n == 0 || !n.is_multiple_of(256) {
+        return Err("--values needs a positive multiple of 256".into());
+    }
     let g = ggml::load(dir)?;
     let x: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
     let other: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos()).collect();

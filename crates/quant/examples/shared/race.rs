@@ -44,3 +44,18 @@ pub(crate) fn types_arg(args: &[String], all: &[DType]) -> Result<Vec<DType>, St
         None => Ok(all.to_vec()),
     }
 }
+
+/// The value of a `--name V` argument, or `default` without the flag.
+pub(crate) fn arg<T: std::str::FromStr>(
+    args: &[String],
+    name: &str,
+    default: T,
+) -> Result<T, String> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("{name} needs a value")),
+        None => Ok(default),
+    }
+}
