@@ -12,7 +12,8 @@
 //! sides quantize `x` to the partner type on every call, as a decode step
 //! does.
 //!
-//! Timing as in `ggml_inproc`: rounds of `CALLS` consecutive calls, the two
+//! Timing as in `ggml_inproc`: rounds of consecutive calls (8 at the
+//! default size, more for smaller matrices: 2^25 values a round), the two
 //! libraries interleaved round by round, the fastest round of each; and a
 //! 20 ms pause and one untimed call before every round: the pause lets the
 //! other side's idle threads go to sleep (llama-cpp-python's ggml runs its
@@ -47,33 +48,29 @@ use weightkit_quant::{can_quantize, matvec, quantize_into, row_size};
 #[path = "shared/ggml.rs"]
 mod ggml;
 
-/// Calls per timed round.
-const CALLS: usize = 8;
+/// Matrix values per timed round: at least 8 calls, more for small matrices
+/// so that a round outlasts rayon's hand-off into its pool (one `install`
+/// per round, tens of microseconds when its worker has gone to sleep).
+const ROUND_VALUES: usize = 1 << 25;
 /// Pause before every timed round.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// The value of a `--name N` argument, or `default`.
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or(format!("{name} needs a value")),
-        None => Ok(default),
-    }
-}
 
 /// Seconds per call of `ours` and `theirs` (each called with a number of
 /// calls to make): the fastest of `rounds` rounds, interleaved (each first
 /// in every other round). A round sleeps `SETTLE`, makes one untimed call
-/// (its own threads awake, its data in cache), then times `CALLS` calls.
-fn race(rounds: usize, mut ours: impl FnMut(usize), mut theirs: impl FnMut(usize)) -> (f64, f64) {
+/// (its own threads awake, its data in cache), then times `calls` calls.
+fn race(
+    rounds: usize,
+    calls: usize,
+    mut ours: impl FnMut(usize),
+    mut theirs: impl FnMut(usize),
+) -> (f64, f64) {
     let time = |f: &mut dyn FnMut(usize)| {
         std::thread::sleep(SETTLE);
         f(1);
         let t = Instant::now();
-        f(CALLS);
-        t.elapsed().as_secs_f64() / CALLS as f64
+        f(calls);
+        t.elapsed().as_secs_f64() / calls as f64
     };
     race::fastest_interleaved(rounds, || time(&mut ours), || time(&mut theirs))
 }
@@ -86,12 +83,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "usage: ggml_matvec LIBDIR [ROUNDS] [--types a,b] [--rows R] [--cols C] [--threads 1,2]",
     )?;
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(11);
-    let rows: usize = arg(&args, "--rows", 4096)?;
-    let cols: usize = arg(&args, "--cols", 4096)?;
+    let rows: usize = race::arg(&args, "--rows", 4096)?;
+    let cols: usize = race::arg(&args, "--cols", 4096)?;
     if rows == 0 || cols == 0 || !cols.is_multiple_of(256) {
         return Err("--rows must be positive, --cols a positive multiple of 256".into());
     }
-    let threads: Vec<usize> = arg(&args, "--threads", "1,2".to_owned())?
+    let threads: Vec<usize> = race::arg(&args, "--threads", "1,2".to_owned())?
         .split(',')
         .map(|t| t.parse().ok().filter(|&t: &usize| t > 0))
         .collect::<Option<_>>()
@@ -103,6 +100,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let types = race::types_arg(&args, &all)?;
     let g = ggml::load(dir)?;
     let n = rows * cols;
+    let calls = (ROUND_VALUES / n).max(8);
     let values: Vec<f32> = (0..n).map(|i| 0.1 + 2.0 * (i as f32).cos()).collect();
     let x: Vec<f32> = (0..cols)
         .map(|i| 0.1 + 2.0 * (i as f32 + 1.0).cos())
@@ -110,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gb = |t: f64| (n * 4) as f64 / t / f64::from(1u32 << 30);
     println!(
         "weightkit matvec vs llama.cpp's ggml_mul_mat in one process: {rows} x {cols} \
-         matrix, fastest of {rounds} interleaved rounds of {CALLS} calls; GB/s of f32 \
+         matrix, fastest of {rounds} interleaved rounds of {calls} calls; GB/s of f32 \
          data (2^30 bytes of the matrix as f32) and the ratio weightkit / ggml\n"
     );
     let head: String = threads
@@ -203,6 +201,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let xs = &x[..];
             let (ours, theirs) = race(
                 rounds,
+                calls,
                 |calls| {
                     pool.install(|| {
                         for _ in 0..calls {
